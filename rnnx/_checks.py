@@ -25,6 +25,14 @@ def float_array(name, value, dtype, shape):
     shape holds ints and symbolic names (str); names never mismatch. Raises TypeError for a
     non-numeric value and ValueError for a wrong shape, an empty dimension or NaN/inf.
     """
+    # The common case, an array already as wanted, costs one scan: training checks every
+    # weight on every step.
+    if (type(value) is np.ndarray and value.dtype == dtype and value.flags.c_contiguous
+            and value.size and (value.shape == shape or (
+                value.ndim == len(shape) and all(got == want or isinstance(want, str)
+                                                 for got, want in zip(value.shape, shape))))
+            and _core.first_nonfinite([value]) < 0):
+        return value
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and other non-arrays
@@ -44,7 +52,7 @@ def float_array(name, value, dtype, shape):
             raise ValueError(f"{name} must have shape {_shape(shape)}; got {arr.shape}")
     with np.errstate(over="ignore"):  # a cast that overflows is reported below, by name
         converted = np.ascontiguousarray(arr, dtype=dtype)
-    if _core.count_nonfinite(converted.reshape(-1)):
+    if _core.first_nonfinite([converted]) >= 0:
         bad = ~np.isfinite(converted)
         first = tuple(int(i) for i in np.unravel_index(np.flatnonzero(bad)[0], arr.shape))
         if np.isfinite(arr[first]):
@@ -65,7 +73,7 @@ def all_finite(a):
     which allocates nothing: this runs on every gradient of every training step)."""
     a = np.asarray(a)
     if a.dtype == np.float32 or a.dtype == np.float64:
-        return a.size == 0 or not _core.count_nonfinite(np.ascontiguousarray(a).reshape(-1))
+        return _core.first_nonfinite([np.ascontiguousarray(a)]) < 0
     return bool(np.isfinite(a).all())
 
 

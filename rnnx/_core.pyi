@@ -1,7 +1,8 @@
 """Type stub of rnnx._core, the compiled kernels (src/_core.pyx).
 
-Every array is C-contiguous and all arrays of one call share one dtype, float32 or float64
-(the Cython fused type `floating`); rnnx.recurrence validates and converts before calling.
+Every array is C-contiguous, float32 or float64. The recurrence's kernels take arrays of
+one dtype (the Cython fused type `floating`); rnnx.recurrence validates and converts before
+calling. The reductions take lists of arrays of either dtype.
 """
 
 from typing import TypeVar
@@ -11,8 +12,9 @@ from numpy.typing import NDArray
 
 _F = TypeVar("_F", np.float32, np.float64)
 
-def count_nonfinite(a: NDArray[_F]) -> int: ...
-def l2_norm(a: NDArray[_F]) -> float: ...
+def first_nonfinite(arrays: list[NDArray[np.float32] | NDArray[np.float64]]) -> int: ...
+def l2_norms(arrays: list[NDArray[np.float32] | NDArray[np.float64]]) -> list[float]: ...
+def median_and_mad(values: NDArray[np.float64]) -> tuple[float, float]: ...
 def forward(
     x: NDArray[_F],
     W_xh: NDArray[_F],

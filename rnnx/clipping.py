@@ -21,9 +21,12 @@ import numpy as np
 from . import _core
 from ._checks import positive
 
-__all__ = ["ClipReport", "Transform", "global_norm", "array_norm", "norm_of_norms",
-           "clip_by_global_norm", "clip_by_value", "clip_by_parameter_norm", "adaptive_clip",
-           "autoclip", "chain"]
+__all__ = ["ClipReport", "Transform", "global_norm", "array_norm", "array_norms",
+           "norm_of_norms", "clip_by_global_norm", "clip_by_value", "clip_by_parameter_norm",
+           "adaptive_clip", "autoclip", "chain"]
+
+
+_FLOATS = (np.float32, np.float64)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def global_norm(grads):
     would overflow, and math.hypot combines them the same way. NaN if any entry is NaN,
     else inf if any is inf.
     """
-    return norm_of_norms([array_norm(g) for g in _arrays(grads).values()])
+    return norm_of_norms(array_norms(_arrays(grads).values()))
 
 
 def norm_of_norms(norms):
@@ -61,13 +64,21 @@ def norm_of_norms(norms):
     return math.nan if any(n != n for n in norms) else math.hypot(*norms)
 
 
+def array_norms(arrays):
+    """[||g||_2 over all entries of g for g in arrays] (see global_norm), in one call to
+    the compiled core: it runs on every gradient of every training step."""
+    return _core.l2_norms([g if type(g) is np.ndarray and g.dtype in _FLOATS
+                           and g.flags.c_contiguous else _float_copy(g) for g in arrays])
+
+
 def array_norm(g):
     """||g||_2 over all entries of one array (see global_norm)."""
+    return array_norms([g])[0]
+
+
+def _float_copy(g):
     g = np.asarray(g)
-    if g.size == 0:
-        return 0.0
-    dtype = np.float32 if g.dtype == np.float32 else np.float64
-    return _core.l2_norm(np.ascontiguousarray(g, dtype=dtype).reshape(-1))
+    return np.ascontiguousarray(g, dtype=np.float32 if g.dtype == np.float32 else np.float64)
 
 
 def _scaled(g, scale):
@@ -81,15 +92,27 @@ class Transform:
         """norm: global_norm(grads) when the caller has it already (the Trainer does)."""
         grads = _arrays(grads)
         before = global_norm(grads) if norm is None else norm
-        if not np.isfinite(before):
+        if not math.isfinite(before):
             return dict(grads), ClipReport(before, before, 1.0)
-        new = self._transform(grads, params, before)
-        unchanged = all(new[k] is g for k, g in grads.items())   # the usual case: no clip
-        after = before if unchanged else global_norm(new)
+        new, after = self._transform(grads, params, before)
+        if after is None:
+            unchanged = all(new[k] is g for k, g in grads.items())   # the usual case
+            after = before if unchanged else global_norm(new)
         return new, ClipReport(before, after, after / before if before > 0 else 1.0)
 
     def _transform(self, grads, params, norm):
+        """(new grads, their global norm, or None to have it measured)."""
         raise NotImplementedError
+
+    def coefficient(self, norm):
+        """The one factor by which this transformation multiplies every gradient, given
+        their finite global norm; None if it does more than rescale them all alike.
+
+        A caller that has the norm can then fold the factor into the update rather than
+        build scaled copies (the Trainer hands it to the optimizer's compiled update). A
+        stateful transformation updates its state as a call would.
+        """
+        return None
 
     def state_dict(self):
         return {}
@@ -103,7 +126,23 @@ class Transform:
         return f"{type(self).__name__}({fields})"
 
 
-class clip_by_global_norm(Transform):
+class _Rescale(Transform):
+    """A transformation that multiplies every gradient by coefficient(norm)."""
+
+    def _transform(self, grads, params, norm):
+        c = self.coefficient(norm)
+        if c == 1.0:
+            return dict(grads), norm
+        # the norm after is c * norm, up to rounding: no need to measure it again
+        return {k: _scaled(g, c) for k, g in grads.items()}, c * norm
+
+
+def _down_to(norm, max_norm):
+    """The factor that scales a global norm down to max_norm (1 if it is not above)."""
+    return 1.0 if norm <= max_norm else max_norm / norm
+
+
+class clip_by_global_norm(_Rescale):
     """Pascanu et al. 2013, Algorithm 1: if ||g|| > max_norm, g <- g * max_norm / ||g||.
 
     ||g|| is the global norm over all arrays, so the update keeps its direction.
@@ -112,10 +151,8 @@ class clip_by_global_norm(Transform):
     def __init__(self, max_norm):
         self.max_norm = positive("max_norm", max_norm)
 
-    def _transform(self, grads, params, norm):
-        if norm <= self.max_norm:
-            return dict(grads)
-        return {k: _scaled(g, self.max_norm / norm) for k, g in grads.items()}
+    def coefficient(self, norm):
+        return _down_to(norm, self.max_norm)
 
 
 class clip_by_value(Transform):
@@ -126,7 +163,7 @@ class clip_by_value(Transform):
 
     def _transform(self, grads, params, norm):
         return {k: np.clip(g, -self.limit, self.limit).astype(g.dtype, copy=False)
-                for k, g in grads.items()}
+                for k, g in grads.items()}, None
 
 
 class clip_by_parameter_norm(Transform):
@@ -140,7 +177,7 @@ class clip_by_parameter_norm(Transform):
         for k, g in grads.items():
             n = array_norm(g)
             out[k] = _scaled(g, self.max_norm / n) if n > self.max_norm else g
-        return out
+        return out, None
 
 
 def _unit_norms(a):
@@ -177,10 +214,10 @@ class adaptive_clip(Transform):
             # limit > 0, so where gnorm > limit the division is safe.
             scale = np.where(gnorm > limit, limit / np.maximum(gnorm, limit), 1.0)
             out[k] = g if np.all(scale == 1.0) else (g * scale).astype(g.dtype, copy=False)
-        return out
+        return out, None
 
 
-class autoclip(Transform):
+class autoclip(_Rescale):
     """AutoClip (Seetharaman et al. 2020): clip to a percentile of the norms seen so far.
 
     Every call appends the current (finite) global norm to the history, then clips by
@@ -205,12 +242,9 @@ class autoclip(Transform):
         """The recorded global norms, oldest first (float64 array)."""
         return np.array(self._history, dtype=np.float64)
 
-    def _transform(self, grads, params, norm):
+    def coefficient(self, norm):
         self._history.append(norm)
-        threshold = float(np.percentile(self.history, self.percentile))
-        if norm <= threshold:
-            return dict(grads)
-        return {k: _scaled(g, threshold / norm) for k, g in grads.items()}
+        return _down_to(norm, float(np.percentile(self.history, self.percentile)))
 
     def state_dict(self):
         return {"history": self.history}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import operator
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,7 @@ class History:
     def __init__(self, columns=None):
         self.columns = list(columns) if columns is not None else None
         self._data = {}
+        self._lists = None             # the lists of _data in the order of columns
         self._deltas = []
 
     def append(self, record, delta_norms=None):
@@ -73,11 +75,13 @@ class History:
         (T,) (None for NaN)."""
         if self.columns is None:
             self.columns = list(record)
-        if list(record) != self.columns:
+        if self._lists is None:
+            self._lists = [self._data.setdefault(k, []) for k in self.columns]
+        if len(record) != len(self.columns) or not all(map(operator.eq, record, self.columns)):
             raise ValueError(f"record keys {sorted(record)} differ from the history's "
                              f"columns {sorted(self.columns)}")
-        for k in self.columns:
-            self._data.setdefault(k, []).append(record[k])
+        for column, value in zip(self._lists, record.values()):
+            column.append(value)
         self._deltas.append(np.empty(0) if delta_norms is None
                             else np.array(delta_norms, np.float64).reshape(-1))
 

@@ -10,11 +10,13 @@ the loss, and optionally Pascanu et al.'s regulariser Omega.
 from __future__ import annotations
 
 import copy as _copy
+import math
 import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import _core
 from ._checks import (all_finite, float_array, float_dtype, positive, positive_or_none,
                       whole_number)
 from .init import (RECURRENT_INITS, _spectral_radius, init_params)
@@ -46,13 +48,17 @@ class Gradients:
     omega: float
 
 
-def _readout_overflow(value, grad_h):
+def _readout_overflow(value, grad_h, T):
     """The GradientOverflowError for a loss or readout gradient that is already non-finite
     (a huge W_hy or b_y), so that callers see one exception type for every non-finite
-    backward signal: raised at the last step t whose dL/dh[t] is non-finite."""
-    norms = np.sqrt(np.sum(np.square(grad_h, dtype=np.float64), axis=(1, 2)))
-    bad = np.flatnonzero(~np.isfinite(norms))
-    t = int(bad[-1]) if bad.size else grad_h.shape[0] - 1
+    backward signal: raised at the last step t whose dL/dh[t] is non-finite. grad_h holds
+    the last len(grad_h) of the T steps (readout "last": only the last one)."""
+    first = T - len(grad_h)
+    steps = np.sqrt(np.sum(np.square(grad_h, dtype=np.float64), axis=(1, 2)))
+    bad = np.flatnonzero(~np.isfinite(steps)) + first
+    t = int(bad[-1]) if bad.size else T - 1
+    norms = np.full(T, np.nan)
+    norms[first:] = steps
     norms[:t] = np.nan                   # steps BPTT never reached, as in rnn_backward
     return GradientOverflowError(t, norms[t] if bad.size else value, delta_norms=norms)
 
@@ -61,8 +67,9 @@ class RNN:
     """A vanilla tanh RNN with a linear readout, its parameters a plain dict of arrays.
 
     params: "W_xh" (H, D), "W_hh" (H, H), "b_h" (H,), "W_hy" (O, H), "b_y" (O,); read and
-    set them freely (they are checked on every use). readout "last" predicts from the
-    last hidden state, "all" at every step (sequence labelling, character models).
+    set them freely (they are checked on every use; one of another dtype or layout is
+    converted and stored back). readout "last" predicts from the last hidden state, "all"
+    at every step (sequence labelling, character models).
     init / std / spectral_radius choose W_hh (see rnnx.init.init_recurrent); seed makes
     the initialisation deterministic. dtype is "float32" or "float64": inputs are
     converted to it and all computation runs in it.
@@ -95,14 +102,29 @@ class RNN:
                 f"dtype={self.dtype.name!r})")
 
     def _checked(self):
-        """The params as finite, contiguous arrays of the model's dtype and shapes."""
+        """The params, checked: finite, of the model's shapes, and writeable C-contiguous
+        arrays of its dtype. One that is finite and of the right shape but not such an array
+        (a list, another dtype or layout, read-only) is converted and stored back, so that
+        an optimizer updates in place the very arrays the model computes with."""
         D, H, O = self.input_size, self.hidden_size, self.output_size
         shapes = {"W_xh": (H, D), "W_hh": (H, H), "b_h": (H,), "W_hy": (O, H), "b_y": (O,)}
-        missing = set(shapes) - set(self.params)
+        params, dtype = self.params, self.dtype
+        missing = set(shapes) - set(params)
         if missing:
             raise KeyError(f"params is missing {sorted(missing)}; it needs {sorted(shapes)}")
-        return {k: float_array(f"params[{k!r}]", self.params[k], self.dtype, shape)
-                for k, shape in shapes.items()}
+        arrays = [params[k] for k in shapes]
+        # the usual case, every step of training: one compiled scan of all five
+        if all(type(a) is np.ndarray and a.dtype == dtype and a.shape == shape
+               and a.flags.c_contiguous and a.flags.writeable
+               for a, shape in zip(arrays, shapes.values())) and (
+                _core.first_nonfinite(arrays) < 0):
+            return params
+        for k, shape in shapes.items():
+            value = params[k]
+            arr = float_array(f"params[{k!r}]", value, self.dtype, shape)
+            if arr is not value or not arr.flags.writeable:
+                params[k] = arr if arr.flags.writeable and arr.base is None else arr.copy()
+        return params
 
     def _inputs(self, x, h0):
         x = float_array("x", x, self.dtype, ("T", "B", self.input_size))
@@ -162,16 +184,13 @@ class RNN:
         # The readout is the only place the loss touches h: for "last" only h[T-1].
         if self.readout == "last":
             dW_hy, db_y = dy.T @ h[-1], dy.sum(axis=0)
-            grad_h = np.zeros_like(h)
-            grad_h[-1] = dy @ p["W_hy"]
+            grad_h = (dy @ p["W_hy"])[None]     # (1, B, H): the core's "last step only"
         else:
             dW_hy = dy.reshape(-1, self.output_size).T @ h.reshape(-1, self.hidden_size)
             db_y = dy.sum(axis=(0, 1))
             grad_h = dy @ p["W_hy"]
-        # for "last" only grad_h[-1] is non-zero: no need to scan the whole (T, B, H)
-        if not (np.isfinite(value) and all_finite(grad_h[-1] if self.readout == "last"
-                                                  else grad_h)):
-            raise _readout_overflow(value, grad_h)
+        if not (math.isfinite(value) and all_finite(grad_h)):
+            raise _readout_overflow(value, grad_h, len(h))
         # x, h0 and the params were checked above, h and grad_h are finite by construction
         g = _backward(x, h, grad_h, p["W_xh"], p["W_hh"], h0,
                       positive_or_none("max_norm", max_norm),

@@ -7,6 +7,10 @@ any array or any state changes, so a bad call leaves the weights and the state a
 were; non-finite gradients are refused (the caller decides whether to skip or roll back).
 state_dict() holds only numpy arrays and scalars (it fits in an .npz) and
 load_state_dict() restores it exactly, so a resumed run continues bit-identically.
+
+The update rules run compiled (rnnx._updates), all arrays in one call, with numpy's order
+of operations; every new value is checked before any is written, so an update that would
+make a weight or a state entry non-finite raises FloatingPointError and changes nothing.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import numbers
 
 import numpy as np
 
+from . import _updates
 from ._checks import all_finite, positive
 from .schedules import constant
 
@@ -58,9 +63,10 @@ class Optimizer:
                 raise KeyError(f"grads[{key!r}] has no parameter in params "
                                f"(keys {sorted(params)})")
             p = params[key]
-            if not isinstance(p, np.ndarray) or p.dtype.kind != "f" or not p.flags.writeable:
-                raise TypeError(f"params[{key!r}] must be a writeable float numpy array "
-                                "(it is updated in place)")
+            if not (isinstance(p, np.ndarray) and p.dtype in (np.float32, np.float64)
+                    and p.flags.writeable):
+                raise TypeError(f"params[{key!r}] must be a writeable float32 or float64 "
+                                "numpy array (it is updated in place)")
             g = np.asarray(g)
             if g.shape != p.shape:
                 raise ValueError(f"grads[{key!r}] must have shape {p.shape} like "
@@ -75,25 +81,57 @@ class Optimizer:
                                      f"{buf.shape} but params[{key!r}] is {p.dtype} "
                                      f"{p.shape}; was a state_dict of another model loaded?")
 
-    def _buffer(self, name, key, p):
-        buf = self.state[name].get(key)
-        if buf is None:
-            buf = self.state[name][key] = np.zeros_like(p)
-        return buf
-
     def step(self, params, grads):
-        """Update params (dict of arrays, in place) with grads (same keys/shapes)."""
+        """Update params (dict of arrays, in place) with grads (same keys/shapes).
+
+        Raises FloatingPointError, changing nothing, when the update would make a weight
+        or a state entry non-finite."""
         self._check(params, grads)
+        self._apply(params, grads)
+
+    def _apply(self, params, grads, scale=1.0):
+        """step() on arguments already checked: the Trainer's grads come from the model,
+        with its keys, shapes and dtypes, and are finite (their global norm is). scale
+        multiplies every gradient first, exactly as multiplying the arrays would (the
+        coefficient of a clipping transformation that only rescales)."""
         lr = self.learning_rate
         if not (0 < lr < np.inf):
             raise ValueError(f"the schedule gave a learning rate of {lr} at step {self.t}; "
                              "it must be positive and finite")
-        self.t += 1
-        for key, g in grads.items():
+        keys, groups, new_buffers, copies = list(grads), [], [], []
+        for key in keys:
             p = params[key]
-            self._update(key, p, np.asarray(g, dtype=p.dtype), lr)
+            if not p.flags.c_contiguous:                # the kernels need C order
+                p = np.ascontiguousarray(p)
+                copies.append((params[key], p))
+            group = [p, np.ascontiguousarray(grads[key], dtype=p.dtype)]
+            for name in self._active_buffers():
+                buf = self.state[name].get(key)
+                if buf is None:
+                    # a zero buffer is a fresh one: every rule's first step from zeros
+                    # gives exactly what torch's first step gives
+                    buf = np.zeros_like(p, order="C")
+                    new_buffers.append((name, key, buf))
+                group.append(buf)
+            groups.append(tuple(group))
+        bad = self._kernel(groups, scale, lr, self.t + 1)
+        if bad >= 0:
+            raise FloatingPointError(f"the update of params[{keys[bad]!r}] would make it (or "
+                                     "its optimizer state) non-finite; nothing was changed")
+        for name, key, buf in new_buffers:
+            self.state[name][key] = buf
+        for p, updated in copies:
+            p[...] = updated
+        self.t += 1
 
-    def _update(self, key, p, g, lr):
+    def _active_buffers(self):
+        """The state buffers the rule reads and writes (all of them, for most rules)."""
+        return self.buffers
+
+    def _kernel(self, groups, scale, lr, t):
+        """Apply step t (from 1) to groups of C-contiguous (param, grad, *buffers) arrays
+        with the compiled rule, the grads times scale; -1, or the index of a group whose
+        update would be non-finite."""
         raise NotImplementedError
 
     def state_dict(self):
@@ -131,8 +169,9 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with (Nesterov) momentum, as torch.optim.SGD.
 
-    buf = g (first step), then buf = momentum * buf + g; the step direction is buf, or
-    g + momentum * buf with nesterov=True.
+    p -= lr * g without momentum; with it buf = g (first step), then
+    buf = momentum * buf + g, and the step direction is buf, or g + momentum * buf with
+    nesterov=True.
     """
 
     buffers = ("momentum_buffer",)
@@ -144,16 +183,11 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs momentum > 0")
         self.nesterov = bool(nesterov)
 
-    def _update(self, key, p, g, lr):
-        if self.momentum:
-            buf = self.state["momentum_buffer"].get(key)
-            if buf is None:
-                buf = self.state["momentum_buffer"][key] = g.copy()
-            else:
-                buf *= self.momentum
-                buf += g
-            g = g + self.momentum * buf if self.nesterov else buf
-        p -= lr * g
+    def _active_buffers(self):
+        return self.buffers if self.momentum else ()
+
+    def _kernel(self, groups, scale, lr, t):
+        return _updates.sgd(groups, scale, lr, self.momentum, self.nesterov)
 
 
 class Adam(Optimizer):
@@ -170,17 +204,10 @@ class Adam(Optimizer):
         self.betas = (_unit_interval("betas[0]", b1), _unit_interval("betas[1]", b2))
         self.eps = positive("eps", eps)
 
-    def _update(self, key, p, g, lr):
+    def _kernel(self, groups, scale, lr, t):
         b1, b2 = self.betas
-        m = self._buffer("exp_avg", key, p)
-        v = self._buffer("exp_avg_sq", key, p)
-        m += (1 - b1) * (g - m)                        # torch's lerp_
-        v *= b2
-        v += (1 - b2) * g * g
-        step_size = lr / (1 - b1 ** self.t)
-        denom = np.sqrt(v) / (1 - b2 ** self.t) ** 0.5 + self.eps
-        p -= step_size * (m / denom)
-
+        return _updates.adam(groups, scale, lr / (1 - b1 ** t), b1, b2,
+                             (1 - b2 ** t) ** 0.5, self.eps)
 
 class RMSprop(Optimizer):
     """RMSprop (Hinton 2012), as torch.optim.RMSprop (not centered, no momentum)."""
@@ -192,12 +219,8 @@ class RMSprop(Optimizer):
         self.alpha = _unit_interval("alpha", alpha)
         self.eps = positive("eps", eps)
 
-    def _update(self, key, p, g, lr):
-        v = self._buffer("square_avg", key, p)
-        v *= self.alpha
-        v += (1 - self.alpha) * g * g
-        p -= lr * (g / (np.sqrt(v) + self.eps))
-
+    def _kernel(self, groups, scale, lr, t):
+        return _updates.rmsprop(groups, scale, lr, self.alpha, self.eps)
 
 class Adagrad(Optimizer):
     """Adagrad (Duchi et al. 2011), as torch.optim.Adagrad (no lr decay)."""
@@ -208,7 +231,5 @@ class Adagrad(Optimizer):
         super().__init__(lr)
         self.eps = positive("eps", eps)
 
-    def _update(self, key, p, g, lr):
-        s = self._buffer("sum", key, p)
-        s += g * g
-        p -= lr * (g / (np.sqrt(s) + self.eps))
+    def _kernel(self, groups, scale, lr, t):
+        return _updates.adagrad(groups, scale, lr, self.eps)

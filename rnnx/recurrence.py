@@ -91,7 +91,7 @@ def _parameters(x, W_xh, W_hh, b_h, h0):
 def _forward(x, W_xh, W_hh, b_h, h0):
     """rnn_forward on arguments already checked."""
     h = _core.forward(x, W_xh, W_hh, b_h, h0, _own_kernel(x.shape[1], W_hh.shape[0]))
-    if _core.count_nonfinite(h.reshape(-1)):
+    if _core.first_nonfinite([h]) >= 0:
         raise FloatingPointError(
             "rnn_forward: the pre-activation x @ W_xh.T + h @ W_hh.T + b_h overflowed to "
             "NaN; the weights are too large for the dtype (use smaller weights or float64)")

@@ -12,23 +12,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections import deque
 
 import numpy as np
+
+from . import _core
 
 __all__ = ["SpikeDetector"]
 
 _MAD_TO_STD = 1.4826
-
-
-def _median(a):
-    """Median of a 1-D array by one partition: it runs every training step, where
-    np.median's generality costs more than the partition itself."""
-    k = a.size // 2
-    if a.size % 2:
-        return float(np.partition(a, k)[k])
-    part = np.partition(a, (k - 1, k))
-    return 0.5 * (float(part[k - 1]) + float(part[k]))
 
 
 class SpikeDetector:
@@ -50,17 +41,19 @@ class SpikeDetector:
             raise ValueError(f"threshold must be a positive finite number; got {threshold!r}")
         self.window, self.threshold, self.min_history = int(window), float(threshold), int(
             min_history)
-        self._norms = deque(maxlen=self.window)
+        # the window as a ring buffer: the last n norms (in no particular order, which the
+        # median and MAD do not need); the next one overwrites the entry at _next
+        self._ring = np.empty(self.window)
+        self._n = self._next = 0
 
     def score(self, norm):
         """Robust z-score of norm (0.0 while fewer than min_history norms were seen)."""
-        if len(self._norms) < self.min_history:
+        if self._n < self.min_history:
             return 0.0
-        past = np.fromiter(self._norms, np.float64, len(self._norms))
-        median = _median(past)
+        median, mad = _core.median_and_mad(self._ring[:self._n])
         # A window of equal norms has MAD 0; the floor keeps z finite and makes only a
         # relative jump of more than threshold * 1e-3 a spike there.
-        scale = max(_MAD_TO_STD * _median(np.abs(past - median)), 1e-3 * abs(median), 1e-300)
+        scale = max(_MAD_TO_STD * mad, 1e-3 * abs(median), 1e-300)
         return float((norm - median) / scale)
 
     def is_spike(self, norm):
@@ -68,11 +61,17 @@ class SpikeDetector:
 
     def observe(self, norm):
         if math.isfinite(norm):
-            self._norms.append(float(norm))
+            self._ring[self._next] = norm
+            self._next = (self._next + 1) % self.window
+            self._n = min(self._n + 1, self.window)
 
     def state_dict(self):
-        return {"norms": np.array(self._norms, np.float64)}
+        """{"norms": the window, oldest first}."""
+        return {"norms": np.roll(self._ring[:self._n], -self._next if self._n == self.window
+                                 else 0)}
 
     def load_state_dict(self, state):
-        self._norms = deque((float(v) for v in np.asarray(state["norms"]).reshape(-1)),
-                            maxlen=self.window)
+        norms = np.asarray(state["norms"], np.float64).reshape(-1)[-self.window:]
+        self._ring[:len(norms)] = norms
+        self._n = len(norms)
+        self._next = self._n % self.window

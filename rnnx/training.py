@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import all_finite, positive, whole_number
+from ._checks import positive, whole_number
 from .checkpoint import load_checkpoint, save_checkpoint
-from .clipping import Transform, array_norm, norm_of_norms
+from .clipping import Transform, array_norms, norm_of_norms
 from .errors import DivergenceError, GradientOverflowError
 from .history import History, LogWriter, save_delta_norms
 from .losses import mse, softmax_cross_entropy
+from .optimizers import Optimizer
 from .spikes import SpikeDetector
 from .tasks import Task
 
@@ -123,10 +124,9 @@ class Trainer:
             if not hasattr(model, name):
                 raise TypeError(f"model must be an rnnx.RNN (it has no {name!r}); got "
                                 f"{type(model).__name__}")
-        for name in ("step", "state_dict", "load_state_dict", "lr_scale", "learning_rate"):
-            if not hasattr(optimizer, name):
-                raise TypeError(f"optimizer must be an rnnx optimizer (it has no {name!r}); "
-                                f"got {type(optimizer).__name__}")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be an rnnx optimizer (rnnx.optimizers); got "
+                            f"{type(optimizer).__name__}")
         if clip is not None and not isinstance(clip, Transform):
             raise TypeError(f"clip must be a transformation from rnnx.clipping (or a "
                             f"subclass of rnnx.clipping.Transform) or None; got {clip!r}")
@@ -176,6 +176,7 @@ class Trainer:
         self._carry = None             # hidden state carried between windows (TBPTT)
         self._best_eval, self._bad_evals = math.inf, 0
         self._writer = None
+        self._blank = None             # (param keys, a blank record), see _blank_record
         self._eval_data = self._eval_every = self._patience = self._accuracy = None
 
     # --- configuration that a checkpoint must match --------------------------------------
@@ -202,16 +203,8 @@ class Trainer:
     def train_step(self, x, target, h0=None):
         """One training step on the batch (x, target); returns its History record."""
         self.step += 1
-        record = {"step": self.step, "loss": math.nan, "grad_norm": math.nan,
-                  "clipped_norm": math.nan, "clip_coef": math.nan,
-                  "lr": self.optimizer.learning_rate,
-                  "max_delta_norm": math.nan, "max_delta_t": -1, "overflow_t": -1,
-                  "nonfinite": False, "spike": False, "skipped": False,
-                  "rolled_back": False, "omega": math.nan}
-        for k in self.model.params:
-            record["grad_norm_" + k] = math.nan
-        record.update(spectral_radius=math.nan, sigma_max=math.nan, eval_loss=math.nan,
-                      eval_accuracy=math.nan)
+        record = self._blank_record()
+        record["step"], record["lr"] = self.step, self.optimizer.learning_rate
         deltas = None
         try:
             try:
@@ -224,11 +217,12 @@ class Trainer:
                 raise _Failure("forward", str(e), e) from None
             deltas = g.delta_norms
             record["loss"], record["omega"] = g.loss, g.omega
-            norms = [array_norm(grad) for grad in g.grads.values()]
+            norms = array_norms(g.grads.values())
             for k, n in zip(g.grads, norms):
                 record["grad_norm_" + k] = n
             norm = record["grad_norm"] = norm_of_norms(norms)
-            record["max_delta_norm"], record["max_delta_t"] = _peak(deltas)
+            t = int(deltas.argmax())       # BPTT completed: every delta norm is finite
+            record["max_delta_norm"], record["max_delta_t"] = float(deltas[t]), t
             if not (math.isfinite(g.loss) and math.isfinite(norm)):
                 what = "loss" if not math.isfinite(g.loss) else "gradient norm"
                 raise _Failure("nonfinite", f"the {what} is non-finite "
@@ -252,6 +246,21 @@ class Trainer:
         self._finish(record, deltas)
         return record
 
+    def _blank_record(self):
+        """A record with every column at its "not measured" value (NaN, -1, False)."""
+        keys = tuple(self.model.params)
+        if self._blank is None or self._blank[0] != keys:
+            record = {"step": self.step, "loss": math.nan, "grad_norm": math.nan,
+                      "clipped_norm": math.nan, "clip_coef": math.nan, "lr": math.nan,
+                      "max_delta_norm": math.nan, "max_delta_t": -1, "overflow_t": -1,
+                      "nonfinite": False, "spike": False, "skipped": False,
+                      "rolled_back": False, "omega": math.nan}
+            record.update(("grad_norm_" + k, math.nan) for k in keys)
+            record.update(spectral_radius=math.nan, sigma_max=math.nan, eval_loss=math.nan,
+                          eval_accuracy=math.nan)
+            self._blank = keys, record
+        return dict(self._blank[1])
+
     def _loss_and_gradients(self, x, target, h0):
         # Overflow is detected and handled explicitly, so numpy's warnings are noise.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -264,20 +273,24 @@ class Trainer:
         if record["spike"] and self.spikes in ("skip", "rollback"):
             raise _Failure("spike", f"gradient norm {norm:.6g} is a spike (robust z-score "
                            f"above {self.detector.threshold:g})")
-        params = self.model.params
-        grads = g.grads
+        params, grads, scale = self.model.params, g.grads, 1.0
         if self.clip is not None:
-            grads, report = self.clip(grads, params, norm=norm)
-            record["clipped_norm"], record["clip_coef"] = report.norm_after, report.coefficient
+            c = self.clip.coefficient(norm)
+            if c is None:
+                grads, report = self.clip(grads, params, norm=norm)
+                record["clipped_norm"], record["clip_coef"] = (report.norm_after,
+                                                               report.coefficient)
+            else:      # a pure rescale: the optimizer multiplies as it updates
+                scale = c
+                record["clipped_norm"], record["clip_coef"] = c * norm, c
         else:
             record["clipped_norm"], record["clip_coef"] = norm, 1.0
-        backup = ({k: v.copy() for k, v in params.items()},
-                  self.optimizer.state_dict())
-        with np.errstate(over="ignore", invalid="ignore"):
-            self.optimizer.step(params, grads)
-        if not all(map(all_finite, params.values())):
-            self._restore(*backup)
-            raise _Failure("nonfinite", "the update would make weights non-finite (undone)")
+        try:
+            # the grads are the model's (its keys, shapes and dtype) and finite (their
+            # global norm is): no need for step()'s checks
+            self.optimizer._apply(params, grads, scale)
+        except FloatingPointError as e:      # the optimizer changed nothing
+            raise _Failure("nonfinite", str(e)) from None
 
     def _restore(self, params, opt_state, clip_state=None):
         for k, v in params.items():

@@ -1,21 +1,25 @@
 # cython: language_level=3
-"""rnnx._core: the compiled kernels of the tanh recurrence.
+"""rnnx._core: the compiled kernels of the tanh recurrence, and the reductions that training
+runs on its arrays every step (non-finite scans, norms, the median).
 
     h[t] = tanh(x[t] @ W_xh^T + h[t-1] @ W_hh^T + b_h),   h[-1] = h0
 
 Shapes: x (T, B, D), h (T, B, H), W_xh (H, D), W_hh (H, H), b_h (H,), h0 (B, H).
-Every array argument is C-contiguous and of one dtype (float32 or float64): the Python layer
-(rnnx.recurrence) validates and converts; these functions trust it. Loops run without the
-GIL and report failures as a status (the time step where they happened) so that Python can
-raise a clear exception once the GIL is back.
+Every array argument of the recurrence's kernels is C-contiguous and of one dtype (float32
+or float64): the Python layer (rnnx.recurrence) validates and converts; they trust it.
+Loops run without the GIL and report failures as a status (the time step where they
+happened) so that Python can raise a clear exception once the GIL is back.
 """
 from libc.math cimport sqrt, log, fabs, INFINITY, isfinite
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
+from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 
 import numpy as np
 
 from _blas cimport blas_int, _dot, _gemv, _gemm, _singular_values
+from _buffers cimport take_floats
 
 cdef extern from "_elementwise.h" nogil:
     void rnnx_tanh_bias_d(double *z, const double *b, Py_ssize_t rows, Py_ssize_t cols)
@@ -102,23 +106,105 @@ cdef inline object _dtype_of(const floating *tag):
     return np.float32 if floating is float else np.float64
 
 
-def count_nonfinite(const floating[::1] a):
-    """Number of NaN or infinite entries of a flat array."""
-    cdef Py_ssize_t bad
-    with nogil:
-        if floating is float:
-            bad = rnnx_count_nonfinite_f(&a[0], a.shape[0])
+def first_nonfinite(list arrays):
+    """The index of the first of arrays (C-contiguous float32 or float64, any shape) with a
+    NaN or infinite entry; -1 when every entry of every array is finite."""
+    cdef Py_buffer view
+    cdef Py_ssize_t k, n, bad = 0
+    for k in range(len(arrays)):
+        take_floats(arrays[k], &view, False)
+        n = view.len // view.itemsize
+        with nogil:
+            if view.itemsize == 4:
+                bad = rnnx_count_nonfinite_f(<const float *> view.buf, n)
+            else:
+                bad = rnnx_count_nonfinite_d(<const double *> view.buf, n)
+        PyBuffer_Release(&view)
+        if bad:
+            return k
+    return -1
+
+
+cdef double _select(double *a, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """The k-th smallest of a[:n] (from 0), reordering a so that a[:k] <= a[k] <= a[k+1:]
+    (Hoare's selection: linear time on average)."""
+    cdef Py_ssize_t lo = 0, hi = n - 1, i, j
+    cdef double pivot
+    while lo < hi:
+        pivot = a[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
         else:
-            bad = rnnx_count_nonfinite_d(&a[0], a.shape[0])
-    return bad
+            break
+    return a[k]
 
 
-def l2_norm(const floating[::1] a):
-    """||a||_2 of a flat array, without overflow; inf or NaN if a has a non-finite entry."""
-    cdef double r
+cdef double _median(double *a, Py_ssize_t n) noexcept nogil:
+    """Median of a[:n] (n >= 1), reordering a."""
+    cdef Py_ssize_t k = n // 2, i
+    cdef double upper = _select(a, n, k), lower
+    if n % 2:
+        return upper
+    lower = a[0]                  # the (k-1)-th smallest: the largest of a[:k]
+    for i in range(1, k):
+        if a[i] > lower:
+            lower = a[i]
+    return 0.5 * (lower + upper)
+
+
+def median_and_mad(const double[::1] values):
+    """(median, median absolute deviation) of a non-empty array of finite values: the
+    robust location and scale of the spike detector, every training step."""
+    cdef Py_ssize_t n = values.shape[0], i
+    cdef double median, mad
+    cdef double *scratch
+    if n == 0:
+        raise ValueError("median_and_mad needs at least one value")
+    scratch = <double *> malloc(n * sizeof(double))
+    if scratch == NULL:
+        raise MemoryError()
     with nogil:
-        r = _norm(a.shape[0], &a[0]) if a.shape[0] else 0.0
-    return r
+        memcpy(scratch, &values[0], n * sizeof(double))
+        median = _median(scratch, n)
+        for i in range(n):
+            scratch[i] = fabs(values[i] - median)
+        mad = _median(scratch, n)
+    free(scratch)
+    return median, mad
+
+
+def l2_norms(list arrays):
+    """[||a||_2 for a in arrays], C-contiguous float32 or float64 arrays of any shape: each
+    without overflow; inf or NaN for an array with a non-finite entry."""
+    cdef Py_buffer view
+    cdef Py_ssize_t n
+    cdef double r
+    norms = []
+    for a in arrays:
+        take_floats(a, &view, False)
+        n = view.len // view.itemsize
+        with nogil:
+            if n == 0:
+                r = 0
+            elif view.itemsize == 4:
+                r = _norm(n, <const float *> view.buf)
+            else:
+                r = _norm(n, <const double *> view.buf)
+        PyBuffer_Release(&view)
+        norms.append(r)
+    return norms
 
 
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] W_xh,
@@ -155,6 +241,9 @@ def backward(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
     """BPTT. Returns (t_fail, norm, grads): t_fail = -1 on success, else the time step where
     delta[t] = dL/dh[t] became non-finite or its norm exceeded max_norm (grads is then None).
 
+    grad_h is (T, B, H), or (1, B, H) for a loss that reads only the last hidden state
+    (zero direct gradient at the other steps, with no (T, B, H) array of zeros).
+
     grads = (dW_xh, dW_hh, db_h, dx, dh0, delta) with delta (T, B, H) = dL/dh[t] when
     keep_delta, else None. clip_delta > 0 clips every entry of
     delta[t] to [-clip_delta, clip_delta] before it flows further back (Mikolov 2012);
@@ -162,6 +251,7 @@ def backward(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
     cdef Py_ssize_t BH = B * H, TB = T * B, t, i, j
+    cdef bint last_only = grad_h.shape[0] == 1
     cdef object dtype = _dtype_of(&x[0, 0, 0])
     cdef floating[:, ::1] delta = np.empty((B, H), dtype=dtype)
     cdef floating[:, :, ::1] kept = np.empty((T if keep_delta else 1, B, H), dtype=dtype)
@@ -180,10 +270,18 @@ def backward(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
     cdef Py_ssize_t t_fail = -1
     if work.shape[0] < T * B * H:
         raise ValueError(f"work must hold T*B*H = {T * B * H} entries; got {work.shape[0]}")
+    if grad_h.shape[0] not in (1, T) or grad_h.shape[1] != B or grad_h.shape[2] != H:
+        raise ValueError(f"grad_h must have shape ({T}, {B}, {H}) or (1, {B}, {H}); got "
+                         f"({grad_h.shape[0]}, {grad_h.shape[1]}, {grad_h.shape[2]})")
     with nogil:
         for t in range(T - 1, -1, -1):
             # delta[t] := grad_h[t] + dz[t+1] @ W_hh   (B, H) = (B, H) @ (H, H)
-            memcpy(dp, &grad_h[t, 0, 0], BH * sizeof(floating))
+            if not last_only:
+                memcpy(dp, &grad_h[t, 0, 0], BH * sizeof(floating))
+            elif t == T - 1:
+                memcpy(dp, &grad_h[0, 0, 0], BH * sizeof(floating))
+            else:
+                memset(dp, 0, BH * sizeof(floating))
             if t < T - 1:
                 _recurrent_acc(dzp + (t + 1) * BH, &W_hh[0, 0], dp, B, H, own_kernel)
             norm = _norm(BH, dp)

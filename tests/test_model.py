@@ -390,3 +390,27 @@ def test_nonfinite_readout_raises_gradient_overflow(readout):
     with pytest.raises(rnnx.GradientOverflowError):
         model.loss_and_gradients(x, np.zeros(x.shape[:2] if readout == "all" else 2, int),
                                  loss="cross_entropy")
+
+
+def test_params_of_another_dtype_or_layout_are_stored_back_converted():
+    """The optimizer updates params in place: what the model computes with must be the very
+    arrays in params, so a list, a float64 array in a float32 model, a Fortran-ordered or
+    read-only array is converted once and stored back."""
+    model = RNN(2, 4, 1, seed=0)
+    ref = model.copy()
+    frozen = np.array(model.params["b_y"])
+    frozen.flags.writeable = False
+    model.params.update(W_xh=model.params["W_xh"].tolist(),
+                        W_hh=np.asfortranarray(model.params["W_hh"]),
+                        b_h=model.params["b_h"].astype(np.float64), b_y=frozen)
+    x = np.random.default_rng(0).standard_normal((5, 3, 2)).astype(np.float32)
+    target = np.ones((3, 1), np.float32)
+    g = model.loss_and_gradients(x, target)
+    assert g.loss == ref.loss_and_gradients(x, target).loss
+    for k, p in model.params.items():
+        assert type(p) is np.ndarray and p.dtype == np.float32, k
+        assert p.flags.c_contiguous and p.flags.writeable, k
+        np.testing.assert_array_equal(p, ref.params[k])
+    kept = model.params["W_hh"]
+    model.loss_and_gradients(x, target)
+    assert model.params["W_hh"] is kept                  # converted once, then used as is

@@ -201,3 +201,94 @@ def test_bad_state_dicts_and_lr_scale():
     opt.load_state_dict({"t": 1, "lr_scale": 1.0, "momentum_buffer.W": np.ones((4, 3))})
     with pytest.raises(ValueError, match="another model"):
         opt.step(params, grads[0])
+
+
+def numpy_rule(cls, kw, params, grads_seq):
+    """The update rules as numpy expressions, in the compiled kernels' order of operations:
+    the kernels must round exactly like this, in float32 and float64."""
+    state = {}
+    for t, grads in enumerate(grads_seq, start=1):
+        for k, g in grads.items():
+            p = params[k]
+            if cls is SGD:
+                mu = kw.get("momentum", 0.0)
+                d = g
+                if mu:
+                    buf = state.setdefault(k, g.copy() if t == 1 else None)
+                    if t > 1:
+                        buf *= mu
+                        buf += g
+                    d = g + mu * buf if kw.get("nesterov") else buf
+                p -= kw["lr"] * d
+            elif cls is Adam:
+                b1, b2 = kw.get("betas", (0.9, 0.999))
+                m, v = state.setdefault(k, (np.zeros_like(p), np.zeros_like(p)))
+                m += (1 - b1) * (g - m)
+                v *= b2
+                v += (1 - b2) * g * g
+                denom = np.sqrt(v) / (1 - b2 ** t) ** 0.5 + kw.get("eps", 1e-8)
+                p -= kw["lr"] / (1 - b1 ** t) * (m / denom)
+            elif cls is RMSprop:
+                al = kw.get("alpha", 0.99)
+                v = state.setdefault(k, np.zeros_like(p))
+                v *= al
+                v += (1 - al) * g * g
+                p -= kw["lr"] * (g / (np.sqrt(v) + kw.get("eps", 1e-8)))
+            else:
+                s = state.setdefault(k, np.zeros_like(p))
+                s += g * g
+                p -= kw["lr"] * (g / (np.sqrt(s) + 1e-10))
+
+
+@pytest.mark.parametrize("cls, kw", CONFIGS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_rules_round_like_numpy(cls, kw, dtype):
+    params, grads = problem(dtype, steps=7)
+    expected = {k: v.copy() for k, v in params.items()}
+    numpy_rule(cls, kw, expected, grads)
+    opt = cls(**kw)
+    for g in grads:
+        opt.step(params, g)
+    for k in params:
+        np.testing.assert_array_equal(params[k], expected[k])
+
+
+@pytest.mark.parametrize("cls, kw", CONFIGS)
+def test_an_update_that_would_overflow_changes_nothing(cls, kw):
+    """float32: the step would make b infinite (SGD, from weights near the top of the
+    range) or the adaptive rules' sum of squared gradients infinite (g = 1e30)."""
+    params, grads = problem(np.float32)
+    opt = cls(**kw)
+    opt.step(params, grads[0])
+    if cls is SGD:
+        params["b"][:] = -3.3e38
+    before = {k: v.copy() for k, v in params.items()}
+    state = opt.state_dict()
+    huge = {"W": grads[1]["W"], "b": np.full(3, 3e38 if cls is SGD else 1e30, np.float32)}
+    with pytest.raises(FloatingPointError, match=r"params\['b'\].*nothing was changed"):
+        opt.step(params, huge)
+    for k in params:                   # W comes first and was not written either
+        np.testing.assert_array_equal(params[k], before[k])
+    assert opt.t == 1
+    for k, v in opt.state_dict().items():
+        np.testing.assert_array_equal(v, state[k])
+
+
+def test_non_contiguous_params_are_updated_in_place():
+    base = np.arange(24, dtype=np.float64).reshape(4, 6)
+    params = {"W": base[:, ::2], "V": base.T[1::2]}       # strided views, disjoint
+    grads = {"W": np.ones((4, 3)), "V": np.ones((3, 4))}
+    expected = {k: v - 0.5 for k, v in params.items()}
+    SGD(lr=0.5).step(params, grads)
+    for k in params:
+        np.testing.assert_array_equal(params[k], expected[k])
+    np.testing.assert_array_equal(base, np.arange(24).reshape(4, 6) - 0.5)   # through views
+
+
+def test_params_must_be_float32_or_float64():
+    with pytest.raises(TypeError, match=r"params\['W'\] must be a writeable float32 or float64"):
+        SGD().step({"W": np.ones(3, np.float16)}, {"W": np.ones(3)})
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    with pytest.raises(TypeError, match="writeable"):
+        SGD().step({"W": frozen}, {"W": np.ones(3)})

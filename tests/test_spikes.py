@@ -55,6 +55,15 @@ def test_non_finite_norms_are_not_observed_and_state_round_trips():
     other = SpikeDetector(window=5, min_history=3)
     other.load_state_dict(state)
     assert other.score(9.0) == det.score(9.0)
+    for n in (7.0, 8.0, 9.5):             # past the end of the ring: oldest ones drop out
+        det.observe(n)
+        other.observe(n)
+        np.testing.assert_array_equal(det.state_dict()["norms"], other.state_dict()["norms"])
+    np.testing.assert_array_equal(det.state_dict()["norms"], [5.0, 6.0, 7.0, 8.0, 9.5])
+    assert other.score(20.0) == det.score(20.0)
+    short = SpikeDetector(window=5, min_history=3)
+    short.load_state_dict({"norms": np.arange(8.0)})          # a longer saved window
+    np.testing.assert_array_equal(short.state_dict()["norms"], [3.0, 4.0, 5.0, 6.0, 7.0])
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -1,6 +1,5 @@
 """rnnx.training.Trainer: policies, logging, checkpoints, truncated BPTT, callbacks."""
 import logging
-import math
 
 import numpy as np
 import pytest
@@ -148,7 +147,8 @@ def test_update_that_would_make_weights_nonfinite_is_undone():
 def test_raise_policy_on_a_nonfinite_update_names_the_step():
     trainer = _trainer(RNN(2, 8, 1, seed=0, init="orthogonal", spectral_radius=3.0),
                        SGD(1e36))
-    with pytest.raises(FloatingPointError, match="training step 1: the update would make"):
+    with pytest.raises(FloatingPointError,
+                       match=r"training step 1: the update of params\['W_xh'\] would make"):
         trainer.fit(_batches([50]))
     assert all(np.isfinite(p).all() for p in trainer.model.params.values())
 
@@ -485,3 +485,38 @@ def test_bad_model_or_optimizer():
 def test_bad_fit_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call(_trainer())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("make_opt", [lambda: SGD(0.05, momentum=0.9), lambda: Adam(1e-2)])
+@pytest.mark.parametrize("make_clip", [
+    lambda: None, lambda: clip_by_global_norm(0.05), lambda: autoclip(0.0),
+    lambda: rnnx.clipping.clip_by_value(1e-3),
+    lambda: rnnx.clipping.chain(rnnx.clipping.clip_by_value(0.1), clip_by_global_norm(0.05)),
+])
+def test_steps_equal_loss_clip_and_step_done_by_hand(dtype, make_opt, make_clip):
+    """The Trainer folds a pure rescale (clip_by_global_norm, autoclip) into the
+    optimizer's update; every path must give exactly the weights, records and state of
+    loss_and_gradients -> clip -> optimizer.step done by hand."""
+    batches = _batches([7, 7, 7, 7])
+    model, by_hand = RNN(2, 8, 1, seed=3, dtype=dtype), RNN(2, 8, 1, seed=3, dtype=dtype)
+    trainer = _trainer(model, make_opt(), clip=make_clip(), spikes=None)
+    opt, clip = make_opt(), make_clip()
+    clipped = []
+    for x, target in batches:
+        g = by_hand.loss_and_gradients(x, target)
+        grads = g.grads
+        if clip is not None:
+            grads, report = clip(grads, by_hand.params)
+            clipped.append(report.coefficient < 1)
+        opt.step(by_hand.params, grads)
+    history = trainer.fit(batches)
+    for k in model.params:
+        np.testing.assert_array_equal(model.params[k], by_hand.params[k], err_msg=k)
+    mine, theirs = trainer.optimizer.state_dict(), opt.state_dict()
+    for k in theirs:
+        np.testing.assert_array_equal(mine[k], theirs[k], err_msg=k)
+    if clip is not None:
+        assert any(clipped)                       # the clip did act
+        np.testing.assert_allclose(history["clipped_norm"],
+                                   history["grad_norm"] * history["clip_coef"], rtol=1e-6)
