@@ -8,15 +8,18 @@ module checks the arguments and turns kernel statuses into exceptions.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _core
 from ._checks import compute_dtype, float_array, positive_or_none
-from ._blas_threads import blas_threads
+from ._blas_threads import blas_threads, serial_blas
+from ._row_blocks import row_blocks, run_blocks
 from .errors import GradientOverflowError
 
 __all__ = ["BackwardResult", "rnn_forward", "rnn_backward", "jacobian_log_norms"]
@@ -67,9 +70,14 @@ def _work_buffer(n, dtype):
 _THREADED_PRODUCT = 1 << 21
 
 
-def _own_kernel(B, H):
-    """Whether the per-step product may use the core's own kernel rather than BLAS."""
-    return B * H * H < _THREADED_PRODUCT or blas_threads() == 1
+def _plan(T, B, H):
+    """(own_kernel, blocks): whether the per-step product may use the core's own kernel
+    rather than BLAS, and the blocks of batch rows whose time loops run on threads of
+    their own (rnnx._row_blocks). With several blocks each uses the kernel: at H = 256
+    and 512 two blocks with it beat BLAS's 2 threads on every step's whole product
+    (benchmarks/row_blocks.py)."""
+    blocks = row_blocks(T, B, H)
+    return len(blocks) > 1 or B * H * H < _THREADED_PRODUCT or blas_threads() == 1, blocks
 
 
 def _parameters(x, W_xh, W_hh, b_h, h0):
@@ -90,7 +98,19 @@ def _parameters(x, W_xh, W_hh, b_h, h0):
 
 def _forward(x, W_xh, W_hh, b_h, h0):
     """rnn_forward on arguments already checked."""
-    h = _core.forward(x, W_xh, W_hh, b_h, h0, _own_kernel(x.shape[1], W_hh.shape[0]))
+    T, B, _ = x.shape
+    H = W_hh.shape[0]
+    own, blocks = _plan(T, B, H)
+    W_hh_T = np.ascontiguousarray(W_hh.T)
+    if len(blocks) == 1:
+        h = _core.project(x, W_xh)                 # one GEMM, then the loop adds to it
+        _core.recur(x, None, h, W_hh_T, b_h, h0, 0, B, own)
+    else:
+        h = np.empty((T, B, H), x.dtype)
+        W_xh_T = np.ascontiguousarray(W_xh.T)      # each block projects its own rows
+        with serial_blas():
+            run_blocks(lambda k, r0, r1: _core.recur(x, W_xh_T, h, W_hh_T, b_h, h0, r0, r1,
+                                                     own), blocks)
     if _core.first_nonfinite([h]) >= 0:
         raise FloatingPointError(
             "rnn_forward: the pre-activation x @ W_xh.T + h @ W_hh.T + b_h overflowed to "
@@ -136,16 +156,45 @@ def rnn_backward(x, h, grad_h, W_xh, W_hh, b_h, h0=None, *, max_norm=None, clip_
 
 def _backward(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_delta):
     """rnn_backward on arguments already checked (the model checks its own once per step)."""
-    T, B, _ = x.shape
-    t_fail, norm, delta_norms, grads = _core.backward(
-        x, h, grad_h, W_xh, W_hh, h0,
-        np.inf if max_norm is None else max_norm, 0.0 if clip_delta is None else clip_delta,
-        bool(return_delta), _work_buffer(T * B * W_hh.shape[0], x.dtype),
-        _own_kernel(B, W_hh.shape[0]))
+    T, B, D = x.shape
+    H = W_hh.shape[0]
+    own, blocks = _plan(T, B, H)
+    with serial_blas() if len(blocks) > 1 else nullcontext():
+        return _backward_blocks(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta,
+                                return_delta, own, blocks)
+
+
+def _backward_blocks(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_delta, own,
+                     blocks):
+    T, B, D = x.shape
+    H = W_hh.shape[0]
+    limit = np.inf if max_norm is None else max_norm
+    clip = 0.0 if clip_delta is None else clip_delta
+    work = _work_buffer(T * B * H, x.dtype)
+    kept = np.empty((T, B, H), x.dtype) if return_delta else None
+    norms = np.full((len(blocks), T), np.nan)     # each block's part of ||delta[t]||
+    stops = run_blocks(lambda k, r0, r1: _core.backward_steps(
+        h, grad_h, W_hh, r0, r1, limit, clip, work, kept, norms[k], own), blocks)
+    if len(blocks) == 1:
+        delta_norms, t_fail = norms[0], stops[0]
+    else:
+        # a block stops where its own part fails; the whole delta[t] fails at the first
+        # such step in reverse time, or where only the parts together pass max_norm
+        delta_norms = np.hypot.reduce(norms, axis=0)
+        failed = np.flatnonzero(~(np.isfinite(delta_norms) & (delta_norms <= limit)))
+        t_fail = int(failed[-1]) if failed.size else -1
     if t_fail >= 0:
-        raise GradientOverflowError(t_fail, norm, max_norm=max_norm, delta_norms=delta_norms)
-    *grads, delta = grads
-    return BackwardResult(*grads, delta_norms, delta)
+        delta_norms[:t_fail] = np.nan              # steps the backward pass never reached
+        raise GradientOverflowError(t_fail, delta_norms[t_fail], max_norm=max_norm,
+                                    delta_norms=delta_norms)
+    dx, dh0 = np.empty((T, B, D), x.dtype), np.empty((B, H), x.dtype)
+    n, TB = len(blocks), T * B
+    # the same number of ranges of the T*B rows, each a partial sum of the gradients
+    parts = run_blocks(lambda k, k0, k1: _core.backward_gemms(
+        x, h, work, W_xh, W_hh, h0, k0, k1, dx, dh0 if k == 0 else None),
+        [(TB * k // n, TB * (k + 1) // n) for k in range(n)])
+    dW_xh, dW_hh, db_h = (functools.reduce(np.add, p) for p in zip(*parts))
+    return BackwardResult(dW_xh, dW_hh, db_h, dx, dh0, delta_norms, kept)
 
 
 def jacobian_log_norms(x, W_xh, W_hh, b_h, h0=None, *, ord=2):

@@ -55,24 +55,24 @@ cdef inline void _dtanh(floating *dz, const floating *delta, const floating *h,
         rnnx_dtanh_d(dz, delta, h, n)
 
 
-cdef inline void _recurrent_acc(const floating *a, const floating *M, floating *c,
-                                blas_int B, blas_int H, bint own_kernel) noexcept nogil:
-    """c := a @ M + c for a, c (B, H), M (H, H): the product every time step makes.
+cdef inline void _step_acc(const floating *a, const floating *M, floating *c, blas_int m,
+                           blas_int k, blas_int n, bint own_kernel) noexcept nogil:
+    """c := a @ M + c for a (m, k), M (k, n), c (m, n): the products every time step makes.
 
-    GEMV for B = 1; the register-blocked kernel of _small_gemm.h where it fits and the
+    GEMV for m = 1; the register-blocked kernel of _small_gemm.h where it fits and the
     caller allows it (it beats one BLAS thread, which repacks M every step, but not a BLAS
     running several threads on a large product); BLAS GEMM otherwise."""
-    if B == 1:
-        # c^T := M^T a^T + c^T   (H,) = (H, H) @ (H,)
-        _gemv(True, H, H, <floating> 1, M, H, a, <floating> 1, c)
-    elif own_kernel and rnnx_small_gemm_fits(B, H):
+    if m == 1:
+        # c^T := M^T a^T + c^T   (n,) = (n, k) @ (k,)
+        _gemv(True, k, n, <floating> 1, M, n, a, <floating> 1, c)
+    elif own_kernel and rnnx_small_gemm_fits(m, n):
         if floating is float:
-            rnnx_small_gemm_f(B, H, H, a, M, c)
+            rnnx_small_gemm_f(m, n, k, a, M, c)
         else:
-            rnnx_small_gemm_d(B, H, H, a, M, c)
+            rnnx_small_gemm_d(m, n, k, a, M, c)
     else:
-        # c := a @ M + c   (B, H) = (B, H) @ (H, H)
-        _gemm(False, False, B, H, H, <floating> 1, a, H, M, H, <floating> 1, c, H)
+        # c := a @ M + c   (m, n) = (m, k) @ (k, n)
+        _gemm(False, False, m, n, k, <floating> 1, a, k, M, n, <floating> 1, c, n)
 
 
 cdef double _careful_norm(Py_ssize_t n, const floating *v) noexcept nogil:
@@ -207,126 +207,171 @@ def l2_norms(list arrays):
     return norms
 
 
-def forward(const floating[:, :, ::1] x, const floating[:, ::1] W_xh,
-            const floating[:, ::1] W_hh, const floating[::1] b_h, const floating[:, ::1] h0,
-            bint own_kernel):
-    """h (T, B, H) of the recurrence; h0 None means zeros. own_kernel: see _recurrent_acc."""
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0], t
-    cdef Py_ssize_t BH = B * H
+def small_gemm_fits(Py_ssize_t m, Py_ssize_t n):
+    """Whether the own kernel of _small_gemm.h does a per-step product of m rows and n
+    columns (AVX-512 at run time, m >= 4, n a multiple of 32); elsewhere BLAS does."""
+    return bool(rnnx_small_gemm_fits(m, n))
+
+
+# The recurrence runs in phases, so that Python can run the time loops of disjoint blocks
+# of batch rows (independent sequences) on several threads (rnnx._row_blocks): project
+# (the input projection, one GEMM over all rows, for a single block), recur (the forward
+# time loop of rows r0:r1), backward_steps (the backward time loop of rows r0:r1),
+# backward_gemms (the gradients: GEMMs over a range of the T*B flattened rows, partial sums
+# when there are several ranges).
+
+def project(const floating[:, :, ::1] x, const floating[:, ::1] W_xh):
+    """h (T, B, H) := x @ W_xh^T: the input projection of every step, one GEMM."""
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_xh.shape[0]
     cdef floating[:, :, ::1] h = np.empty((T, B, H), dtype=_dtype_of(&x[0, 0, 0]))
-    cdef floating *hp = &h[0, 0, 0]
-    # W_hh^T, contiguous, so that each step is c += a @ M with M read row by row
-    cdef floating[:, ::1] W_hh_T = np.ascontiguousarray(np.asarray(W_hh).T)
     with nogil:
-        # the input projection for all steps at once, into h itself
         # h := x @ W_xh^T   (T*B, H) = (T*B, D) @ (D, H)
         _gemm(False, True, T * B, H, D, <floating> 1, &x[0, 0, 0], D, &W_xh[0, 0], D,
-              <floating> 0, hp, H)
-        for t in range(T):
-            # h[t] += h[t-1] @ W_hh^T   (B, H) = (B, H) @ (H, H)
-            if t > 0:
-                _recurrent_acc(hp + (t - 1) * BH, &W_hh_T[0, 0], hp + t * BH, B, H, own_kernel)
-            elif h0 is not None:
-                _recurrent_acc(&h0[0, 0], &W_hh_T[0, 0], hp, B, H, own_kernel)
-            # h[t] := tanh(h[t] + b_h)
-            _tanh_bias(hp + t * BH, &b_h[0], B, H)
+              <floating> 0, &h[0, 0, 0], H)
     return np.asarray(h)
 
 
-def backward(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
-             const floating[:, :, ::1] grad_h, const floating[:, ::1] W_xh,
-             const floating[:, ::1] W_hh, const floating[:, ::1] h0,
-             double max_norm, double clip_delta, bint keep_delta, floating[::1] work,
-             bint own_kernel):
-    """BPTT. Returns (t_fail, norm, grads): t_fail = -1 on success, else the time step where
-    delta[t] = dL/dh[t] became non-finite or its norm exceeded max_norm (grads is then None).
+def recur(const floating[:, :, ::1] x, const floating[:, ::1] W_xh_T,
+          floating[:, :, ::1] h, const floating[:, ::1] W_hh_T, const floating[::1] b_h,
+          const floating[:, ::1] h0, Py_ssize_t r0, Py_ssize_t r1, bint own_kernel):
+    """The forward time loop of batch rows r0:r1, in place in h (T, B, H):
+    h[t] = tanh(x[t] @ W_xh^T + h[t-1] @ W_hh^T + b_h), h[-1] = h0 (None: zeros).
+
+    With W_xh_T None h already holds the input projection x @ W_xh^T (project()); else
+    each step computes its rows' share. The transposes W_xh_T (D, H) and W_hh_T (H, H)
+    are contiguous, so that each product is c += a @ M with M read row by row.
+    own_kernel: see _step_acc."""
+    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], D = x.shape[2], t
+    cdef Py_ssize_t BH = B * H, m = r1 - r0
+    cdef bint projected = W_xh_T is None
+    cdef floating *hp = &h[0, 0, 0] + r0 * H             # row r0 of step 0
+    if not 0 <= r0 < r1 <= B:
+        raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
+    with nogil:
+        for t in range(T):
+            if not projected:
+                # h[t, r0:r1] := x[t, r0:r1] @ W_xh^T   (m, H) = (m, D) @ (D, H)
+                memset(hp + t * BH, 0, m * H * sizeof(floating))
+                _step_acc(&x[t, r0, 0], &W_xh_T[0, 0], hp + t * BH, m, D, H, own_kernel)
+            # h[t, r0:r1] += h[t-1, r0:r1] @ W_hh^T   (m, H) = (m, H) @ (H, H)
+            if t > 0:
+                _step_acc(hp + (t - 1) * BH, &W_hh_T[0, 0], hp + t * BH, m, H, H,
+                          own_kernel)
+            elif h0 is not None:
+                _step_acc(&h0[r0, 0], &W_hh_T[0, 0], hp, m, H, H, own_kernel)
+            # h[t, r0:r1] := tanh(h[t, r0:r1] + b_h)
+            _tanh_bias(hp + t * BH, &b_h[0], m, H)
+
+
+def backward_steps(const floating[:, :, ::1] h, const floating[:, :, ::1] grad_h,
+                   const floating[:, ::1] W_hh, Py_ssize_t r0, Py_ssize_t r1,
+                   double max_norm, double clip_delta, floating[::1] work,
+                   floating[:, :, ::1] kept, double[::1] norms, bint own_kernel):
+    """The backward time loop of BPTT for batch rows r0:r1.
+
+    delta[t] = grad_h[t] + dz[t+1] @ W_hh is the total dL/dh[t] of those rows and
+    dz[t] = delta[t] * (1 - h[t]^2) goes into work, laid out (T, B, H). norms[t] := the
+    L2 norm of the rows' delta[t] (after clip_delta > 0 clips every entry to
+    [-clip_delta, clip_delta] before it flows further back, Mikolov 2012); kept (T, B, H),
+    unless None, gets delta itself. Returns -1, or the step where the loop stopped: the
+    rows' delta[t] became non-finite or its norm passed max_norm.
 
     grad_h is (T, B, H), or (1, B, H) for a loss that reads only the last hidden state
     (zero direct gradient at the other steps, with no (T, B, H) array of zeros).
-
-    grads = (dW_xh, dW_hh, db_h, dx, dh0, delta) with delta (T, B, H) = dL/dh[t] when
-    keep_delta, else None. clip_delta > 0 clips every entry of
-    delta[t] to [-clip_delta, clip_delta] before it flows further back (Mikolov 2012);
-    delta_norms[t] is then the norm after clipping.
     """
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
-    cdef Py_ssize_t BH = B * H, TB = T * B, t, i, j
+    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], t, i
+    cdef Py_ssize_t BH = B * H, m = r1 - r0, mH = (r1 - r0) * H
     cdef bint last_only = grad_h.shape[0] == 1
-    cdef object dtype = _dtype_of(&x[0, 0, 0])
-    cdef floating[:, ::1] delta = np.empty((B, H), dtype=dtype)
-    cdef floating[:, :, ::1] kept = np.empty((T if keep_delta else 1, B, H), dtype=dtype)
-    cdef double[::1] delta_norms = np.full(T, np.nan)
-    cdef floating[:, ::1] dW_xh = np.empty((H, D), dtype=dtype)
-    cdef floating[:, ::1] dW_hh = np.empty((H, H), dtype=dtype)
-    cdef floating[::1] db_h = np.zeros(H, dtype=dtype)
-    cdef floating[:, :, ::1] dx = np.empty((T, B, D), dtype=dtype)
-    cdef floating[:, ::1] dh0 = np.empty((B, H), dtype=dtype)
-    # dz[t] = delta[t] * (1 - h[t]^2) lives in work: the only (T, B, H) buffer; the weight
-    # and input gradients are single GEMMs over it after the time loop
-    cdef floating *dzp = &work[0]
+    cdef floating[:, ::1] delta = np.empty((max(m, 1), H), dtype=_dtype_of(&h[0, 0, 0]))
     cdef floating *dp = &delta[0, 0]
+    cdef floating *dzp = &work[0] + r0 * H               # row r0 of step 0
     cdef floating c = <floating> clip_delta
-    cdef double norm = 0
-    cdef Py_ssize_t t_fail = -1
-    if work.shape[0] < T * B * H:
-        raise ValueError(f"work must hold T*B*H = {T * B * H} entries; got {work.shape[0]}")
+    cdef double norm
+    cdef Py_ssize_t t_stop = -1
+    if not 0 <= r0 < r1 <= B:
+        raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
+    if work.shape[0] < T * BH or norms.shape[0] != T or (
+            kept is not None and (kept.shape[0] != T or kept.shape[1] != B
+                                  or kept.shape[2] != H)):
+        raise ValueError(f"work must hold T*B*H = {T * BH} entries, norms {T}, kept "
+                         f"({T}, {B}, {H})")
     if grad_h.shape[0] not in (1, T) or grad_h.shape[1] != B or grad_h.shape[2] != H:
         raise ValueError(f"grad_h must have shape ({T}, {B}, {H}) or (1, {B}, {H}); got "
                          f"({grad_h.shape[0]}, {grad_h.shape[1]}, {grad_h.shape[2]})")
     with nogil:
         for t in range(T - 1, -1, -1):
-            # delta[t] := grad_h[t] + dz[t+1] @ W_hh   (B, H) = (B, H) @ (H, H)
+            # delta := grad_h[t, r0:r1] + dz[t+1, r0:r1] @ W_hh   (m, H) = (m, H) @ (H, H)
             if not last_only:
-                memcpy(dp, &grad_h[t, 0, 0], BH * sizeof(floating))
+                memcpy(dp, &grad_h[t, r0, 0], mH * sizeof(floating))
             elif t == T - 1:
-                memcpy(dp, &grad_h[0, 0, 0], BH * sizeof(floating))
+                memcpy(dp, &grad_h[0, r0, 0], mH * sizeof(floating))
             else:
-                memset(dp, 0, BH * sizeof(floating))
+                memset(dp, 0, mH * sizeof(floating))
             if t < T - 1:
-                _recurrent_acc(dzp + (t + 1) * BH, &W_hh[0, 0], dp, B, H, own_kernel)
-            norm = _norm(BH, dp)
-            if not isfinite(norm):
-                delta_norms[t] = norm
-                t_fail = t
-                break
-            if c > 0:
-                for i in range(BH):
+                _step_acc(dzp + (t + 1) * BH, &W_hh[0, 0], dp, m, H, H, own_kernel)
+            norm = _norm(mH, dp)
+            if isfinite(norm) and c > 0:
+                for i in range(mH):
                     dp[i] = c if dp[i] > c else (-c if dp[i] < -c else dp[i])
-                norm = _norm(BH, dp)
-            delta_norms[t] = norm
-            if keep_delta:
-                memcpy(&kept[t, 0, 0], dp, BH * sizeof(floating))
-            if norm > max_norm:
-                t_fail = t
+                norm = _norm(mH, dp)
+            norms[t] = norm
+            if not (isfinite(norm) and norm <= max_norm):
+                t_stop = t
                 break
-            # dz[t] := delta[t] * (1 - h[t]^2)
-            _dtanh(dzp + t * BH, dp, &h[t, 0, 0], BH)
-        if t_fail < 0:
-            # dW_hh := sum_t dz[t]^T @ h[t-1]   (H, H) = (H, (T-1)*B) @ ((T-1)*B, H)
-            _gemm(True, False, H, H, (T - 1) * B, <floating> 1, dzp + BH, H, &h[0, 0, 0], H,
-                  <floating> 0, &dW_hh[0, 0], H)
-            if h0 is not None:
-                # dW_hh += dz[0]^T @ h0   (H, H) = (H, B) @ (B, H)
-                _gemm(True, False, H, H, B, <floating> 1, dzp, H, &h0[0, 0], H,
-                      <floating> 1, &dW_hh[0, 0], H)
-            # dW_xh := dz^T @ x   (H, D) = (H, T*B) @ (T*B, D)
-            _gemm(True, False, H, D, TB, <floating> 1, dzp, H, &x[0, 0, 0], D,
-                  <floating> 0, &dW_xh[0, 0], D)
-            # dx := dz @ W_xh   (T*B, D) = (T*B, H) @ (H, D)
-            _gemm(False, False, TB, D, H, <floating> 1, dzp, H, &W_xh[0, 0], D,
-                  <floating> 0, &dx[0, 0, 0], D)
+            if kept is not None:
+                memcpy(&kept[t, r0, 0], dp, mH * sizeof(floating))
+            # dz[t, r0:r1] := delta * (1 - h[t, r0:r1]^2)
+            _dtanh(dzp + t * BH, dp, &h[t, r0, 0], mH)
+    return t_stop
+
+
+def backward_gemms(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
+                   const floating[::1] work, const floating[:, ::1] W_xh,
+                   const floating[:, ::1] W_hh, const floating[:, ::1] h0,
+                   Py_ssize_t k0, Py_ssize_t k1, floating[:, :, ::1] dx,
+                   floating[:, ::1] dh0):
+    """The gradients from dz (in work, (T, B, H), every row done) over the rows k0:k1 of
+    the T*B flattened (t, b) rows: returns their sums (dW_xh, dW_hh, db_h), writes those
+    rows of dx (T, B, D), and dh0 (B, H) unless None. Each is a GEMM or a sum over the
+    range; several ranges give partial sums that add up to the whole."""
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
+    cdef Py_ssize_t i, j, n = k1 - k0, s = max(k0, B), n_h0
+    cdef object dtype = _dtype_of(&x[0, 0, 0])
+    cdef floating[:, ::1] dW_xh = np.empty((H, D), dtype=dtype)
+    cdef floating[:, ::1] dW_hh = np.zeros((H, H), dtype=dtype)
+    cdef floating[::1] db_h = np.zeros(H, dtype=dtype)
+    cdef const floating *dzp = &work[0]
+    cdef const floating *xp = &x[0, 0, 0]
+    cdef const floating *hp = &h[0, 0, 0]
+    if not 0 <= k0 < k1 <= T * B or work.shape[0] < T * B * H:
+        raise ValueError(f"rows {k0}:{k1} are not a range of the {T * B} rows, or work "
+                         f"holds fewer than T*B*H = {T * B * H} entries")
+    n_h0 = min(k1, B) - k0 if h0 is not None and k0 < B else 0
+    with nogil:
+        if s < k1:
+            # dW_hh := sum over rows i >= B of dz[i]^T @ h[i - B] (h of the step before)
+            #   (H, H) = (H, k1-s) @ (k1-s, H)
+            _gemm(True, False, H, H, k1 - s, <floating> 1, dzp + s * H, H, hp + (s - B) * H,
+                  H, <floating> 0, &dW_hh[0, 0], H)
+        if n_h0 > 0:
+            # dW_hh += dz[k0:B]^T @ h0[k0:B]   (H, H) = (H, n_h0) @ (n_h0, H)
+            _gemm(True, False, H, H, n_h0, <floating> 1, dzp + k0 * H, H, &h0[k0, 0], H,
+                  <floating> 1, &dW_hh[0, 0], H)
+        # dW_xh := dz[k0:k1]^T @ x[k0:k1]   (H, D) = (H, n) @ (n, D)
+        _gemm(True, False, H, D, n, <floating> 1, dzp + k0 * H, H, xp + k0 * D, D,
+              <floating> 0, &dW_xh[0, 0], D)
+        # dx[k0:k1] := dz[k0:k1] @ W_xh   (n, D) = (n, H) @ (H, D)
+        _gemm(False, False, n, D, H, <floating> 1, dzp + k0 * H, H, &W_xh[0, 0], D,
+              <floating> 0, &dx[0, 0, 0] + k0 * D, D)
+        if dh0 is not None:
             # dh0 := dz[0] @ W_hh   (B, H) = (B, H) @ (H, H)
             _gemm(False, False, B, H, H, <floating> 1, dzp, H, &W_hh[0, 0], H,
                   <floating> 0, &dh0[0, 0], H)
-            # db_h := sum over (t, b) of dz[t, b]
-            for i in range(TB):
-                for j in range(H):
-                    db_h[j] += dzp[i * H + j]
-    if t_fail >= 0:
-        return t_fail, norm, np.asarray(delta_norms), None
-    return -1, norm, np.asarray(delta_norms), (
-        np.asarray(dW_xh), np.asarray(dW_hh), np.asarray(db_h), np.asarray(dx), np.asarray(dh0),
-        np.asarray(kept) if keep_delta else None)
+        # db_h := sum over rows k0:k1 of dz
+        for i in range(k0, k1):
+            for j in range(H):
+                db_h[j] += dzp[i * H + j]
+    return np.asarray(dW_xh), np.asarray(dW_hh), np.asarray(db_h)
 
 
 def jacobian_log_norms(const floating[:, :, ::1] h, const floating[:, ::1] W_hh,

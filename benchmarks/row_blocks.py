@@ -1,0 +1,91 @@
+"""When running the time loops on several threads (rnnx._row_blocks) pays.
+
+    python benchmarks/row_blocks.py [--threads 2] [--repeat 15] [--rounds 2]
+
+For each shape, forward + BPTT (rnn_forward + rnn_backward) timed three ways, in one
+process with scipy's BLAS on --threads threads: one block whose per-step product is
+the core's own kernel where it fits (BLAS on several threads from B*H*H = 2^21), one
+block with BLAS for every product, and blocks with the own kernel in each whatever the
+work (rnnx itself uses blocks only from T*B*H*H = rnnx._row_blocks._MIN_WORK; the last
+column says how many it uses). Prints the median ms (the lower of --rounds interleaved
+rounds) and the ratio of blocks to one block. A pause before each mode lets OpenBLAS's
+worker threads go back to sleep, as they do between the calls of a program that makes no
+other threaded BLAS calls, and 0.1 s of calls then bring the clock back up.
+"""
+import argparse
+import os
+import statistics
+import time
+
+SHAPES = [(50, 8, 4, 32), (100, 16, 8, 32), (50, 16, 8, 64), (100, 32, 8, 64),
+          (50, 32, 8, 128), (200, 32, 32, 128), (1000, 16, 8, 64), (100, 64, 64, 256),
+          (50, 64, 128, 512)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)   # before numpy loads BLAS
+    import numpy as np
+    import rnnx
+    from rnnx import _row_blocks, recurrence
+
+    plan, min_work = recurrence._plan, _row_blocks._MIN_WORK
+
+    def forced_blocks(T, B, H):
+        _row_blocks._MIN_WORK = 0
+        try:
+            return plan(T, B, H)
+        finally:
+            _row_blocks._MIN_WORK = min_work
+
+    modes = {
+        "one block": lambda T, B, H: (plan(1, B, H)[0], [(0, B)]),
+        "one block, BLAS products": lambda T, B, H: (False, [(0, B)]),
+        "blocks": forced_blocks,
+    }
+    print(f"scipy BLAS threads: {args.threads}\n")
+    print("| T, B, D, H | T*B*H*H | dtype | one block (ms) | BLAS products (ms) "
+          "| blocks (ms) | blocks / one | rnnx uses |")
+    print("|---|---|---|---|---|---|---|---|")
+    for T, B, D, H in SHAPES:
+        for dtype in ("float32", "float64"):
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((T, B, D)).astype(dtype)
+            W_xh = (0.3 * rng.standard_normal((H, D))).astype(dtype)
+            W_hh = (0.9 * np.linalg.qr(rng.standard_normal((H, H)))[0]).astype(dtype)
+            b_h = np.zeros(H, dtype)
+            G = rng.standard_normal((T, B, H)).astype(dtype)
+
+            def call():
+                h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
+                rnnx.rnn_backward(x, h, G, W_xh, W_hh, b_h)
+
+            times = {}
+            for _ in range(args.rounds):            # modes interleaved: noise hits all
+                for name, mode in modes.items():
+                    recurrence._plan = mode
+                    time.sleep(0.3)
+                    warm = time.perf_counter() + 0.1    # back to full clock speed
+                    while time.perf_counter() < warm:
+                        call()
+                    samples = []
+                    for _ in range(args.repeat):
+                        t0 = time.perf_counter()
+                        call()
+                        samples.append(time.perf_counter() - t0)
+                    best = min(times.get(name, float("inf")), statistics.median(samples))
+                    times[name] = best
+            recurrence._plan = plan
+            times = {k: v * 1e3 for k, v in times.items()}
+            one, blas, blocks = times.values()
+            n = len(_row_blocks.row_blocks(T, B, H))
+            print(f"| {T}, {B}, {D}, {H} | {T * B * H * H:.1e} | {dtype} | {one:.3f} "
+                  f"| {blas:.3f} | {blocks:.3f} | {blocks / one:.2f} | {n} |")
+
+
+if __name__ == "__main__":
+    main()

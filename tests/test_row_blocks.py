@@ -1,0 +1,144 @@
+"""The time loops on several threads, one block of batch rows each (rnnx._row_blocks):
+the same results as one block, checked against the numpy reference; overflow and
+max_norm found across blocks; the BLAS thread count given back."""
+import multiprocessing
+import os
+import threading
+
+import numpy as np
+import pytest
+import rnnx
+from rnnx import _blas_threads, _core, _row_blocks
+from _reference import backward, orthogonal, random_problem
+
+
+@pytest.fixture(params=[2, 3], ids=["2 threads", "3 threads"])
+def blocks(request, monkeypatch):
+    """Blocks for every shape, with a thread budget of 2 or 3 whatever the machine has."""
+    if not (_core.small_gemm_fits(4, 32) and _blas_threads.can_serialise()):
+        pytest.skip("blocks need the AVX-512 kernel and OpenBLAS's quiet thread setter")
+    monkeypatch.setattr(_row_blocks, "_MIN_WORK", 0)
+    monkeypatch.setattr(_row_blocks, "blas_threads", lambda: request.param)
+    return request.param
+
+
+def _split(T, B, H, n):
+    got = _row_blocks.row_blocks(T, B, H)
+    assert len(got) == n and got[0][0] == 0 and got[-1][1] == B
+    assert all(r1 - r0 >= 4 for r0, r1 in got)
+
+
+@pytest.mark.parametrize("T, B, D, H", [(7, 12, 3, 32), (1, 12, 5, 64), (9, 13, 1, 32),
+                                        (4, 25, 6, 32)])
+@pytest.mark.parametrize("with_h0", [True, False])
+def test_blocks_match_the_reference(blocks, check_core, T, B, D, H, with_h0, rng):
+    _split(T, B, H, blocks)
+    for dtype in (np.float64, np.float32):
+        problem = random_problem(T, B, D, H, rng=rng, dtype=dtype, with_h0=with_h0)
+        check_core(*problem)
+        check_core(*problem, clip=0.3)
+
+
+def test_blocks_and_one_block_agree(blocks, monkeypatch, rng):
+    x, W_xh, W_hh, b_h, h0, G = random_problem(20, 16, 4, 64, rng=rng, dtype=np.float32)
+    h = rnnx.rnn_forward(x, W_xh, W_hh, b_h, h0)
+    g = rnnx.rnn_backward(x, h, G, W_xh, W_hh, b_h, h0, return_delta=True)
+    monkeypatch.setattr(_row_blocks, "blas_threads", lambda: 1)
+    h1 = rnnx.rnn_forward(x, W_xh, W_hh, b_h, h0)
+    g1 = rnnx.rnn_backward(x, h1, G, W_xh, W_hh, b_h, h0, return_delta=True)
+    np.testing.assert_array_equal(h, h1)           # the same per-row arithmetic
+    np.testing.assert_array_equal(g.delta, g1.delta)
+    np.testing.assert_array_equal(g.dx, g1.dx)
+    np.testing.assert_allclose(g.delta_norms, g1.delta_norms, rtol=1e-6)
+    for k in ("dW_xh", "dW_hh", "db_h", "dh0"):    # partial sums add in another order
+        want = getattr(g1, k)
+        np.testing.assert_allclose(getattr(g, k), want, rtol=1e-5,
+                                   atol=1e-6 * np.abs(want).max(), err_msg=k)
+
+
+def test_overflow_in_one_block_is_found(blocks):
+    """delta explodes (W_hh = 3 Q, h = 0) in the rows of the last block only; the step
+    is where the reference's delta first becomes non-finite."""
+    T, B, D, H = 100, 12, 3, 32
+    rng = np.random.default_rng(1)
+    x, b_h = np.zeros((T, B, D), np.float32), np.zeros(H, np.float32)
+    W_xh = rng.standard_normal((H, D)).astype(np.float32)
+    W_hh = (3 * orthogonal(H, rng)).astype(np.float32)
+    G = np.zeros((T, B, H), np.float32)
+    G[-1, -4:] = 1e-3 * rng.standard_normal((4, H))
+    h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
+    ref = backward(x, h, G, W_xh, W_hh, b_h)
+    before = _blas_threads.blas_threads()
+    with pytest.raises(rnnx.GradientOverflowError) as info:
+        rnnx.rnn_backward(x, h, G, W_xh, W_hh, b_h)
+    assert info.value.time_step == ref["t_fail"] and ref["t_fail"] > 0
+    assert np.isnan(info.value.delta_norms[:ref["t_fail"]]).all()
+    assert _blas_threads.blas_threads() == before            # given back after the error
+
+
+def test_max_norm_counts_every_block(blocks):
+    """Two equal halves of the batch: each block's part of ||delta[t]|| is 1/sqrt(2) of
+    the whole, so a threshold between the two is passed only by the whole."""
+    T, B, D, H = 30, 16, 2, 32
+    rng = np.random.default_rng(2)
+    x, b_h = np.zeros((T, B, D)), np.zeros(H)
+    W_xh, W_hh = rng.standard_normal((H, D)), 1.5 * orthogonal(H, rng)
+    G = np.zeros((T, B, H))
+    G[-1] = np.tile(rng.standard_normal((1, H)), (B, 1))   # every row alike
+    h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
+    norms = rnnx.rnn_backward(x, h, G, W_xh, W_hh, b_h).delta_norms   # 1.5^k growth
+    t = 10
+    threshold = norms[t] * 0.9            # the whole passes it at t, no block's part does
+    assert norms[t + 1] < threshold and norms[t] / np.sqrt(2) < threshold
+    with pytest.raises(rnnx.GradientOverflowError) as info:
+        rnnx.rnn_backward(x, h, G, W_xh, W_hh, b_h, max_norm=threshold)
+    assert info.value.time_step == t
+    assert info.value.norm == pytest.approx(norms[t], rel=1e-12)
+
+
+def test_threads_of_callers_and_blocks_together(blocks, rng):
+    """Several callers at once, each splitting its batch: every result correct, and the
+    BLAS thread count given back once all are done."""
+    problems = [random_problem(15, 12, 3, 32, rng=rng) for _ in range(4)]
+    expected = [rnnx.rnn_forward(*p[:5]) for p in problems]
+    before = _blas_threads.blas_threads()
+    results = [None] * len(problems)
+
+    def work(i):
+        for _ in range(20):
+            results[i] = rnnx.rnn_forward(*problems[i][:5])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(problems))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+    assert _blas_threads.blas_threads() == before
+
+
+def _split_forward_in_child(problem, expected):
+    os._exit(0 if np.array_equal(rnnx.rnn_forward(*problem), expected) else 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_a_forked_child_makes_its_own_threads(blocks, rng):
+    """The parent's worker threads do not exist in a fork()ed child: its calls must not
+    wait for them forever."""
+    problem = random_problem(15, 12, 3, 32, rng=rng)[:5]
+    expected = rnnx.rnn_forward(*problem)                # the parent's pool now exists
+    child = multiprocessing.get_context("fork").Process(
+        target=_split_forward_in_child, args=(problem, expected))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung")
+    assert child.exitcode == 0
+
+
+def test_one_block_where_threads_do_not_pay():
+    assert _row_blocks.row_blocks(100, 7, 64) == [(0, 7)]         # fewer than 8 rows
+    assert _row_blocks.row_blocks(2, 32, 32) == [(0, 32)]         # too little work
+    assert _row_blocks.row_blocks(10 ** 6, 32, 33) == [(0, 32)]   # H not a multiple of 32
