@@ -172,9 +172,16 @@ def _backward_blocks(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_
     clip = 0.0 if clip_delta is None else clip_delta
     work = _work_buffer(T * B * H, x.dtype)
     kept = np.empty((T, B, H), x.dtype) if return_delta else None
-    norms = np.full((len(blocks), T), np.nan)     # each block's part of ||delta[t]||
+    n = len(blocks)
+    norms = np.full((n, T), np.nan)               # each block's part of ||delta[t]||
+    # each block's share of db_h, and of dW_hh where the own kernel adds it up in the
+    # time loop (else a GEMM over every step does it afterwards)
+    db_parts = np.zeros((n, H), x.dtype)
+    in_loop = own and _core.small_gemm_fits(H, H)
+    dW_parts = np.zeros((n, H, H), x.dtype) if in_loop else [None] * n
     stops = run_blocks(lambda k, r0, r1: _core.backward_steps(
-        h, grad_h, W_hh, r0, r1, limit, clip, work, kept, norms[k], own), blocks)
+        h, grad_h, W_hh, h0, r0, r1, limit, clip, work, kept, norms[k], db_parts[k],
+        dW_parts[k], own), blocks)
     if len(blocks) == 1:
         delta_norms, t_fail = norms[0], stops[0]
     else:
@@ -188,12 +195,15 @@ def _backward_blocks(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_
         raise GradientOverflowError(t_fail, delta_norms[t_fail], max_norm=max_norm,
                                     delta_norms=delta_norms)
     dx, dh0 = np.empty((T, B, D), x.dtype), np.empty((B, H), x.dtype)
-    n, TB = len(blocks), T * B
-    # the same number of ranges of the T*B rows, each a partial sum of the gradients
+    TB = T * B
+    # as many ranges of the T*B rows, each a partial sum of the gradients
     parts = run_blocks(lambda k, k0, k1: _core.backward_gemms(
-        x, h, work, W_xh, W_hh, h0, k0, k1, dx, dh0 if k == 0 else None),
+        x, h, work, W_xh, W_hh, h0, k0, k1, dx, dh0 if k == 0 else None, not in_loop),
         [(TB * k // n, TB * (k + 1) // n) for k in range(n)])
-    dW_xh, dW_hh, db_h = (functools.reduce(np.add, p) for p in zip(*parts))
+    dW_xh_parts, dW_hh_parts = zip(*parts)
+    dW_xh = functools.reduce(np.add, dW_xh_parts)
+    dW_hh = functools.reduce(np.add, dW_parts if in_loop else dW_hh_parts)
+    db_h = functools.reduce(np.add, db_parts)
     return BackwardResult(dW_xh, dW_hh, db_h, dx, dh0, delta_norms, kept)
 
 

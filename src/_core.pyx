@@ -26,6 +26,8 @@ cdef extern from "_elementwise.h" nogil:
     void rnnx_tanh_bias_f(float *z, const float *b, Py_ssize_t rows, Py_ssize_t cols)
     void rnnx_dtanh_d(double *dz, const double *delta, const double *h, Py_ssize_t n)
     void rnnx_dtanh_f(float *dz, const float *delta, const float *h, Py_ssize_t n)
+    void rnnx_add_rows_d(double *acc, const double *a, Py_ssize_t rows, Py_ssize_t cols)
+    void rnnx_add_rows_f(float *acc, const float *a, Py_ssize_t rows, Py_ssize_t cols)
     Py_ssize_t rnnx_count_nonfinite_d(const double *a, Py_ssize_t n)
     Py_ssize_t rnnx_count_nonfinite_f(const float *a, Py_ssize_t n)
 
@@ -35,6 +37,10 @@ cdef extern from "_small_gemm.h" nogil:
                            const double *M, double *C)
     void rnnx_small_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *A,
                            const float *M, float *C)
+    void rnnx_small_gemm_tn_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *A,
+                              const double *M, double *C)
+    void rnnx_small_gemm_tn_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *A,
+                              const float *M, float *C)
 
 
 cdef inline void _tanh_bias(floating *z, const floating *b, Py_ssize_t rows,
@@ -53,6 +59,25 @@ cdef inline void _dtanh(floating *dz, const floating *delta, const floating *h,
         rnnx_dtanh_f(dz, delta, h, n)
     else:
         rnnx_dtanh_d(dz, delta, h, n)
+
+
+cdef inline void _add_rows(floating *acc, const floating *a, Py_ssize_t rows,
+                           Py_ssize_t cols) noexcept nogil:
+    """acc[j] := acc[j] + sum over rows i of a[i, j]"""
+    if floating is float:
+        rnnx_add_rows_f(acc, a, rows, cols)
+    else:
+        rnnx_add_rows_d(acc, a, rows, cols)
+
+
+cdef inline void _weight_acc(const floating *a, const floating *M, floating *C, Py_ssize_t m,
+                             Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """C := a^T @ M + C for a (k, m), M (k, n), C (m, n), with the own kernel (the caller
+    checked rnnx_small_gemm_fits(m, n))."""
+    if floating is float:
+        rnnx_small_gemm_tn_f(m, n, k, a, M, C)
+    else:
+        rnnx_small_gemm_tn_d(m, n, k, a, M, C)
 
 
 cdef inline void _step_acc(const floating *a, const floating *M, floating *c, blas_int m,
@@ -214,11 +239,13 @@ def small_gemm_fits(Py_ssize_t m, Py_ssize_t n):
 
 
 # The recurrence runs in phases, so that Python can run the time loops of disjoint blocks
-# of batch rows (independent sequences) on several threads (rnnx._row_blocks): project
-# (the input projection, one GEMM over all rows, for a single block), recur (the forward
-# time loop of rows r0:r1), backward_steps (the backward time loop of rows r0:r1),
-# backward_gemms (the gradients: GEMMs over a range of the T*B flattened rows, partial sums
-# when there are several ranges).
+# of batch rows (independent sequences) on several threads (rnnx._row_blocks):
+#   project         the input projection, one GEMM over all rows (for a single block);
+#   recur           the forward time loop of rows r0:r1;
+#   backward_steps  the backward time loop of rows r0:r1, adding up their share of db_h
+#                   and dW_hh as it goes;
+#   backward_gemms  the other gradients: GEMMs over a range of the T*B flattened rows
+#                   (partial sums when there are several ranges).
 
 def project(const floating[:, :, ::1] x, const floating[:, ::1] W_xh):
     """h (T, B, H) := x @ W_xh^T: the input projection of every step, one GEMM."""
@@ -264,9 +291,10 @@ def recur(const floating[:, :, ::1] x, const floating[:, ::1] W_xh_T,
 
 
 def backward_steps(const floating[:, :, ::1] h, const floating[:, :, ::1] grad_h,
-                   const floating[:, ::1] W_hh, Py_ssize_t r0, Py_ssize_t r1,
-                   double max_norm, double clip_delta, floating[::1] work,
-                   floating[:, :, ::1] kept, double[::1] norms, bint own_kernel):
+                   const floating[:, ::1] W_hh, const floating[:, ::1] h0, Py_ssize_t r0,
+                   Py_ssize_t r1, double max_norm, double clip_delta, floating[::1] work,
+                   floating[:, :, ::1] kept, double[::1] norms, floating[::1] db_h,
+                   floating[:, ::1] dW_hh, bint own_kernel):
     """The backward time loop of BPTT for batch rows r0:r1.
 
     delta[t] = grad_h[t] + dz[t+1] @ W_hh is the total dL/dh[t] of those rows and
@@ -275,6 +303,10 @@ def backward_steps(const floating[:, :, ::1] h, const floating[:, :, ::1] grad_h
     [-clip_delta, clip_delta] before it flows further back, Mikolov 2012); kept (T, B, H),
     unless None, gets delta itself. Returns -1, or the step where the loop stopped: the
     rows' delta[t] became non-finite or its norm passed max_norm.
+
+    The rows' share of two gradients is added up as the loop goes, while dz[t] is in
+    cache: db_h (H,) += sum of dz[t], and, unless dW_hh is None, dW_hh (H, H) +=
+    dz[t]^T @ h[t-1] (h[-1] = h0; the own kernel: pass dW_hh only where it fits (H, H)).
 
     grad_h is (T, B, H), or (1, B, H) for a loss that reads only the last hidden state
     (zero direct gradient at the other steps, with no (T, B, H) array of zeros).
@@ -298,6 +330,10 @@ def backward_steps(const floating[:, :, ::1] h, const floating[:, :, ::1] grad_h
     if grad_h.shape[0] not in (1, T) or grad_h.shape[1] != B or grad_h.shape[2] != H:
         raise ValueError(f"grad_h must have shape ({T}, {B}, {H}) or (1, {B}, {H}); got "
                          f"({grad_h.shape[0]}, {grad_h.shape[1]}, {grad_h.shape[2]})")
+    if db_h.shape[0] != H or (dW_hh is not None and not (
+            dW_hh.shape[0] == H and dW_hh.shape[1] == H and rnnx_small_gemm_fits(H, H))):
+        raise ValueError(f"db_h must be ({H},) and dW_hh ({H}, {H}), where the own kernel "
+                         "fits")
     with nogil:
         for t in range(T - 1, -1, -1):
             # delta := grad_h[t, r0:r1] + dz[t+1, r0:r1] @ W_hh   (m, H) = (m, H) @ (H, H)
@@ -322,6 +358,14 @@ def backward_steps(const floating[:, :, ::1] h, const floating[:, :, ::1] grad_h
                 memcpy(&kept[t, r0, 0], dp, mH * sizeof(floating))
             # dz[t, r0:r1] := delta * (1 - h[t, r0:r1]^2)
             _dtanh(dzp + t * BH, dp, &h[t, r0, 0], mH)
+            # db_h += sum over the rows of dz[t, r0:r1]
+            _add_rows(&db_h[0], dzp + t * BH, m, H)
+            if dW_hh is not None:
+                # dW_hh += dz[t, r0:r1]^T @ h[t-1, r0:r1]   (H, H) = (H, m) @ (m, H)
+                if t > 0:
+                    _weight_acc(dzp + t * BH, &h[t - 1, r0, 0], &dW_hh[0, 0], H, m, H)
+                elif h0 is not None:
+                    _weight_acc(dzp, &h0[r0, 0], &dW_hh[0, 0], H, m, H)
     return t_stop
 
 
@@ -329,17 +373,16 @@ def backward_gemms(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                    const floating[::1] work, const floating[:, ::1] W_xh,
                    const floating[:, ::1] W_hh, const floating[:, ::1] h0,
                    Py_ssize_t k0, Py_ssize_t k1, floating[:, :, ::1] dx,
-                   floating[:, ::1] dh0):
+                   floating[:, ::1] dh0, bint with_dW_hh):
     """The gradients from dz (in work, (T, B, H), every row done) over the rows k0:k1 of
-    the T*B flattened (t, b) rows: returns their sums (dW_xh, dW_hh, db_h), writes those
-    rows of dx (T, B, D), and dh0 (B, H) unless None. Each is a GEMM or a sum over the
-    range; several ranges give partial sums that add up to the whole."""
+    the T*B flattened (t, b) rows: returns their sums (dW_xh, dW_hh or None unless
+    with_dW_hh), writes those rows of dx (T, B, D), and dh0 (B, H) unless None. Each is a
+    GEMM over the range; several ranges give partial sums that add up to the whole."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
-    cdef Py_ssize_t i, j, n = k1 - k0, s = max(k0, B), n_h0
+    cdef Py_ssize_t n = k1 - k0, s = max(k0, B), n_h0
     cdef object dtype = _dtype_of(&x[0, 0, 0])
     cdef floating[:, ::1] dW_xh = np.empty((H, D), dtype=dtype)
-    cdef floating[:, ::1] dW_hh = np.zeros((H, H), dtype=dtype)
-    cdef floating[::1] db_h = np.zeros(H, dtype=dtype)
+    cdef floating[:, ::1] dW_hh = np.zeros((H, H), dtype=dtype) if with_dW_hh else None
     cdef const floating *dzp = &work[0]
     cdef const floating *xp = &x[0, 0, 0]
     cdef const floating *hp = &h[0, 0, 0]
@@ -348,12 +391,12 @@ def backward_gemms(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                          f"holds fewer than T*B*H = {T * B * H} entries")
     n_h0 = min(k1, B) - k0 if h0 is not None and k0 < B else 0
     with nogil:
-        if s < k1:
+        if with_dW_hh and s < k1:
             # dW_hh := sum over rows i >= B of dz[i]^T @ h[i - B] (h of the step before)
             #   (H, H) = (H, k1-s) @ (k1-s, H)
             _gemm(True, False, H, H, k1 - s, <floating> 1, dzp + s * H, H, hp + (s - B) * H,
                   H, <floating> 0, &dW_hh[0, 0], H)
-        if n_h0 > 0:
+        if with_dW_hh and n_h0 > 0:
             # dW_hh += dz[k0:B]^T @ h0[k0:B]   (H, H) = (H, n_h0) @ (n_h0, H)
             _gemm(True, False, H, H, n_h0, <floating> 1, dzp + k0 * H, H, &h0[k0, 0], H,
                   <floating> 1, &dW_hh[0, 0], H)
@@ -367,11 +410,7 @@ def backward_gemms(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
             # dh0 := dz[0] @ W_hh   (B, H) = (B, H) @ (H, H)
             _gemm(False, False, B, H, H, <floating> 1, dzp, H, &W_hh[0, 0], H,
                   <floating> 0, &dh0[0, 0], H)
-        # db_h := sum over rows k0:k1 of dz
-        for i in range(k0, k1):
-            for j in range(H):
-                db_h[j] += dzp[i * H + j]
-    return np.asarray(dW_xh), np.asarray(dW_hh), np.asarray(db_h)
+    return np.asarray(dW_xh), (np.asarray(dW_hh) if with_dW_hh else None)
 
 
 def jacobian_log_norms(const floating[:, :, ::1] h, const floating[:, ::1] W_hh,

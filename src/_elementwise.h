@@ -1,5 +1,5 @@
-/* Elementwise loops over arrays -- tanh, its derivative, the non-finite count -- written
- * so the compiler vectorises them.
+/* Elementwise loops over arrays -- tanh, its derivative, column sums, the non-finite
+ * count -- written so the compiler vectorises them.
  *
  * libm's tanh is a scalar call of ~15 ns; the forward pass applies it to every element of
  * h, which costs more than the recurrent GEMM itself for H around 100. These branch-free
@@ -123,6 +123,16 @@ static inline float rnnx_tanh_f(float x)
             dz[i] = delta[i] * (1 - h[i] * h[i]);                                      \
     }
 
+/* acc[j] += sum over rows i of a[i, j] for a row-major (rows, cols) block: column sums */
+#define RNNX_DEFINE_ADD_ROWS(SUFFIX, T)                                                \
+    RNNX_MULTIVERSION static void rnnx_add_rows_##SUFFIX(                              \
+        T *restrict acc, const T *restrict a, Py_ssize_t rows, Py_ssize_t cols)        \
+    {                                                                                  \
+        for (Py_ssize_t i = 0; i < rows; i++, a += cols)                               \
+            for (Py_ssize_t j = 0; j < cols; j++)                                      \
+                acc[j] += a[j];                                                        \
+    }
+
 /* number of NaN or infinite entries: those whose exponent bits are all ones */
 #define RNNX_DEFINE_COUNT_NONFINITE(SUFFIX, T, UINT, SHIFT, EXP_MASK)                  \
     RNNX_MULTIVERSION static Py_ssize_t rnnx_count_nonfinite_##SUFFIX(                 \
@@ -141,6 +151,8 @@ RNNX_DEFINE_TANH_BIAS(d, double)
 RNNX_DEFINE_TANH_BIAS(f, float)
 RNNX_DEFINE_DTANH(d, double)
 RNNX_DEFINE_DTANH(f, float)
+RNNX_DEFINE_ADD_ROWS(d, double)
+RNNX_DEFINE_ADD_ROWS(f, float)
 RNNX_DEFINE_COUNT_NONFINITE(d, double, uint64_t, 52, 0x7ffu)
 RNNX_DEFINE_COUNT_NONFINITE(f, float, uint32_t, 23, 0xffu)
 

@@ -1,4 +1,4 @@
-/* C += A @ M for the per-step recurrent product of a tanh RNN.
+/* C += A @ M (and C += A^T @ M) for the per-step products of a tanh RNN.
  *
  * Every time step multiplies a (B, H) block by the same (H, H) matrix. A BLAS GEMM packs M
  * again on every call; at B = 32, H = 64..512 that made OpenBLAS reach 66-87 GFLOP/s in
@@ -6,7 +6,10 @@
  * This register-blocked kernel reads M row by row in place: a 4 x 32 tile of C stays in
  * registers while p runs over the shared dimension (C[i, j:j+32] += A[i, p] * M[p, j:j+32]),
  * and j-panels are the outer loop so a 32-column panel of M stays in cache across the
- * i-tiles. Compiled for AVX-512 (x86-64-v4) and used only where that is present at run time
+ * i-tiles. The transposed variant accumulates the weight gradient dW_hh += dz[t]^T h[t-1]
+ * inside the backward time loop, while both blocks are still in cache, instead of one large
+ * GEMM over every step afterwards.
+ * Compiled for AVX-512 (x86-64-v4) and used only where that is present at run time
  * and the shapes tile exactly; everywhere else the caller uses BLAS, so no -march flag is
  * baked into the wheel and other CPUs lose nothing.
  */
@@ -31,8 +34,13 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
     return have_avx512 && m >= RNNX_GEMM_MR && n % RNNX_GEMM_NR == 0;
 }
 
-#define RNNX_DEFINE_SMALL_GEMM(SUFFIX, T)                                                   \
-    __attribute__((target("arch=x86-64-v4"))) static void rnnx_small_gemm_##SUFFIX(         \
+/* C (m, n) += op(A) @ M, M (k, n) row-major. A_AT(p, i) is the entry of op(A) in row i,
+   column p: A (m, k) row-major for op(A) = A, A (k, m) row-major for op(A) = A^T. */
+#define RNNX_SMALL_GEMM_A(p, i) A[(i) * k + (p)]
+#define RNNX_SMALL_GEMM_AT(p, i) A[(p) * m + (i)]
+
+#define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT)                                               \
+    __attribute__((target("arch=x86-64-v4"))) static void NAME(                             \
         Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const T *restrict A,                      \
         const T *restrict M, T *restrict C)                                                 \
     {                                                                                       \
@@ -47,7 +55,7 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
                 for (Py_ssize_t p = 0; p < k; p++) {                                        \
                     const T *mp = M + p * n + j0;                                           \
                     for (int r = 0; r < MR; r++) {                                          \
-                        const T a = A[(i0 + r) * k + p];                                    \
+                        const T a = A_AT(p, i0 + r);                                        \
                         for (int j = 0; j < NR; j++)                                        \
                             acc[r][j] += a * mp[j];                                         \
                     }                                                                       \
@@ -58,7 +66,7 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
             }                                                                               \
             for (; i0 < m; i0++)            /* the last m % MR rows, one at a time */       \
                 for (Py_ssize_t p = 0; p < k; p++) {                                        \
-                    const T a = A[i0 * k + p];                                              \
+                    const T a = A_AT(p, i0);                                                \
                     for (int j = 0; j < NR; j++)                                            \
                         C[i0 * n + j0 + j] += a * M[p * n + j0 + j];                        \
                 }                                                                           \
@@ -69,16 +77,18 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
 
 static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n) { (void)m; (void)n; return 0; }
 
-#define RNNX_DEFINE_SMALL_GEMM(SUFFIX, T)                                                   \
-    static void rnnx_small_gemm_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,          \
-                                         const T *A, const T *M, T *C)                      \
+#define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT)                                               \
+    static void NAME(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const T *A, const T *M,      \
+                     T *C)                                                                  \
     {                                                                                       \
         (void)m; (void)n; (void)k; (void)A; (void)M; (void)C;   /* never called */          \
     }
 
 #endif
 
-RNNX_DEFINE_SMALL_GEMM(d, double)
-RNNX_DEFINE_SMALL_GEMM(f, float)
+RNNX_DEFINE_SMALL_GEMM(rnnx_small_gemm_d, double, RNNX_SMALL_GEMM_A)
+RNNX_DEFINE_SMALL_GEMM(rnnx_small_gemm_f, float, RNNX_SMALL_GEMM_A)
+RNNX_DEFINE_SMALL_GEMM(rnnx_small_gemm_tn_d, double, RNNX_SMALL_GEMM_AT)
+RNNX_DEFINE_SMALL_GEMM(rnnx_small_gemm_tn_f, float, RNNX_SMALL_GEMM_AT)
 
 #endif
