@@ -175,7 +175,13 @@ class RNN:
         """
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {loss!r}")
-        omega = positive("omega", omega, zero=True)
+        return self._gradients(x, target, loss, h0, positive_or_none("max_norm", max_norm),
+                               positive_or_none("clip_delta", clip_delta),
+                               positive("omega", omega, zero=True))
+
+    def _gradients(self, x, target, loss, h0, max_norm, clip_delta, omega):
+        """loss_and_gradients with loss, max_norm, clip_delta and omega already checked
+        (the Trainer checks its settings once, not every step)."""
         x, h0 = self._inputs(x, h0)
         p = self._checked()
         y, h = self._forward(p, x, h0)
@@ -192,9 +198,7 @@ class RNN:
         if not (math.isfinite(value) and all_finite(grad_h)):
             raise _readout_overflow(value, grad_h, len(h))
         # x, h0 and the params were checked above, h and grad_h are finite by construction
-        g = _backward(x, h, grad_h, p["W_xh"], p["W_hh"], h0,
-                      positive_or_none("max_norm", max_norm),
-                      positive_or_none("clip_delta", clip_delta), omega > 0)
+        g = _backward(x, h, grad_h, p["W_xh"], p["W_hh"], h0, max_norm, clip_delta, omega > 0)
         dW_hh, omega_value = g.dW_hh, 0.0
         if omega > 0:
             omega_value, dOmega = pascanu_omega(h, g.delta, p["W_hh"])

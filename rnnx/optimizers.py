@@ -89,12 +89,14 @@ class Optimizer:
         self._check(params, grads)
         self._apply(params, grads)
 
-    def _apply(self, params, grads, scale=1.0):
+    def _apply(self, params, grads, scale=1.0, lr=None):
         """step() on arguments already checked: the Trainer's grads come from the model,
         with its keys, shapes and dtypes, and are finite (their global norm is). scale
         multiplies every gradient first, exactly as multiplying the arrays would (the
-        coefficient of a clipping transformation that only rescales)."""
-        lr = self.learning_rate
+        coefficient of a clipping transformation that only rescales); lr, when the caller
+        has it, is this step's learning_rate."""
+        if lr is None:
+            lr = self.learning_rate
         if not (0 < lr < np.inf):
             raise ValueError(f"the schedule gave a learning rate of {lr} at step {self.t}; "
                              "it must be positive and finite")

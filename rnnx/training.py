@@ -34,6 +34,7 @@ from .clipping import Transform, array_norms, norm_of_norms
 from .errors import DivergenceError, GradientOverflowError
 from .history import History, LogWriter, save_delta_norms
 from .losses import mse, softmax_cross_entropy
+from .model import RNN
 from .optimizers import Optimizer
 from .spikes import SpikeDetector
 from .tasks import Task
@@ -120,10 +121,8 @@ class Trainer:
                  rollback_depth=3, max_retries=5, log_path=None, diag_every=50,
                  checkpoint_path=None, checkpoint_every=None, callbacks=(), progress=True,
                  seed=None):
-        for name in ("params", "loss_and_gradients", "forward", "diagnostics"):
-            if not hasattr(model, name):
-                raise TypeError(f"model must be an rnnx.RNN (it has no {name!r}); got "
-                                f"{type(model).__name__}")
+        if not isinstance(model, RNN):
+            raise TypeError(f"model must be an rnnx.RNN; got {type(model).__name__}")
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be an rnnx optimizer (rnnx.optimizers); got "
                             f"{type(optimizer).__name__}")
@@ -264,9 +263,8 @@ class Trainer:
     def _loss_and_gradients(self, x, target, h0):
         # Overflow is detected and handled explicitly, so numpy's warnings are noise.
         with np.errstate(over="ignore", invalid="ignore"):
-            return self.model.loss_and_gradients(
-                x, target, loss=self.loss, h0=h0, max_norm=self.max_norm,
-                clip_delta=self.clip_delta, omega=self.omega)
+            return self.model._gradients(x, target, self.loss, h0, self.max_norm,
+                                         self.clip_delta, self.omega)
 
     def _update(self, g, norm, record):
         """Clip and apply the update, or raise _Failure leaving every weight as it was."""
@@ -288,7 +286,7 @@ class Trainer:
         try:
             # the grads are the model's (its keys, shapes and dtype) and finite (their
             # global norm is): no need for step()'s checks
-            self.optimizer._apply(params, grads, scale)
+            self.optimizer._apply(params, grads, scale, record["lr"])
         except FloatingPointError as e:      # the optimizer changed nothing
             raise _Failure("nonfinite", str(e)) from None
 
