@@ -5,8 +5,8 @@ disjoint blocks of rows can run at once (the core's loops release the GIL), and 
 the gradients' GEMMs over disjoint ranges of the T*B rows. The time loop is the part of
 a call that BLAS cannot spread over cores: its per-step products are too small to split
 well. benchmarks/row_blocks.py measures the effect: with 2 threads, forward + BPTT at
-(T, B, D, H) = (200, 32, 32, 128) took 0.68-0.79 of the time of one block, at
-(50, 64, 128, 512) 0.67-0.68.
+(T, B, D, H) = (200, 32, 32, 128) took 0.63-0.79 of the time of one block over three
+runs, at (100, 64, 64, 256) 0.64-0.84.
 
 How many blocks: the thread budget is scipy's BLAS thread count (set by threadpoolctl or
 OPENBLAS_NUM_THREADS, so a user who limits BLAS to one thread gets one). Blocks are used
@@ -25,9 +25,9 @@ __all__ = ["row_blocks", "run_blocks"]
 
 _MIN_ROWS = 4               # the own kernel's tile height
 # T * B * H * H below which one block is faster: a forward + backward hands three jobs to
-# the threads, and each hand-off costs. benchmarks/row_blocks.py with 2 threads: at
-# (T, B, H) = (50, 16, 64), 3.3e6, blocks took 1.4-1.6 times as long as one block; at
-# (100, 32, 64), 1.3e7, 0.8-1.0 times; at (50, 32, 128), 2.6e7, 0.65-0.79 times.
+# the threads, and each hand-off costs. benchmarks/row_blocks.py with 2 threads, three
+# runs: at (T, B, H) = (50, 16, 64), 3.3e6, blocks took 1.4-2.0 times as long as one
+# block; at (100, 32, 64), 1.3e7, 0.7-1.1 times; at (50, 32, 128), 2.6e7, 0.53-0.79 times.
 _MIN_WORK = 1 << 24
 
 _pool, _pool_size = None, 0     # worker threads, made on first use

@@ -70,14 +70,21 @@ def _work_buffer(n, dtype):
 _THREADED_PRODUCT = 1 << 21
 
 
+def _own_kernel_alone(B, H):
+    """Whether one block's per-step product may use the core's own kernel rather than
+    BLAS (which wins once it runs several threads on a large product)."""
+    return B * H * H < _THREADED_PRODUCT or blas_threads() == 1
+
+
 def _plan(T, B, H):
     """(own_kernel, blocks): whether the per-step product may use the core's own kernel
     rather than BLAS, and the blocks of batch rows whose time loops run on threads of
-    their own (rnnx._row_blocks). With several blocks each uses the kernel: at H = 256
-    and 512 two blocks with it beat BLAS's 2 threads on every step's whole product
-    (benchmarks/row_blocks.py)."""
+    their own (rnnx._row_blocks). With several blocks each uses the kernel, also where one
+    block would use BLAS: with 2 threads at (T, B, D, H) = (100, 64, 64, 256) two blocks
+    took 0.71-0.83 of the time of BLAS's threads on every step's whole product, at
+    (50, 64, 128, 512) 0.74-1.06 (benchmarks/row_blocks.py, three runs)."""
     blocks = row_blocks(T, B, H)
-    return len(blocks) > 1 or B * H * H < _THREADED_PRODUCT or blas_threads() == 1, blocks
+    return len(blocks) > 1 or _own_kernel_alone(B, H), blocks
 
 
 def _parameters(x, W_xh, W_hh, b_h, h0):
