@@ -1,9 +1,10 @@
 """How many threads the BLAS behind scipy.linalg.cython_blas runs, asked at call time.
 
 The core's per-step product has its own single-threaded kernel that beats one BLAS thread;
-a BLAS that runs several threads beats it once the product is large. threadpoolctl finds
-scipy's BLAS among the loaded libraries once (a scan of ~0.2 s, done only when a large
-product first asks); after that each question is one C call, so thread limits set later
+a BLAS that runs several threads beats it once the product is large, and rnnx's own
+threads (rnnx._row_blocks) take their budget from it. threadpoolctl finds scipy's BLAS
+among the loaded libraries once (a scan, done only when a call large enough to care
+first asks); after that each question is one C call, so thread limits set later
 (threadpoolctl.threadpool_limits, OPENBLAS_NUM_THREADS) are followed.
 """
 import functools
@@ -38,7 +39,8 @@ def blas_threads():
 
 @functools.cache
 def _set_threads_quietly():
-    """OpenBLAS's openblas_set_num_threads_local (0.3.27 and later), None without it.
+    """OpenBLAS's openblas_set_num_threads_local (recent OpenBLAS; scipy's wheels here ship
+    0.3.30), None without it.
 
     It changes the thread count like openblas_set_num_threads but leaves the idle worker
     threads asleep, where openblas_set_num_threads wakes them to spin: setting the count

@@ -52,8 +52,9 @@ def row_blocks(T, B, H):
     n = min(blas_threads() or 1, B // _MIN_ROWS)
     if n < 2 or not _core.small_gemm_fits(B // n, H) or not can_serialise():
         return [(0, B)]
-    # edges on multiples of the tile height, as even as that allows
-    edges = [0] + [_MIN_ROWS * round(B * k / n / _MIN_ROWS) for k in range(1, n)] + [B]
+    # edges on multiples of the tile height, as even as that allows; rounding down keeps
+    # every block at least B // n >= 4 rows high
+    edges = [0] + [_MIN_ROWS * (B * k // (n * _MIN_ROWS)) for k in range(1, n)] + [B]
     return list(zip(edges[:-1], edges[1:]))
 
 

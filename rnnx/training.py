@@ -276,6 +276,7 @@ class Trainer:
             c = self.clip.coefficient(norm)
             if c is None:
                 grads, report = self.clip(grads, params, norm=norm)
+                self.optimizer._check(params, grads)   # what a transformation returned
                 record["clipped_norm"], record["clip_coef"] = (report.norm_after,
                                                                report.coefficient)
             else:      # a pure rescale: the optimizer multiplies as it updates
@@ -285,7 +286,7 @@ class Trainer:
             record["clipped_norm"], record["clip_coef"] = norm, 1.0
         try:
             # the grads are the model's (its keys, shapes and dtype) and finite (their
-            # global norm is): no need for step()'s checks
+            # global norm is), or were checked above: no need for step()'s checks
             self.optimizer._apply(params, grads, scale, record["lr"])
         except FloatingPointError as e:      # the optimizer changed nothing
             raise _Failure("nonfinite", str(e)) from None

@@ -4,6 +4,7 @@ max_norm found across blocks; the BLAS thread count given back."""
 import multiprocessing
 import os
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -142,3 +143,18 @@ def test_one_block_where_threads_do_not_pay():
     assert _row_blocks.row_blocks(100, 7, 64) == [(0, 7)]         # fewer than 8 rows
     assert _row_blocks.row_blocks(2, 32, 32) == [(0, 32)]         # too little work
     assert _row_blocks.row_blocks(10 ** 6, 32, 33) == [(0, 32)]   # H not a multiple of 32
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
+def test_blocks_cover_the_batch_in_tiles_of_at_least_4_rows(n, monkeypatch):
+    monkeypatch.setattr(_row_blocks, "_MIN_WORK", 0)
+    monkeypatch.setattr(_row_blocks, "blas_threads", lambda: n)
+    monkeypatch.setattr(_row_blocks, "can_serialise", lambda: True)
+    monkeypatch.setattr(_row_blocks, "_core", types.SimpleNamespace(
+        small_gemm_fits=lambda m, k: m >= 4))
+    for B in range(8, 100):
+        got = _row_blocks.row_blocks(100, B, 32)
+        assert len(got) == min(n, B // 4)
+        assert got[0][0] == 0 and got[-1][1] == B
+        assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
+        assert all(r1 - r0 >= 4 for r0, r1 in got), (B, got)

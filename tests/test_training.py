@@ -520,3 +520,17 @@ def test_steps_equal_loss_clip_and_step_done_by_hand(dtype, make_opt, make_clip)
         assert any(clipped)                       # the clip did act
         np.testing.assert_allclose(history["clipped_norm"],
                                    history["grad_norm"] * history["clip_coef"], rtol=1e-6)
+
+
+def test_a_transformation_returning_a_wrong_shape_is_named():
+    class Broken(rnnx.clipping.Transform):
+        def _transform(self, grads, params, norm):
+            return {**grads, "b_h": np.zeros(3, grads["b_h"].dtype)}, None
+
+    model = RNN(2, 8, 1, seed=0)
+    before = {k: v.copy() for k, v in model.params.items()}
+    trainer = _trainer(model, clip=Broken())
+    with pytest.raises(ValueError, match=r"grads\['b_h'\] must have shape \(8,\)"):
+        trainer.fit(_batches([10]))
+    for k, v in model.params.items():
+        np.testing.assert_array_equal(v, before[k])
