@@ -19,7 +19,8 @@ CONFIGS = [
 
 def problem(dtype=np.float64, seed=0, steps=5):
     rng = np.random.default_rng(seed)
-    params = {"W": rng.standard_normal((3, 4)).astype(dtype), "b": rng.standard_normal(3).astype(dtype)}
+    params = {"W": rng.standard_normal((3, 4)).astype(dtype),
+              "b": rng.standard_normal(3).astype(dtype)}
     grads = [{k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
              for _ in range(steps)]
     return params, grads
