@@ -15,33 +15,48 @@ _F = TypeVar("_F", np.float32, np.float64)
 def first_nonfinite(arrays: list[NDArray[np.float32] | NDArray[np.float64]]) -> int: ...
 def l2_norms(arrays: list[NDArray[np.float32] | NDArray[np.float64]]) -> list[float]: ...
 def median_and_mad(values: NDArray[np.float64]) -> tuple[float, float]: ...
-def forward(
+def small_gemm_fits(m: int, n: int) -> bool: ...
+def project(x: NDArray[_F], W_xh: NDArray[_F]) -> NDArray[_F]: ...
+def recur(
     x: NDArray[_F],
-    W_xh: NDArray[_F],
-    W_hh: NDArray[_F],
+    W_xh_T: NDArray[_F] | None,
+    h: NDArray[_F],
+    W_hh_T: NDArray[_F],
     b_h: NDArray[_F],
     h0: NDArray[_F] | None,
+    r0: int,
+    r1: int,
     own_kernel: bool,
-) -> NDArray[_F]: ...
-def backward(
-    x: NDArray[_F],
+) -> None: ...
+def backward_steps(
     h: NDArray[_F],
     grad_h: NDArray[_F],
+    W_hh: NDArray[_F],
+    h0: NDArray[_F] | None,
+    r0: int,
+    r1: int,
+    max_norm: float,
+    clip_delta: float,
+    work: NDArray[_F],
+    kept: NDArray[_F] | None,
+    norms: NDArray[np.float64],
+    db_h: NDArray[_F],
+    dW_hh: NDArray[_F] | None,
+    own_kernel: bool,
+) -> int: ...
+def backward_gemms(
+    x: NDArray[_F],
+    h: NDArray[_F],
+    work: NDArray[_F],
     W_xh: NDArray[_F],
     W_hh: NDArray[_F],
     h0: NDArray[_F] | None,
-    max_norm: float,
-    clip_delta: float,
-    keep_delta: bool,
-    work: NDArray[_F],
-    own_kernel: bool,
-) -> tuple[
-    int,
-    float,
-    NDArray[np.float64],
-    tuple[NDArray[_F], NDArray[_F], NDArray[_F], NDArray[_F], NDArray[_F], NDArray[_F] | None]
-    | None,
-]: ...
+    k0: int,
+    k1: int,
+    dx: NDArray[_F],
+    dh0: NDArray[_F] | None,
+    with_dW_hh: bool,
+) -> tuple[NDArray[_F], NDArray[_F] | None]: ...
 def jacobian_log_norms(
     h: NDArray[_F], W_hh: NDArray[_F], frobenius: bool
 ) -> NDArray[np.float64]: ...

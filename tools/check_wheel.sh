@@ -87,7 +87,8 @@ print("  " + "\n  ".join(w_names))
 
 problems = []
 needed = ["pyproject.toml", "CMakeLists.txt", "README.md", "LICENSE", "PKG-INFO",
-          "src/_core.pyx", "rnnx/__init__.py", "rnnx/py.typed", "rnnx/_core.pyi"]
+          "src/_core.pyx", "src/_updates.pyx", "rnnx/__init__.py", "rnnx/py.typed",
+          "rnnx/_core.pyi", "rnnx/_updates.pyi"]
 problems += [f"sdist lacks {n}" for n in needed if n not in s_names]
 if not any(n.startswith("tests/test_") for n in s_names):
     problems.append("sdist has no tests/test_*.py")
@@ -97,11 +98,12 @@ problems += [f"sdist has unexpected {n}" for n in s_names if n and not allowed.m
 problems += [f"sdist has build leftover {n}" for n in s_names
              if re.search(r"(\.so|\.pyd|\.pyc|__pycache__/.*)$", n)]
 
-for n in ["rnnx/__init__.py", "rnnx/py.typed", "rnnx/_core.pyi"]:
+for n in ["rnnx/__init__.py", "rnnx/py.typed", "rnnx/_core.pyi", "rnnx/_updates.pyi"]:
     if n not in w_names:
         problems.append(f"wheel lacks {n}")
-if not any(re.fullmatch(r"rnnx/_core\..*\.so", n) for n in w_names):
-    problems.append("wheel lacks the compiled rnnx/_core")
+for module in ("_core", "_updates"):
+    if not any(re.fullmatch(rf"rnnx/{module}\..*\.so", n) for n in w_names):
+        problems.append(f"wheel lacks the compiled rnnx/{module}")
 problems += [f"wheel has build leftover {n}" for n in w_names
              if re.search(r"\.(pyx|pxd|c|h|cpp)$", n)]
 if not any(n.endswith(".dist-info/licenses/LICENSE") for n in w_names):
@@ -153,14 +155,19 @@ import ast
 import types
 from pathlib import Path
 
-import rnnx._core as core
+import rnnx._core
+import rnnx._updates
 
-stub = Path(core.__file__).with_name("_core.pyi")
-stubbed = {n.name for n in ast.parse(stub.read_text()).body if isinstance(n, ast.FunctionDef)}
-compiled = {k for k, v in vars(core).items()
-            if not k.startswith("_") and callable(v) and not isinstance(v, types.ModuleType)}
-assert stubbed == compiled, f"_core.pyi names {sorted(stubbed)}, _core has {sorted(compiled)}"
-print(f"_core.pyi matches _core: {sorted(compiled)}")
+for module in (rnnx._core, rnnx._updates):
+    name = module.__name__.rpartition(".")[2]
+    stub = Path(module.__file__).with_name(name + ".pyi")
+    stubbed = {n.name for n in ast.parse(stub.read_text()).body
+               if isinstance(n, ast.FunctionDef)}
+    compiled = {k for k, v in vars(module).items()
+                if not k.startswith("_") and callable(v) and not isinstance(v, types.ModuleType)}
+    assert stubbed == compiled, (f"{name}.pyi names {sorted(stubbed)}, "
+                                 f"{name} has {sorted(compiled)}")
+    print(f"{name}.pyi matches {name}: {sorted(compiled)}")
 EOF
 )
 
