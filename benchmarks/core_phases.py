@@ -1,0 +1,79 @@
+"""Where one forward + BPTT of the core spends its time, phase by phase (one block).
+
+    python benchmarks/core_phases.py [--shape 200,32,32,128] [--threads 1] [--repeat 30]
+
+Times the core's phases as rnnx.rnn_forward / rnn_backward run them for a single block of
+rows: project (the input projection GEMM), recur (the forward time loop), backward_steps
+(the backward time loop, adding up db_h and dW_hh where the own kernel fits), and
+backward_gemms (dW_xh, dx and dh0), then the two public calls themselves. Median ms per
+phase and the GFLOP/s of the products each phase makes.
+"""
+import argparse
+import os
+import statistics
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", default="200,32,32,128", help="T,B,D,H")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=30)
+    args = ap.parse_args()
+    os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)   # before numpy loads BLAS
+    import numpy as np
+    import rnnx
+    from rnnx import _core, recurrence
+
+    T, B, D, H = (int(v) for v in args.shape.split(","))
+
+    def median_ms(fn):
+        samples = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return statistics.median(samples) * 1e3
+
+    print(f"(T, B, D, H) = ({T}, {B}, {D}, {H}), scipy BLAS threads: {args.threads}\n")
+    print("| phase | dtype | ms | GFLOP/s of its products |")
+    print("|---|---|---|---|")
+    for dtype in ("float32", "float64"):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((T, B, D)).astype(dtype)
+        W_xh = (0.3 * rng.standard_normal((H, D))).astype(dtype)
+        W_hh = (0.9 * np.linalg.qr(rng.standard_normal((H, H)))[0]).astype(dtype)
+        b_h = np.zeros(H, dtype)
+        G = rng.standard_normal((T, B, H)).astype(dtype)
+        own = recurrence._own_kernel_alone(B, H)
+        in_loop = own and _core.small_gemm_fits(H, H)
+        W_hh_T = np.ascontiguousarray(W_hh.T)
+        h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
+        scratch = h.copy()
+        work = np.empty(T * B * H, dtype)
+        norms = np.empty(T)
+        db_h, dW_hh = np.zeros(H, dtype), (np.zeros((H, H), dtype) if in_loop else None)
+        dx, dh0 = np.empty((T, B, D), dtype), np.empty((B, H), dtype)
+        mac_hh, mac_xh = T * B * H * H, T * B * D * H      # multiply-adds of one product
+        phases = [
+            ("project", lambda: _core.project(x, W_xh), mac_xh),
+            ("recur", lambda: _core.recur(x, None, scratch, W_hh_T, b_h, None, 0, B, own),
+             mac_hh),
+            ("backward_steps", lambda: _core.backward_steps(
+                h, G, W_hh, None, 0, B, np.inf, 0.0, work, None, norms, db_h, dW_hh, own),
+             mac_hh * (2 if in_loop else 1)),
+            ("backward_gemms", lambda: _core.backward_gemms(
+                x, h, work, W_xh, W_hh, None, 0, T * B, dx, dh0, not in_loop),
+             2 * mac_xh + B * H * H + (0 if in_loop else mac_hh)),
+            ("rnn_forward + rnn_backward", lambda: rnnx.rnn_backward(
+                x, rnnx.rnn_forward(x, W_xh, W_hh, b_h), G, W_xh, W_hh, b_h),
+             3 * mac_hh + 3 * mac_xh),
+        ]
+        for name, fn, macs in phases:
+            fn()
+            ms = median_ms(fn)
+            print(f"| {name} | {dtype} | {ms:.3f} | {2 * macs / ms / 1e6:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
