@@ -1,8 +1,8 @@
 # The data of float32 and float64 arrays, through the buffer protocol.
 #
-# Taking a typed memoryview costs about half a microsecond; the kernels that run on a
-# handful of small arrays every training step (the optimizers' updates, the gradient norms)
-# take the buffers directly instead.
+# Taking typed memoryviews of a handful of small arrays costs more than the arithmetic on
+# them; the kernels that run on such arrays every training step (the optimizers' updates,
+# the gradient norms, the non-finite scans) take the buffers directly instead.
 
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS,
                              PyBUF_FORMAT, PyBUF_WRITABLE)
