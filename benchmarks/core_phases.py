@@ -13,6 +13,8 @@ import os
 import statistics
 import time
 
+from _problem import problem
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,12 +41,7 @@ def main():
     print("| phase | dtype | ms | GFLOP/s of its products |")
     print("|---|---|---|---|")
     for dtype in ("float32", "float64"):
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((T, B, D)).astype(dtype)
-        W_xh = (0.3 * rng.standard_normal((H, D))).astype(dtype)
-        W_hh = (0.9 * np.linalg.qr(rng.standard_normal((H, H)))[0]).astype(dtype)
-        b_h = np.zeros(H, dtype)
-        G = rng.standard_normal((T, B, H)).astype(dtype)
+        x, W_xh, W_hh, b_h, G = problem(T, B, D, H, dtype)
         own = recurrence._own_kernel_alone(B, H)
         in_loop = own and _core.small_gemm_fits(H, H)
         W_hh_T = np.ascontiguousarray(W_hh.T)

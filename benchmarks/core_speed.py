@@ -12,6 +12,8 @@ import os
 import statistics
 import time
 
+from _problem import problem
+
 SHAPES = [(100, 1, 8, 32), (100, 32, 8, 64), (200, 32, 32, 128), (100, 64, 64, 256),
           (50, 64, 128, 512), (1000, 16, 8, 64)]
 
@@ -103,18 +105,13 @@ def main():
     torch_run = torch_impl()
     if torch_run is not None:
         impls["torch"] = torch_run
-    rng = np.random.default_rng(0)
     print(f"rnnx {rnnx.__version__}, numpy {np.__version__}, {args.threads} thread(s); "
           "median ms per forward + BPTT, (ratio to rnnx)\n")
     print("| T, B, D, H | dtype | " + " | ".join(impls) + " |")
     print("|---|---|" + "---|" * len(impls))
     for T, B, D, H in SHAPES:
         for dtype in ("float32", "float64"):
-            x = rng.standard_normal((T, B, D)).astype(dtype)
-            W_xh = (rng.standard_normal((H, D)) / np.sqrt(D)).astype(dtype)
-            W_hh = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
-            b = (0.1 * rng.standard_normal(H)).astype(dtype)
-            G = rng.standard_normal((T, B, H)).astype(dtype)
+            x, W_xh, W_hh, b, G = problem(T, B, D, H, dtype)
             times = {name: median_ms(fn, (x, W_xh, W_hh, b, G), args.repeat)
                      for name, fn in impls.items()}
             cells = [f"{ms:.3f} ({ms / times['rnnx']:.2f}x)" for ms in times.values()]

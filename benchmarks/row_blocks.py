@@ -17,6 +17,8 @@ import os
 import statistics
 import time
 
+from _problem import problem
+
 SHAPES = [(50, 8, 4, 32), (100, 16, 8, 32), (50, 16, 8, 64), (100, 32, 8, 64),
           (50, 32, 8, 128), (200, 32, 32, 128), (1000, 16, 8, 64), (100, 64, 64, 256),
           (50, 64, 128, 512)]
@@ -29,7 +31,6 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)   # before numpy loads BLAS
-    import numpy as np
     import rnnx
     from rnnx import _row_blocks, recurrence
 
@@ -53,12 +54,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for T, B, D, H in SHAPES:
         for dtype in ("float32", "float64"):
-            rng = np.random.default_rng(0)
-            x = rng.standard_normal((T, B, D)).astype(dtype)
-            W_xh = (0.3 * rng.standard_normal((H, D))).astype(dtype)
-            W_hh = (0.9 * np.linalg.qr(rng.standard_normal((H, H)))[0]).astype(dtype)
-            b_h = np.zeros(H, dtype)
-            G = rng.standard_normal((T, B, H)).astype(dtype)
+            x, W_xh, W_hh, b_h, G = problem(T, B, D, H, dtype)
 
             def call():
                 h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
