@@ -4,9 +4,10 @@
 
 Times the core's phases as rnnx.rnn_forward / rnn_backward run them for a single block of
 rows: project (the input projection GEMM), recur (the forward time loop), backward_steps
-(the backward time loop, adding up db_h and dW_hh where the own kernel fits), and
-backward_gemms (dW_xh, dx and dh0), then the two public calls themselves. Median ms per
-phase and the GFLOP/s of the products each phase makes.
+(the backward time loop, adding up db_h, and where the own kernel fits dW_hh, and where
+it fits D as well dW_xh, dx and dh0), and backward_gemms (the gradients the loop left),
+then the two public calls themselves. Median ms per phase and the GFLOP/s of the
+products each phase makes.
 """
 import argparse
 import os
@@ -44,28 +45,33 @@ def main():
         x, W_xh, W_hh, b_h, G = problem(T, B, D, H, dtype)
         own = recurrence._own_kernel_alone(B, H)
         in_loop = own and _core.small_gemm_fits(H, H)
+        fused = in_loop and _core.small_gemm_fits(H, D)
         W_hh_T = np.ascontiguousarray(W_hh.T)
         h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
         scratch = h.copy()
-        work = np.empty(T * B * H, dtype)
+        work = np.empty(2 * B * H if fused else T * B * H, dtype)
         norms = np.empty(T)
         db_h, dW_hh = np.zeros(H, dtype), (np.zeros((H, H), dtype) if in_loop else None)
+        dW_xh = np.zeros((H, D), dtype) if fused else None
         dx, dh0 = np.empty((T, B, D), dtype), np.empty((B, H), dtype)
         mac_hh, mac_xh = T * B * H * H, T * B * D * H      # multiply-adds of one product
+        # the products the backward loop makes itself; backward_gemms makes the others
+        in_steps = mac_hh * (1 + in_loop) + 2 * mac_xh * fused + B * H * H * fused
         phases = [
             ("project", lambda: _core.project(x, W_xh), mac_xh),
             ("recur", lambda: _core.recur(x, None, scratch, W_hh_T, b_h, None, 0, B, own),
              mac_hh),
             ("backward_steps", lambda: _core.backward_steps(
-                h, G, W_hh, None, 0, B, np.inf, 0.0, work, None, norms, db_h, dW_hh, own),
-             mac_hh * (2 if in_loop else 1)),
-            ("backward_gemms", lambda: _core.backward_gemms(
-                x, h, work, W_xh, W_hh, None, 0, T * B, dx, dh0, not in_loop),
-             2 * mac_xh + B * H * H + (0 if in_loop else mac_hh)),
-            ("rnn_forward + rnn_backward", lambda: rnnx.rnn_backward(
-                x, rnnx.rnn_forward(x, W_xh, W_hh, b_h), G, W_xh, W_hh, b_h),
-             3 * mac_hh + 3 * mac_xh),
+                x, h, G, W_xh, W_hh, None, 0, B, np.inf, 0.0, work, None, norms, db_h, dW_hh,
+                dW_xh, dx if fused else None, dh0 if fused else None, own), in_steps),
         ]
+        if not fused:
+            phases.append(("backward_gemms", lambda: _core.backward_gemms(
+                x, h, work, W_xh, W_hh, None, 0, T * B, dx, dh0, not in_loop),
+                2 * mac_hh + 2 * mac_xh + B * H * H - in_steps))
+        phases.append(("rnn_forward + rnn_backward", lambda: rnnx.rnn_backward(
+            x, rnnx.rnn_forward(x, W_xh, W_hh, b_h), G, W_xh, W_hh, b_h),
+            3 * mac_hh + 3 * mac_xh))
         for name, fn, macs in phases:
             fn()
             ms = median_ms(fn)

@@ -29,8 +29,10 @@ def recur(
     own_kernel: bool,
 ) -> None: ...
 def backward_steps(
+    x: NDArray[_F],
     h: NDArray[_F],
     grad_h: NDArray[_F],
+    W_xh: NDArray[_F],
     W_hh: NDArray[_F],
     h0: NDArray[_F] | None,
     r0: int,
@@ -42,6 +44,9 @@ def backward_steps(
     norms: NDArray[np.float64],
     db_h: NDArray[_F],
     dW_hh: NDArray[_F] | None,
+    dW_xh: NDArray[_F] | None,
+    dx: NDArray[_F] | None,
+    dh0: NDArray[_F] | None,
     own_kernel: bool,
 ) -> int: ...
 def backward_gemms(

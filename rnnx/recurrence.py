@@ -177,18 +177,26 @@ def _backward_blocks(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_
     H = W_hh.shape[0]
     limit = np.inf if max_norm is None else max_norm
     clip = 0.0 if clip_delta is None else clip_delta
-    work = _work_buffer(T * B * H, x.dtype)
     kept = np.empty((T, B, H), x.dtype) if return_delta else None
     n = len(blocks)
     norms = np.full((n, T), np.nan)               # each block's part of ||delta[t]||
-    # each block's share of db_h, and of dW_hh where the own kernel adds it up in the
-    # time loop (else a GEMM over every step does it afterwards)
-    db_parts = np.zeros((n, H), x.dtype)
+    # Where the own kernel fits, the time loop adds up each block's share of the weight
+    # gradients while dz[t] is in cache (db_h always): dW_hh, and where D fits too, dW_xh,
+    # dx and dh0, so that no pass over every step's dz is left. Else GEMMs over every step
+    # (backward_gemms) make the rest.
     in_loop = own and _core.small_gemm_fits(H, H)
+    fused = in_loop and _core.small_gemm_fits(H, D)
+    db_parts = np.zeros((n, H), x.dtype)
     dW_parts = np.zeros((n, H, H), x.dtype) if in_loop else [None] * n
+    dW_xh_parts = np.zeros((n, H, D), x.dtype) if fused else [None] * n
+    dx, dh0 = np.empty((T, B, D), x.dtype), np.empty((B, H), x.dtype)
+    # dz of the last two steps per block, or of every step
+    work = _work_buffer(2 * B * H if fused else T * B * H, x.dtype)
     stops = run_blocks(lambda k, r0, r1: _core.backward_steps(
-        h, grad_h, W_hh, h0, r0, r1, limit, clip, work, kept, norms[k], db_parts[k],
-        dW_parts[k], own), blocks)
+        x, h, grad_h, W_xh, W_hh, h0, r0, r1, limit, clip,
+        work[2 * r0 * H:2 * r1 * H] if fused else work, kept, norms[k], db_parts[k],
+        dW_parts[k], dW_xh_parts[k], dx if fused else None, dh0 if fused else None, own),
+        blocks)
     if len(blocks) == 1:
         delta_norms, t_fail = norms[0], stops[0]
     else:
@@ -201,15 +209,17 @@ def _backward_blocks(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_
         delta_norms[:t_fail] = np.nan              # steps the backward pass never reached
         raise GradientOverflowError(t_fail, delta_norms[t_fail], max_norm=max_norm,
                                     delta_norms=delta_norms)
-    dx, dh0 = np.empty((T, B, D), x.dtype), np.empty((B, H), x.dtype)
-    TB = T * B
-    # as many ranges of the T*B rows, each a partial sum of the gradients
-    parts = run_blocks(lambda k, k0, k1: _core.backward_gemms(
-        x, h, work, W_xh, W_hh, h0, k0, k1, dx, dh0 if k == 0 else None, not in_loop),
-        [(TB * k // n, TB * (k + 1) // n) for k in range(n)])
-    dW_xh_parts, dW_hh_parts = zip(*parts)
+    if not fused:
+        # as many ranges of the T*B rows, each a partial sum of the gradients
+        TB = T * B
+        parts = run_blocks(lambda k, k0, k1: _core.backward_gemms(
+            x, h, work, W_xh, W_hh, h0, k0, k1, dx, dh0 if k == 0 else None, not in_loop),
+            [(TB * k // n, TB * (k + 1) // n) for k in range(n)])
+        dW_xh_parts, dW_hh_parts = zip(*parts)
+        if not in_loop:
+            dW_parts = dW_hh_parts
     dW_xh = functools.reduce(np.add, dW_xh_parts)
-    dW_hh = functools.reduce(np.add, dW_parts if in_loop else dW_hh_parts)
+    dW_hh = functools.reduce(np.add, dW_parts)
     db_h = functools.reduce(np.add, db_parts)
     return BackwardResult(dW_xh, dW_hh, db_h, dx, dh0, delta_norms, kept)
 

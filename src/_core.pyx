@@ -290,42 +290,53 @@ def recur(const floating[:, :, ::1] x, const floating[:, ::1] W_xh_T,
             _tanh_bias(hp + t * BH, &b_h[0], m, H)
 
 
-def backward_steps(const floating[:, :, ::1] h, const floating[:, :, ::1] grad_h,
+def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
+                   const floating[:, :, ::1] grad_h, const floating[:, ::1] W_xh,
                    const floating[:, ::1] W_hh, const floating[:, ::1] h0, Py_ssize_t r0,
                    Py_ssize_t r1, double max_norm, double clip_delta, floating[::1] work,
                    floating[:, :, ::1] kept, double[::1] norms, floating[::1] db_h,
-                   floating[:, ::1] dW_hh, bint own_kernel):
+                   floating[:, ::1] dW_hh, floating[:, ::1] dW_xh, floating[:, :, ::1] dx,
+                   floating[:, ::1] dh0, bint own_kernel):
     """The backward time loop of BPTT for batch rows r0:r1.
 
     delta[t] = grad_h[t] + dz[t+1] @ W_hh is the total dL/dh[t] of those rows and
-    dz[t] = delta[t] * (1 - h[t]^2) goes into work, laid out (T, B, H). norms[t] := the
-    L2 norm of the rows' delta[t] (after clip_delta > 0 clips every entry to
-    [-clip_delta, clip_delta] before it flows further back, Mikolov 2012); kept (T, B, H),
-    unless None, gets delta itself. Returns -1, or the step where the loop stopped: the
-    rows' delta[t] became non-finite or its norm passed max_norm.
+    dz[t] = delta[t] * (1 - h[t]^2). norms[t] := the L2 norm of the rows' delta[t] (after
+    clip_delta > 0 clips every entry to [-clip_delta, clip_delta] before it flows further
+    back, Mikolov 2012); kept (T, B, H), unless None, gets delta itself. Returns -1, or
+    the step where the loop stopped: the rows' delta[t] became non-finite or its norm
+    passed max_norm.
 
-    The rows' share of two gradients is added up as the loop goes, while dz[t] is in
+    The rows' share of the gradients is added up as the loop goes, while dz[t] is in
     cache: db_h (H,) += sum of dz[t], and, unless dW_hh is None, dW_hh (H, H) +=
-    dz[t]^T @ h[t-1] (h[-1] = h0; the own kernel: pass dW_hh only where it fits (H, H)).
+    dz[t]^T @ h[t-1] (h[-1] = h0). Pass dW_hh only where the own kernel fits (H, H).
+    Unless dW_xh is None (pass it only with dW_hh, where the own kernel fits (H, D)),
+    also dW_xh (H, D) += dz[t]^T @ x[t], the rows of dx[t] := dz[t] @ W_xh and of
+    dh0 := dz[0] @ W_hh: then no other pass is needed and work (2 * (r1 - r0) * H
+    entries) holds only the dz of the last two steps. Otherwise work (T * B * H entries,
+    laid out (T, B, H)) keeps the dz of every step for backward_gemms.
 
     grad_h is (T, B, H), or (1, B, H) for a loss that reads only the last hidden state
     (zero direct gradient at the other steps, with no (T, B, H) array of zeros).
     """
-    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], t, i
+    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], D = x.shape[2], t, i
     cdef Py_ssize_t BH = B * H, m = r1 - r0, mH = (r1 - r0) * H
-    cdef bint last_only = grad_h.shape[0] == 1
+    cdef bint last_only = grad_h.shape[0] == 1, fused = dW_xh is not None
     cdef floating[:, ::1] delta = np.empty((max(m, 1), H), dtype=_dtype_of(&h[0, 0, 0]))
     cdef floating *dp = &delta[0, 0]
-    cdef floating *dzp = &work[0] + r0 * H               # row r0 of step 0
+    # dz[t] of the rows is at dz0 + (t % slots) * stride: every step's in place in the
+    # (T, B, H) layout, or the last two steps' in turn
+    cdef floating *dz0 = &work[0] if fused else &work[0] + r0 * H
+    cdef Py_ssize_t slots = 2 if fused else T, stride = mH if fused else BH
+    cdef floating *dz
     cdef floating c = <floating> clip_delta
     cdef double norm
     cdef Py_ssize_t t_stop = -1
     if not 0 <= r0 < r1 <= B:
         raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
-    if work.shape[0] < T * BH or norms.shape[0] != T or (
+    if work.shape[0] < slots * stride or norms.shape[0] != T or (
             kept is not None and (kept.shape[0] != T or kept.shape[1] != B
                                   or kept.shape[2] != H)):
-        raise ValueError(f"work must hold T*B*H = {T * BH} entries, norms {T}, kept "
+        raise ValueError(f"work must hold {slots * stride} entries, norms {T}, kept "
                          f"({T}, {B}, {H})")
     if grad_h.shape[0] not in (1, T) or grad_h.shape[1] != B or grad_h.shape[2] != H:
         raise ValueError(f"grad_h must have shape ({T}, {B}, {H}) or (1, {B}, {H}); got "
@@ -334,6 +345,13 @@ def backward_steps(const floating[:, :, ::1] h, const floating[:, :, ::1] grad_h
             dW_hh.shape[0] == H and dW_hh.shape[1] == H and rnnx_small_gemm_fits(H, H))):
         raise ValueError(f"db_h must be ({H},) and dW_hh ({H}, {H}), where the own kernel "
                          "fits")
+    if fused and (dW_hh is None or dx is None or dh0 is None
+                  or dW_xh.shape[0] != H or dW_xh.shape[1] != D
+                  or not rnnx_small_gemm_fits(H, D)
+                  or dx.shape[0] != T or dx.shape[1] != B or dx.shape[2] != D
+                  or dh0.shape[0] != B or dh0.shape[1] != H):
+        raise ValueError(f"dW_xh ({H}, {D}) goes with dW_hh, dx ({T}, {B}, {D}) and dh0 "
+                         f"({B}, {H}), where the own kernel fits")
     with nogil:
         for t in range(T - 1, -1, -1):
             # delta := grad_h[t, r0:r1] + dz[t+1, r0:r1] @ W_hh   (m, H) = (m, H) @ (H, H)
@@ -344,7 +362,8 @@ def backward_steps(const floating[:, :, ::1] h, const floating[:, :, ::1] grad_h
             else:
                 memset(dp, 0, mH * sizeof(floating))
             if t < T - 1:
-                _step_acc(dzp + (t + 1) * BH, &W_hh[0, 0], dp, m, H, H, own_kernel)
+                _step_acc(dz0 + ((t + 1) % slots) * stride, &W_hh[0, 0], dp, m, H, H,
+                          own_kernel)
             norm = _norm(mH, dp)
             if isfinite(norm) and c > 0:
                 for i in range(mH):
@@ -357,15 +376,26 @@ def backward_steps(const floating[:, :, ::1] h, const floating[:, :, ::1] grad_h
             if kept is not None:
                 memcpy(&kept[t, r0, 0], dp, mH * sizeof(floating))
             # dz[t, r0:r1] := delta * (1 - h[t, r0:r1]^2)
-            _dtanh(dzp + t * BH, dp, &h[t, r0, 0], mH)
+            dz = dz0 + (t % slots) * stride
+            _dtanh(dz, dp, &h[t, r0, 0], mH)
             # db_h += sum over the rows of dz[t, r0:r1]
-            _add_rows(&db_h[0], dzp + t * BH, m, H)
+            _add_rows(&db_h[0], dz, m, H)
             if dW_hh is not None:
                 # dW_hh += dz[t, r0:r1]^T @ h[t-1, r0:r1]   (H, H) = (H, m) @ (m, H)
                 if t > 0:
-                    _weight_acc(dzp + t * BH, &h[t - 1, r0, 0], &dW_hh[0, 0], H, m, H)
+                    _weight_acc(dz, &h[t - 1, r0, 0], &dW_hh[0, 0], H, m, H)
                 elif h0 is not None:
-                    _weight_acc(dzp, &h0[r0, 0], &dW_hh[0, 0], H, m, H)
+                    _weight_acc(dz, &h0[r0, 0], &dW_hh[0, 0], H, m, H)
+            if fused:
+                # dW_xh += dz[t, r0:r1]^T @ x[t, r0:r1]   (H, D) = (H, m) @ (m, D)
+                _weight_acc(dz, &x[t, r0, 0], &dW_xh[0, 0], H, m, D)
+                # dx[t, r0:r1] := dz[t, r0:r1] @ W_xh   (m, D) = (m, H) @ (H, D)
+                memset(&dx[t, r0, 0], 0, m * D * sizeof(floating))
+                _step_acc(dz, &W_xh[0, 0], &dx[t, r0, 0], m, H, D, own_kernel)
+        if fused and t_stop < 0:
+            # dh0[r0:r1] := dz[0, r0:r1] @ W_hh   (m, H) = (m, H) @ (H, H)
+            memset(&dh0[r0, 0], 0, mH * sizeof(floating))
+            _step_acc(dz0, &W_hh[0, 0], &dh0[r0, 0], m, H, H, own_kernel)
     return t_stop
 
 

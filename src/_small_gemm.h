@@ -39,30 +39,38 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
 #define RNNX_SMALL_GEMM_A(p, i) A[(i) * k + (p)]
 #define RNNX_SMALL_GEMM_AT(p, i) A[(p) * m + (i)]
 
+/* The tile is held as vectors of GCC's vector extension (L = 16 floats or 8 doubles a
+   register), so that the compiler keeps it in registers from the load of C to the store;
+   with plain arrays GCC copied the tile through the stack on the way in and out, a cost
+   that shows most where k is short (the weight gradients: k = B). */
 #define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT)                                               \
     __attribute__((target("arch=x86-64-v4"))) static void NAME(                             \
         Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const T *restrict A,                      \
         const T *restrict M, T *restrict C)                                                 \
     {                                                                                       \
-        enum { MR = RNNX_GEMM_MR, NR = RNNX_GEMM_NR };                                      \
+        /* unaligned, and allowed to alias the T it is loaded from */                       \
+        typedef T V __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));        \
+        enum { MR = RNNX_GEMM_MR, NR = RNNX_GEMM_NR, L = 64 / sizeof(T), NV = NR / L };     \
         for (Py_ssize_t j0 = 0; j0 < n; j0 += NR) {                                         \
             Py_ssize_t i0 = 0;                                                              \
             for (; i0 + MR <= m; i0 += MR) {                                                \
-                T acc[MR][NR];                                                              \
+                V acc[MR][NV];                                                              \
                 for (int r = 0; r < MR; r++)                                                \
-                    for (int j = 0; j < NR; j++)                                            \
-                        acc[r][j] = C[(i0 + r) * n + j0 + j];                               \
+                    for (int v = 0; v < NV; v++)                                            \
+                        acc[r][v] = *(const V *)(C + (i0 + r) * n + j0 + v * L);            \
                 for (Py_ssize_t p = 0; p < k; p++) {                                        \
-                    const T *mp = M + p * n + j0;                                           \
+                    V mp[NV];                   /* M[p, j0:j0+32] */                        \
+                    for (int v = 0; v < NV; v++)                                            \
+                        mp[v] = *(const V *)(M + p * n + j0 + v * L);                       \
                     for (int r = 0; r < MR; r++) {                                          \
                         const T a = A_AT(p, i0 + r);                                        \
-                        for (int j = 0; j < NR; j++)                                        \
-                            acc[r][j] += a * mp[j];                                         \
+                        for (int v = 0; v < NV; v++)                                        \
+                            acc[r][v] += a * mp[v];                                         \
                     }                                                                       \
                 }                                                                           \
                 for (int r = 0; r < MR; r++)                                                \
-                    for (int j = 0; j < NR; j++)                                            \
-                        C[(i0 + r) * n + j0 + j] = acc[r][j];                               \
+                    for (int v = 0; v < NV; v++)                                            \
+                        *(V *)(C + (i0 + r) * n + j0 + v * L) = acc[r][v];                  \
             }                                                                               \
             for (; i0 < m; i0++)            /* the last m % MR rows, one at a time */       \
                 for (Py_ssize_t p = 0; p < k; p++) {                                        \

@@ -9,10 +9,13 @@ from _reference import TOL, assert_close, random_problem
 DTYPES = [np.float64, np.float32]
 
 # (T, B, D, H): unit sizes, odd sizes, and sizes that take the GEMV (B = 1), the
-# register-blocked kernel (B >= 4, H a multiple of 32) and the BLAS GEMM paths of each step
+# register-blocked kernel (B >= 4, H a multiple of 32) and the BLAS GEMM paths of each step;
+# with D a multiple of 32 as well, the backward loop makes every gradient itself (B = 1:
+# dx by GEMV; B = 5, 9: rows left over from the 4-row tiles)
 SHAPES = [
     (1, 1, 1, 1), (1, 3, 2, 4), (5, 1, 3, 2), (4, 2, 1, 3), (3, 2, 5, 1), (2, 1, 1, 7),
     (7, 3, 5, 11), (6, 5, 3, 32), (5, 7, 4, 64), (4, 4, 2, 33), (9, 1, 6, 40),
+    (6, 5, 32, 32), (4, 1, 32, 64), (1, 4, 64, 32), (5, 9, 96, 64),
 ]
 
 
@@ -92,8 +95,10 @@ def _loss(x, W_xh, W_hh, b_h, h0, G):
 
 
 @pytest.mark.parametrize("with_h0", [True, False])
-def test_finite_differences(rng, with_h0):
-    args = list(random_problem(5, 3, 4, 6, rng=rng, scale=1.2))
+@pytest.mark.parametrize("shape", [(5, 3, 4, 6), (4, 5, 32, 32)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_finite_differences(rng, shape, with_h0):
+    args = list(random_problem(*shape, rng=rng, scale=1.2))
     names = ["x", "W_xh", "W_hh", "b_h", "h0"]
     x, W_xh, W_hh, b_h, h0, G = args
     if not with_h0:
@@ -104,7 +109,7 @@ def test_finite_differences(rng, with_h0):
     eps = 1e-6
     for i, name in enumerate(names):
         # without h0 the derivative with respect to it is taken at h0 = 0
-        base = np.zeros((3, 6)) if args[i] is None else args[i]
+        base = np.zeros(h.shape[1:]) if args[i] is None else args[i]
         for _ in range(4):
             idx = tuple(int(rng.integers(n)) for n in base.shape)
             plus, minus = base.copy(), base.copy()
@@ -121,7 +126,7 @@ def test_finite_differences(rng, with_h0):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_h0", [True, False])
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (7, 3, 5, 11), (30, 2, 4, 8)],
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (7, 3, 5, 11), (30, 2, 4, 8), (6, 5, 32, 32)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_matches_torch(rng, shape, with_h0, dtype):
     torch = pytest.importorskip("torch")

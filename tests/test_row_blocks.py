@@ -30,7 +30,7 @@ def _split(T, B, H, n):
 
 
 @pytest.mark.parametrize("T, B, D, H", [(7, 12, 3, 32), (1, 12, 5, 64), (9, 13, 1, 32),
-                                        (4, 25, 6, 32)])
+                                        (4, 25, 6, 32), (7, 12, 32, 32), (3, 13, 64, 32)])
 @pytest.mark.parametrize("with_h0", [True, False])
 def test_blocks_match_the_reference(blocks, check_core, T, B, D, H, with_h0, rng):
     _split(T, B, H, blocks)
@@ -57,10 +57,11 @@ def test_blocks_and_one_block_agree(blocks, monkeypatch, rng):
                                    atol=1e-6 * np.abs(want).max(), err_msg=k)
 
 
-def test_overflow_in_one_block_is_found(blocks):
+@pytest.mark.parametrize("D", [3, 32])
+def test_overflow_in_one_block_is_found(blocks, D):
     """delta explodes (W_hh = 3 Q, h = 0) in the rows of the last block only; the step
     is where the reference's delta first becomes non-finite."""
-    T, B, D, H = 100, 12, 3, 32
+    T, B, H = 100, 12, 32
     rng = np.random.default_rng(1)
     x, b_h = np.zeros((T, B, D), np.float32), np.zeros(H, np.float32)
     W_xh = rng.standard_normal((H, D)).astype(np.float32)
@@ -77,10 +78,11 @@ def test_overflow_in_one_block_is_found(blocks):
     assert _blas_threads.blas_threads() == before            # given back after the error
 
 
-def test_max_norm_counts_every_block(blocks):
+@pytest.mark.parametrize("D", [2, 32])
+def test_max_norm_counts_every_block(blocks, D):
     """Two equal halves of the batch: each block's part of ||delta[t]|| is 1/sqrt(2) of
     the whole, so a threshold between the two is passed only by the whole."""
-    T, B, D, H = 30, 16, 2, 32
+    T, B, H = 30, 16, 32
     rng = np.random.default_rng(2)
     x, b_h = np.zeros((T, B, D)), np.zeros(H)
     W_xh, W_hh = rng.standard_normal((H, D)), 1.5 * orthogonal(H, rng)
