@@ -3,7 +3,9 @@
     python benchmarks/core_phases.py [--shape 200,32,32,128] [--threads 1] [--repeat 30]
 
 Times the core's phases as rnnx.rnn_forward / rnn_backward run them for a single block of
-rows: project (the input projection GEMM), recur (the forward time loop), backward_steps
+rows: project (the input projection GEMM) and recur (the forward time loop) after it, or
+recur projecting each step's inputs itself (one block uses this where the own kernel
+fits; "(used)" marks the forward phases rnnx.rnn_forward runs), backward_steps
 (the backward time loop, adding up db_h, and where the own kernel fits dW_hh, and where
 it fits D as well dW_xh, dx and dh0), and backward_gemms (the gradients the loop left),
 then the two public calls themselves. Median ms per phase and the GFLOP/s of the
@@ -57,10 +59,15 @@ def main():
         mac_hh, mac_xh = T * B * H * H, T * B * D * H      # multiply-adds of one product
         # the products the backward loop makes itself; backward_gemms makes the others
         in_steps = mac_hh * (1 + in_loop) + 2 * mac_xh * fused + B * H * H * fused
+        W_xh_T = np.ascontiguousarray(W_xh.T)
+        per_step = own and _core.small_gemm_fits(B, H)     # as rnnx.rnn_forward chooses
+        mark = {per_step: " (used)", not per_step: ""}
         phases = [
-            ("project", lambda: _core.project(x, W_xh), mac_xh),
-            ("recur", lambda: _core.recur(x, None, scratch, W_hh_T, b_h, None, 0, B, own),
-             mac_hh),
+            ("project" + mark[False], lambda: _core.project(x, W_xh), mac_xh),
+            ("recur after project" + mark[False], lambda: _core.recur(
+                x, None, scratch, W_hh_T, b_h, None, 0, B, own), mac_hh),
+            ("recur projecting each step" + mark[True], lambda: _core.recur(
+                x, W_xh_T, scratch, W_hh_T, b_h, None, 0, B, own), mac_hh + mac_xh),
             ("backward_steps", lambda: _core.backward_steps(
                 x, h, G, W_xh, W_hh, None, 0, B, np.inf, 0.0, work, None, norms, db_h, dW_hh,
                 dW_xh, dx if fused else None, dh0 if fused else None, own), in_steps),

@@ -109,13 +109,15 @@ def _forward(x, W_xh, W_hh, b_h, h0):
     H = W_hh.shape[0]
     own, blocks = _plan(T, B, H)
     W_hh_T = np.ascontiguousarray(W_hh.T)
-    if len(blocks) == 1:
+    if len(blocks) == 1 and not (own and _core.small_gemm_fits(B, H)):
         h = _core.project(x, W_xh)                 # one GEMM, then the loop adds to it
         _core.recur(x, None, h, W_hh_T, b_h, h0, 0, B, own)
     else:
+        # the own kernel makes both products of a step in one pass over h[t], which beat
+        # the projection as one GEMM before the loop (benchmarks/core_phases.py)
         h = np.empty((T, B, H), x.dtype)
-        W_xh_T = np.ascontiguousarray(W_xh.T)      # each block projects its own rows
-        with serial_blas():
+        W_xh_T = np.ascontiguousarray(W_xh.T)
+        with serial_blas() if len(blocks) > 1 else nullcontext():
             run_blocks(lambda k, r0, r1: _core.recur(x, W_xh_T, h, W_hh_T, b_h, h0, r0, r1,
                                                      own), blocks)
     if _core.first_nonfinite([h]) >= 0:

@@ -33,14 +33,18 @@ cdef extern from "_elementwise.h" nogil:
 
 cdef extern from "_small_gemm.h" nogil:
     bint rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
-    void rnnx_small_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *A,
-                           const double *M, double *C)
-    void rnnx_small_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *A,
-                           const float *M, float *C)
-    void rnnx_small_gemm_tn_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *A,
-                              const double *M, double *C)
-    void rnnx_small_gemm_tn_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *A,
-                              const float *M, float *C)
+    void rnnx_small_gemm_d(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
+                           const double *A, const double *M, Py_ssize_t k2,
+                           const double *A2, const double *M2, double *C)
+    void rnnx_small_gemm_f(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
+                           const float *A, const float *M, Py_ssize_t k2, const float *A2,
+                           const float *M2, float *C)
+    void rnnx_small_gemm_tn_d(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
+                              const double *A, const double *M, Py_ssize_t k2,
+                              const double *A2, const double *M2, double *C)
+    void rnnx_small_gemm_tn_f(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
+                              const float *A, const float *M, Py_ssize_t k2, const float *A2,
+                              const float *M2, float *C)
 
 
 cdef inline void _tanh_bias(floating *z, const floating *b, Py_ssize_t rows,
@@ -75,9 +79,9 @@ cdef inline void _weight_acc(const floating *a, const floating *M, floating *C, 
     """C := a^T @ M + C for a (k, m), M (k, n), C (m, n), with the own kernel (the caller
     checked rnnx_small_gemm_fits(m, n))."""
     if floating is float:
-        rnnx_small_gemm_tn_f(m, n, k, a, M, C)
+        rnnx_small_gemm_tn_f(m, n, 1, k, a, M, 0, NULL, NULL, C)
     else:
-        rnnx_small_gemm_tn_d(m, n, k, a, M, C)
+        rnnx_small_gemm_tn_d(m, n, 1, k, a, M, 0, NULL, NULL, C)
 
 
 cdef inline void _step_acc(const floating *a, const floating *M, floating *c, blas_int m,
@@ -92,12 +96,30 @@ cdef inline void _step_acc(const floating *a, const floating *M, floating *c, bl
         _gemv(True, k, n, <floating> 1, M, n, a, <floating> 1, c)
     elif own_kernel and rnnx_small_gemm_fits(m, n):
         if floating is float:
-            rnnx_small_gemm_f(m, n, k, a, M, c)
+            rnnx_small_gemm_f(m, n, 1, k, a, M, 0, NULL, NULL, c)
         else:
-            rnnx_small_gemm_d(m, n, k, a, M, c)
+            rnnx_small_gemm_d(m, n, 1, k, a, M, 0, NULL, NULL, c)
     else:
         # c := a @ M + c   (m, n) = (m, k) @ (k, n)
         _gemm(False, False, m, n, k, <floating> 1, a, k, M, n, <floating> 1, c, n)
+
+
+cdef inline void _step_set(const floating *a, const floating *M, blas_int ka,
+                           const floating *b, const floating *N, blas_int kb, floating *c,
+                           blas_int m, blas_int n, bint own_kernel) noexcept nogil:
+    """c := a @ M + b @ N for a (m, ka), M (ka, n), b (m, kb), N (kb, n), c (m, n); b NULL
+    for c := a @ M. The own kernel makes both products in one pass over c where it fits
+    (see _step_acc); elsewhere c is zeroed and each product added."""
+    if own_kernel and rnnx_small_gemm_fits(m, n):
+        if floating is float:
+            rnnx_small_gemm_f(m, n, 0, ka, a, M, kb if b != NULL else 0, b, N, c)
+        else:
+            rnnx_small_gemm_d(m, n, 0, ka, a, M, kb if b != NULL else 0, b, N, c)
+        return
+    memset(c, 0, m * n * sizeof(floating))
+    _step_acc(a, M, c, m, ka, n, own_kernel)
+    if b != NULL:
+        _step_acc(b, N, c, m, kb, n, own_kernel)
 
 
 cdef double _careful_norm(Py_ssize_t n, const floating *v) noexcept nogil:
@@ -272,20 +294,26 @@ def recur(const floating[:, :, ::1] x, const floating[:, ::1] W_xh_T,
     cdef Py_ssize_t BH = B * H, m = r1 - r0
     cdef bint projected = W_xh_T is None
     cdef floating *hp = &h[0, 0, 0] + r0 * H             # row r0 of step 0
+    cdef const floating *prev                            # h[t-1, r0:r1], NULL for zeros
     if not 0 <= r0 < r1 <= B:
         raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
     with nogil:
         for t in range(T):
-            if not projected:
-                # h[t, r0:r1] := x[t, r0:r1] @ W_xh^T   (m, H) = (m, D) @ (D, H)
-                memset(hp + t * BH, 0, m * H * sizeof(floating))
-                _step_acc(&x[t, r0, 0], &W_xh_T[0, 0], hp + t * BH, m, D, H, own_kernel)
-            # h[t, r0:r1] += h[t-1, r0:r1] @ W_hh^T   (m, H) = (m, H) @ (H, H)
             if t > 0:
-                _step_acc(hp + (t - 1) * BH, &W_hh_T[0, 0], hp + t * BH, m, H, H,
-                          own_kernel)
+                prev = hp + (t - 1) * BH
             elif h0 is not None:
-                _step_acc(&h0[r0, 0], &W_hh_T[0, 0], hp, m, H, H, own_kernel)
+                prev = &h0[r0, 0]
+            else:
+                prev = NULL
+            if projected:
+                # h[t, r0:r1] += h[t-1, r0:r1] @ W_hh^T   (m, H) = (m, H) @ (H, H)
+                if prev != NULL:
+                    _step_acc(prev, &W_hh_T[0, 0], hp + t * BH, m, H, H, own_kernel)
+            else:
+                # h[t, r0:r1] := x[t, r0:r1] @ W_xh^T + h[t-1, r0:r1] @ W_hh^T
+                #   (m, H) = (m, D) @ (D, H) + (m, H) @ (H, H)
+                _step_set(&x[t, r0, 0], &W_xh_T[0, 0], D, prev, &W_hh_T[0, 0], H,
+                          hp + t * BH, m, H, own_kernel)
             # h[t, r0:r1] := tanh(h[t, r0:r1] + b_h)
             _tanh_bias(hp + t * BH, &b_h[0], m, H)
 
@@ -390,12 +418,11 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                 # dW_xh += dz[t, r0:r1]^T @ x[t, r0:r1]   (H, D) = (H, m) @ (m, D)
                 _weight_acc(dz, &x[t, r0, 0], &dW_xh[0, 0], H, m, D)
                 # dx[t, r0:r1] := dz[t, r0:r1] @ W_xh   (m, D) = (m, H) @ (H, D)
-                memset(&dx[t, r0, 0], 0, m * D * sizeof(floating))
-                _step_acc(dz, &W_xh[0, 0], &dx[t, r0, 0], m, H, D, own_kernel)
+                _step_set(dz, &W_xh[0, 0], H, NULL, NULL, 0, &dx[t, r0, 0], m, D,
+                          own_kernel)
         if fused and t_stop < 0:
             # dh0[r0:r1] := dz[0, r0:r1] @ W_hh   (m, H) = (m, H) @ (H, H)
-            memset(&dh0[r0, 0], 0, mH * sizeof(floating))
-            _step_acc(dz0, &W_hh[0, 0], &dh0[r0, 0], m, H, H, own_kernel)
+            _step_set(dz0, &W_hh[0, 0], H, NULL, NULL, 0, &dh0[r0, 0], m, H, own_kernel)
     return t_stop
 
 

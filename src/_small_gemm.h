@@ -1,4 +1,5 @@
-/* C += A @ M (and C += A^T @ M) for the per-step products of a tanh RNN.
+/* C := beta C + A @ M + A2 @ M2 (and the same with A^T, A2^T) for the per-step products
+ * of a tanh RNN.
  *
  * Every time step multiplies a (B, H) block by the same (H, H) matrix. A BLAS GEMM packs M
  * again on every call; at B = 32, H = 64..512 that made OpenBLAS reach 66-87 GFLOP/s in
@@ -34,20 +35,45 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
     return have_avx512 && m >= RNNX_GEMM_MR && n % RNNX_GEMM_NR == 0;
 }
 
-/* C (m, n) += op(A) @ M, M (k, n) row-major. A_AT(p, i) is the entry of op(A) in row i,
-   column p: A (m, k) row-major for op(A) = A, A (k, m) row-major for op(A) = A^T. */
-#define RNNX_SMALL_GEMM_A(p, i) A[(i) * k + (p)]
-#define RNNX_SMALL_GEMM_AT(p, i) A[(p) * m + (i)]
+/* A_AT(A, k, p, i) is the entry of op(A) in row i, column p, for op(A) (m, k):
+   A (m, k) row-major for op(A) = A, A (k, m) row-major for op(A) = A^T. */
+#define RNNX_SMALL_GEMM_A(A, k, p, i) (A)[(i) * (k) + (p)]
+#define RNNX_SMALL_GEMM_AT(A, k, p, i) (A)[(p) * m + (i)]
 
-/* The tile is held as vectors of GCC's vector extension (L = 16 floats or 8 doubles a
+/* acc (the MR x NR tile at rows i0.., columns j0..) += op(A)[i0:i0+MR, :k] @ M[:k, j0:j0+NR] */
+#define RNNX_SMALL_GEMM_TILE(A_AT, A, M, k)                                                 \
+    for (Py_ssize_t p = 0; p < (k); p++) {                                                  \
+        V mp[NV];                       /* M[p, j0:j0+NR] */                                \
+        for (int v = 0; v < NV; v++)                                                        \
+            mp[v] = *(const V *)((M) + p * n + j0 + v * L);                                 \
+        for (int r = 0; r < MR; r++) {                                                      \
+            const S a = A_AT(A, k, p, i0 + r);                                              \
+            for (int v = 0; v < NV; v++)                                                    \
+                acc[r][v] += a * mp[v];                                                     \
+        }                                                                                   \
+    }
+
+/* C[i0, j0:j0+NR] += op(A)[i0, :k] @ M[:k, j0:j0+NR], one row left over from the tiles */
+#define RNNX_SMALL_GEMM_ROW(A_AT, A, M, k)                                                  \
+    for (Py_ssize_t p = 0; p < (k); p++) {                                                  \
+        const S a = A_AT(A, k, p, i0);                                                      \
+        for (int j = 0; j < NR; j++)                                                        \
+            C[i0 * n + j0 + j] += a * (M)[p * n + j0 + j];                                  \
+    }
+
+/* C (m, n) := beta C + op(A) @ M + op(A2) @ M2, beta 0 or 1; M (k, n) and M2 (k2, n)
+   row-major; k2 = 0 for one product (A2 and M2 are then not read).
+   The tile is held as vectors of GCC's vector extension (L = 16 floats or 8 doubles a
    register), so that the compiler keeps it in registers from the load of C to the store;
    with plain arrays GCC copied the tile through the stack on the way in and out, a cost
    that shows most where k is short (the weight gradients: k = B). */
 #define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT)                                               \
     __attribute__((target("arch=x86-64-v4"))) static void NAME(                             \
-        Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const T *restrict A,                      \
-        const T *restrict M, T *restrict C)                                                 \
+        Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k, const T *restrict A,            \
+        const T *restrict M, Py_ssize_t k2, const T *restrict A2, const T *restrict M2,     \
+        T *restrict C)                                                                      \
     {                                                                                       \
+        typedef T S;                    /* the scalar type, for the macros above */         \
         /* unaligned, and allowed to alias the T it is loaded from */                       \
         typedef T V __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));        \
         enum { MR = RNNX_GEMM_MR, NR = RNNX_GEMM_NR, L = 64 / sizeof(T), NV = NR / L };     \
@@ -57,27 +83,21 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
                 V acc[MR][NV];                                                              \
                 for (int r = 0; r < MR; r++)                                                \
                     for (int v = 0; v < NV; v++)                                            \
-                        acc[r][v] = *(const V *)(C + (i0 + r) * n + j0 + v * L);            \
-                for (Py_ssize_t p = 0; p < k; p++) {                                        \
-                    V mp[NV];                   /* M[p, j0:j0+32] */                        \
-                    for (int v = 0; v < NV; v++)                                            \
-                        mp[v] = *(const V *)(M + p * n + j0 + v * L);                       \
-                    for (int r = 0; r < MR; r++) {                                          \
-                        const T a = A_AT(p, i0 + r);                                        \
-                        for (int v = 0; v < NV; v++)                                        \
-                            acc[r][v] += a * mp[v];                                         \
-                    }                                                                       \
-                }                                                                           \
+                        acc[r][v] = beta ? *(const V *)(C + (i0 + r) * n + j0 + v * L)      \
+                                         : (V){0};                                          \
+                RNNX_SMALL_GEMM_TILE(A_AT, A, M, k)                                         \
+                RNNX_SMALL_GEMM_TILE(A_AT, A2, M2, k2)                                      \
                 for (int r = 0; r < MR; r++)                                                \
                     for (int v = 0; v < NV; v++)                                            \
                         *(V *)(C + (i0 + r) * n + j0 + v * L) = acc[r][v];                  \
             }                                                                               \
-            for (; i0 < m; i0++)            /* the last m % MR rows, one at a time */       \
-                for (Py_ssize_t p = 0; p < k; p++) {                                        \
-                    const T a = A_AT(p, i0);                                                \
+            for (; i0 < m; i0++) {          /* the last m % MR rows, one at a time */       \
+                if (!beta)                                                                  \
                     for (int j = 0; j < NR; j++)                                            \
-                        C[i0 * n + j0 + j] += a * M[p * n + j0 + j];                        \
-                }                                                                           \
+                        C[i0 * n + j0 + j] = 0;                                             \
+                RNNX_SMALL_GEMM_ROW(A_AT, A, M, k)                                          \
+                RNNX_SMALL_GEMM_ROW(A_AT, A2, M2, k2)                                       \
+            }                                                                               \
         }                                                                                   \
     }
 
@@ -86,10 +106,11 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
 static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n) { (void)m; (void)n; return 0; }
 
 #define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT)                                               \
-    static void NAME(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const T *A, const T *M,      \
-                     T *C)                                                                  \
+    static void NAME(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k, const T *A,       \
+                     const T *M, Py_ssize_t k2, const T *A2, const T *M2, T *C)             \
     {                                                                                       \
-        (void)m; (void)n; (void)k; (void)A; (void)M; (void)C;   /* never called */          \
+        (void)m; (void)n; (void)beta; (void)k; (void)A; (void)M;   /* never called */       \
+        (void)k2; (void)A2; (void)M2; (void)C;                                              \
     }
 
 #endif
