@@ -6,9 +6,9 @@ For each shape, forward + BPTT (rnn_forward + rnn_backward) timed three ways, in
 process with scipy's BLAS on --threads threads: one block whose per-step product is
 the core's own kernel where it fits (BLAS on several threads from B*H*H = 2^21), one
 block with BLAS for every product, and blocks with the own kernel in each whatever the
-work (rnnx itself uses blocks only from T*B*H*H = rnnx._row_blocks._MIN_WORK; the last
-column says how many it uses). Prints the median ms (the lower of --rounds interleaved
-rounds) and the ratio of blocks to one block. A pause before each mode lets OpenBLAS's
+work (rnnx itself uses blocks only from a work T*B*H*H, counted twice in float64, of
+rnnx._row_blocks._MIN_WORK; the last column says how many it uses). Prints the median
+ms (the lower of --rounds interleaved rounds) and the ratio of blocks to one block. A pause before each mode lets OpenBLAS's
 worker threads go back to sleep, as they do between the calls of a program that makes no
 other threaded BLAS calls, and 0.1 s of calls then bring the clock back up.
 """
@@ -19,9 +19,9 @@ import time
 
 from _problem import problem
 
-SHAPES = [(50, 8, 4, 32), (100, 16, 8, 32), (50, 16, 8, 64), (100, 32, 8, 64),
-          (50, 32, 8, 128), (200, 32, 32, 128), (1000, 16, 8, 64), (100, 64, 64, 256),
-          (50, 64, 128, 512)]
+SHAPES = [(50, 8, 4, 32), (100, 16, 8, 32), (50, 16, 8, 64), (50, 32, 8, 64),
+          (100, 16, 8, 64), (100, 32, 8, 64), (50, 32, 8, 128), (200, 32, 32, 128),
+          (1000, 16, 8, 64), (100, 64, 64, 256), (50, 64, 128, 512)]
 
 
 def main():
@@ -36,16 +36,16 @@ def main():
 
     plan, min_work = recurrence._plan, _row_blocks._MIN_WORK
 
-    def forced_blocks(T, B, H):
+    def forced_blocks(T, B, H, itemsize):
         _row_blocks._MIN_WORK = 0
         try:
-            return plan(T, B, H)
+            return plan(T, B, H, itemsize)
         finally:
             _row_blocks._MIN_WORK = min_work
 
     modes = {
-        "one block": lambda T, B, H: (recurrence._own_kernel_alone(B, H), [(0, B)]),
-        "one block, BLAS products": lambda T, B, H: (False, [(0, B)]),
+        "one block": lambda T, B, H, _: (recurrence._own_kernel_alone(B, H), [(0, B)]),
+        "one block, BLAS products": lambda T, B, H, _: (False, [(0, B)]),
         "blocks": forced_blocks,
     }
     print(f"scipy BLAS threads: {args.threads}\n")
@@ -78,7 +78,7 @@ def main():
             recurrence._plan = plan
             times = {k: v * 1e3 for k, v in times.items()}
             one, blas, blocks = times.values()
-            n = len(_row_blocks.row_blocks(T, B, H))
+            n = len(_row_blocks.row_blocks(T, B, H, x.itemsize))
             print(f"| {T}, {B}, {D}, {H} | {T * B * H * H:.1e} | {dtype} | {one:.3f} "
                   f"| {blas:.3f} | {blocks:.3f} | {blocks / one:.2f} | {n} |")
 

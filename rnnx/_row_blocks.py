@@ -24,11 +24,13 @@ from ._blas_threads import blas_threads, can_serialise
 __all__ = ["row_blocks", "run_blocks"]
 
 _MIN_ROWS = 4               # the own kernel's tile height
-# T * B * H * H below which one block is faster: a forward + backward hands three jobs to
-# the threads, and each hand-off costs. benchmarks/row_blocks.py with 2 threads, three
-# runs: at (T, B, H) = (50, 16, 64), 3.3e6, blocks took 1.4-2.0 times as long as one
-# block; at (100, 32, 64), 1.3e7, 0.7-1.1 times; at (50, 32, 128), 2.6e7, 0.53-0.79 times.
-_MIN_WORK = 1 << 24
+# The work T * B * H * H (twice that in float64, whose multiply-adds take about twice as
+# long) below which one block is faster: a forward + backward hands two or three jobs to
+# the threads, and each hand-off costs. benchmarks/row_blocks.py with 2 threads, blocks
+# against one block: at (T, B, H) = (50, 16, 64), 3.3e6, 1.7 times as long in float32 and
+# 1.1 in float64; at (50, 32, 64) and (100, 16, 64), 6.6e6, 1.03-1.07 in float32 and
+# 0.86-0.87 in float64; at (100, 32, 64), 1.3e7, 0.77-0.86 and 0.65-0.85 (two runs).
+_MIN_WORK = 1 << 23
 
 _pool, _pool_size = None, 0     # worker threads, made on first use
 
@@ -43,11 +45,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def row_blocks(T, B, H):
+def row_blocks(T, B, H, itemsize):
     """[(r0, r1), ...]: the blocks of batch rows whose time loops run on separate threads,
     each with the core's own kernel (one block covering every row when threads do not
-    pay)."""
-    if B < 2 * _MIN_ROWS or T * B * H * H < _MIN_WORK:
+    pay). itemsize: 4 for float32, 8 for float64."""
+    if B < 2 * _MIN_ROWS or T * B * H * H * (itemsize // 4) < _MIN_WORK:
         return [(0, B)]
     n = min(blas_threads() or 1, B // _MIN_ROWS)
     if n < 2 or not _core.small_gemm_fits(B // n, H) or not can_serialise():

@@ -76,14 +76,14 @@ def _own_kernel_alone(B, H):
     return B * H * H < _THREADED_PRODUCT or blas_threads() == 1
 
 
-def _plan(T, B, H):
+def _plan(T, B, H, itemsize):
     """(own_kernel, blocks): whether the per-step product may use the core's own kernel
     rather than BLAS, and the blocks of batch rows whose time loops run on threads of
     their own (rnnx._row_blocks). With several blocks each uses the kernel, also where one
     block would use BLAS: with 2 threads at (T, B, D, H) = (100, 64, 64, 256) two blocks
     took 0.71-0.83 of the time of BLAS's threads on every step's whole product, at
     (50, 64, 128, 512) 0.74-1.06 (benchmarks/row_blocks.py, three runs)."""
-    blocks = row_blocks(T, B, H)
+    blocks = row_blocks(T, B, H, itemsize)
     return len(blocks) > 1 or _own_kernel_alone(B, H), blocks
 
 
@@ -107,7 +107,7 @@ def _forward(x, W_xh, W_hh, b_h, h0):
     """rnn_forward on arguments already checked."""
     T, B, _ = x.shape
     H = W_hh.shape[0]
-    own, blocks = _plan(T, B, H)
+    own, blocks = _plan(T, B, H, x.dtype.itemsize)
     W_hh_T = np.ascontiguousarray(W_hh.T)
     if len(blocks) == 1 and not (own and _core.small_gemm_fits(B, H)):
         h = _core.project(x, W_xh)                 # one GEMM, then the loop adds to it
@@ -167,7 +167,7 @@ def _backward(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_delta):
     """rnn_backward on arguments already checked (the model checks its own once per step)."""
     T, B, D = x.shape
     H = W_hh.shape[0]
-    own, blocks = _plan(T, B, H)
+    own, blocks = _plan(T, B, H, x.dtype.itemsize)
     with serial_blas() if len(blocks) > 1 else nullcontext():
         return _backward_blocks(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta,
                                 return_delta, own, blocks)

@@ -24,7 +24,7 @@ def blocks(request, monkeypatch):
 
 
 def _split(T, B, H, n):
-    got = _row_blocks.row_blocks(T, B, H)
+    got = _row_blocks.row_blocks(T, B, H, 8)
     assert len(got) == n and got[0][0] == 0 and got[-1][1] == B
     assert all(r1 - r0 >= 4 for r0, r1 in got)
 
@@ -142,9 +142,22 @@ def test_a_forked_child_makes_its_own_threads(blocks, rng):
 
 
 def test_one_block_where_threads_do_not_pay():
-    assert _row_blocks.row_blocks(100, 7, 64) == [(0, 7)]         # fewer than 8 rows
-    assert _row_blocks.row_blocks(2, 32, 32) == [(0, 32)]         # too little work
-    assert _row_blocks.row_blocks(10 ** 6, 32, 33) == [(0, 32)]   # H not a multiple of 32
+    for itemsize in (4, 8):
+        assert _row_blocks.row_blocks(100, 7, 64, itemsize) == [(0, 7)]   # fewer than 8 rows
+        assert _row_blocks.row_blocks(2, 32, 32, itemsize) == [(0, 32)]   # too little work
+        assert _row_blocks.row_blocks(10 ** 6, 32, 33, itemsize) == [(0, 32)]   # H % 32 != 0
+
+
+def test_float64_work_counts_double(monkeypatch):
+    # T*B*H*H = 50*32*64*64 = 6.6e6 is below the threshold in float32 and, doubled, above
+    # it in float64
+    monkeypatch.setattr(_row_blocks, "blas_threads", lambda: 2)
+    monkeypatch.setattr(_row_blocks, "can_serialise", lambda: True)
+    monkeypatch.setattr(_row_blocks, "_core", types.SimpleNamespace(
+        small_gemm_fits=lambda m, k: m >= 4))
+    assert 50 * 32 * 64 * 64 < _row_blocks._MIN_WORK <= 2 * 50 * 32 * 64 * 64
+    assert _row_blocks.row_blocks(50, 32, 64, 4) == [(0, 32)]
+    assert _row_blocks.row_blocks(50, 32, 64, 8) == [(0, 16), (16, 32)]
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
@@ -155,7 +168,7 @@ def test_blocks_cover_the_batch_in_tiles_of_at_least_4_rows(n, monkeypatch):
     monkeypatch.setattr(_row_blocks, "_core", types.SimpleNamespace(
         small_gemm_fits=lambda m, k: m >= 4))
     for B in range(8, 100):
-        got = _row_blocks.row_blocks(100, B, 32)
+        got = _row_blocks.row_blocks(100, B, 32, 4)
         assert len(got) == min(n, B // 4)
         assert got[0][0] == 0 and got[-1][1] == B
         assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
