@@ -5,8 +5,8 @@ disjoint blocks of rows can run at once (the core's loops release the GIL), and 
 the gradients' GEMMs over disjoint ranges of the T*B rows. The time loop is the part of
 a call that BLAS cannot spread over cores: its per-step products are too small to split
 well. benchmarks/row_blocks.py measures the effect: with 2 threads, forward + BPTT at
-(T, B, D, H) = (200, 32, 32, 128) took 0.63-0.79 of the time of one block over three
-runs, at (100, 64, 64, 256) 0.64-0.84.
+(T, B, D, H) = (200, 32, 32, 128) took 0.69 (float32) and 0.57 (float64) of the time of
+one block, at (100, 64, 64, 256) 0.75 in both.
 
 How many blocks: the thread budget is scipy's BLAS thread count (set by threadpoolctl or
 OPENBLAS_NUM_THREADS, so a user who limits BLAS to one thread gets one). Blocks are used

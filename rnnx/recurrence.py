@@ -81,8 +81,8 @@ def _plan(T, B, H, itemsize):
     rather than BLAS, and the blocks of batch rows whose time loops run on threads of
     their own (rnnx._row_blocks). With several blocks each uses the kernel, also where one
     block would use BLAS: with 2 threads at (T, B, D, H) = (100, 64, 64, 256) two blocks
-    took 0.71-0.83 of the time of BLAS's threads on every step's whole product, at
-    (50, 64, 128, 512) 0.74-1.06 (benchmarks/row_blocks.py, three runs)."""
+    took 0.76 of the time of BLAS's threads on every step's whole product (both dtypes),
+    at (50, 64, 128, 512) 0.89 (float32) and 0.98 (float64) (benchmarks/row_blocks.py)."""
     blocks = row_blocks(T, B, H, itemsize)
     return len(blocks) > 1 or _own_kernel_alone(B, H), blocks
 
