@@ -262,12 +262,15 @@ def small_gemm_fits(Py_ssize_t m, Py_ssize_t n):
 
 # The recurrence runs in phases, so that Python can run the time loops of disjoint blocks
 # of batch rows (independent sequences) on several threads (rnnx._row_blocks):
-#   project         the input projection, one GEMM over all rows (for a single block);
-#   recur           the forward time loop of rows r0:r1;
-#   backward_steps  the backward time loop of rows r0:r1, adding up their share of db_h
-#                   and dW_hh as it goes;
-#   backward_gemms  the other gradients: GEMMs over a range of the T*B flattened rows
-#                   (partial sums when there are several ranges).
+#   project         the input projection, one GEMM over all rows (for a single block
+#                   where the own kernel does not fit);
+#   recur           the forward time loop of rows r0:r1 (projecting each step's inputs
+#                   itself, or adding to project's output);
+#   backward_steps  the backward time loop of rows r0:r1, adding up their share of db_h,
+#                   and where the own kernel fits of dW_hh, and where it fits D too of
+#                   dW_xh, dx and dh0, as it goes;
+#   backward_gemms  the gradients the loop left: GEMMs over a range of the T*B flattened
+#                   rows (partial sums when there are several ranges).
 
 def project(const floating[:, :, ::1] x, const floating[:, ::1] W_xh):
     """h (T, B, H) := x @ W_xh^T: the input projection of every step, one GEMM."""
