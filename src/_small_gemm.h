@@ -21,6 +21,7 @@
 
 #define RNNX_GEMM_MR 4      /* rows of a C tile */
 #define RNNX_GEMM_NR 32     /* columns of a C tile: 2 (float) or 4 (double) AVX-512 registers */
+#define RNNX_GEMM_PREFETCH_BYTES (1 << 20)  /* C from this size on is fetched a tile ahead */
 
 /* GCC >= 12: older ones cannot test for x86-64-v4; glibc: the dispatch needs its ifunc */
 #if defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__) && defined(__x86_64__) \
@@ -77,9 +78,16 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
         /* unaligned, and allowed to alias the T it is loaded from */                       \
         typedef T V __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));        \
         enum { MR = RNNX_GEMM_MR, NR = RNNX_GEMM_NR, L = 64 / sizeof(T), NV = NR / L };     \
+        /* a C too large for L2 (a weight gradient of H = 512) comes from L3 tile by tile, \
+           and the tile's loads stall unless the next tile is fetched ahead */              \
+        const int ahead = beta && (size_t)m * n * sizeof(T) >= RNNX_GEMM_PREFETCH_BYTES;    \
         for (Py_ssize_t j0 = 0; j0 < n; j0 += NR) {                                         \
             Py_ssize_t i0 = 0;                                                              \
             for (; i0 + MR <= m; i0 += MR) {                                                \
+                if (ahead && i0 + 2 * MR <= m)                                              \
+                    for (int r = 0; r < MR; r++)                                            \
+                        for (int v = 0; v < NV; v++)                                        \
+                            __builtin_prefetch(C + (i0 + MR + r) * n + j0 + v * L, 0, 1);   \
                 V acc[MR][NV];                                                              \
                 for (int r = 0; r < MR; r++)                                                \
                     for (int v = 0; v < NV; v++)                                            \
