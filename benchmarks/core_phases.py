@@ -62,15 +62,21 @@ def main():
         W_xh_T = np.ascontiguousarray(W_xh.T)
         per_step = own and _core.small_gemm_fits(B, H)     # as rnnx.rnn_forward chooses
         mark = {per_step: " (used)", not per_step: ""}
+        # the weights in panels where the own kernel makes the products by them
+        W_xh_TP, W_hh_TP, W_hh_P = ((_core.panels(W_xh_T), _core.panels(W_hh_T),
+                                     _core.panels(W_hh)) if per_step else (None,) * 3)
+        W_xh_P = _core.panels(W_xh) if fused and _core.small_gemm_fits(B, D) else None
         phases = [
             ("project" + mark[False], lambda: _core.project(x, W_xh), mac_xh),
             ("recur after project" + mark[False], lambda: _core.recur(
-                x, None, scratch, W_hh_T, b_h, None, 0, B, own), mac_hh),
+                x, None, scratch, W_hh_T, b_h, None, 0, B, None, W_hh_TP), mac_hh),
             ("recur projecting each step" + mark[True], lambda: _core.recur(
-                x, W_xh_T, scratch, W_hh_T, b_h, None, 0, B, own), mac_hh + mac_xh),
+                x, W_xh_T, scratch, W_hh_T, b_h, None, 0, B, W_xh_TP, W_hh_TP),
+             mac_hh + mac_xh),
             ("backward_steps", lambda: _core.backward_steps(
                 x, h, G, W_xh, W_hh, None, 0, B, np.inf, 0.0, work, None, norms, db_h, dW_hh,
-                dW_xh, dx if fused else None, dh0 if fused else None, own), in_steps),
+                dW_xh, dx if fused else None, dh0 if fused else None, W_hh_P, W_xh_P),
+             in_steps),
         ]
         if not fused:
             phases.append(("backward_gemms", lambda: _core.backward_gemms(

@@ -16,6 +16,7 @@ def first_nonfinite(arrays: list[NDArray[np.float32] | NDArray[np.float64]]) -> 
 def l2_norms(arrays: list[NDArray[np.float32] | NDArray[np.float64]]) -> list[float]: ...
 def median_and_mad(values: NDArray[np.float64]) -> tuple[float, float]: ...
 def small_gemm_fits(m: int, n: int) -> bool: ...
+def panels(M: NDArray[_F]) -> NDArray[_F]: ...
 def project(x: NDArray[_F], W_xh: NDArray[_F]) -> NDArray[_F]: ...
 def recur(
     x: NDArray[_F],
@@ -26,7 +27,8 @@ def recur(
     h0: NDArray[_F] | None,
     r0: int,
     r1: int,
-    own_kernel: bool,
+    W_xh_P: NDArray[_F] | None,
+    W_hh_P: NDArray[_F] | None,
 ) -> None: ...
 def backward_steps(
     x: NDArray[_F],
@@ -47,7 +49,8 @@ def backward_steps(
     dW_xh: NDArray[_F] | None,
     dx: NDArray[_F] | None,
     dh0: NDArray[_F] | None,
-    own_kernel: bool,
+    W_hh_P: NDArray[_F] | None,
+    W_xh_P: NDArray[_F] | None,
 ) -> int: ...
 def backward_gemms(
     x: NDArray[_F],

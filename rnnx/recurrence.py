@@ -87,6 +87,11 @@ def _plan(T, B, H, itemsize):
     return len(blocks) > 1 or _own_kernel_alone(B, H), blocks
 
 
+def _kernel_fits(own, blocks, n):
+    """Whether the own kernel makes every block's per-step products of n columns."""
+    return own and _core.small_gemm_fits(min(r1 - r0 for r0, r1 in blocks), n)
+
+
 def _parameters(x, W_xh, W_hh, b_h, h0):
     """Checked, contiguous (x, W_xh, W_hh, b_h, h0) in the compute dtype set by x."""
     dtype = compute_dtype(x)
@@ -109,17 +114,18 @@ def _forward(x, W_xh, W_hh, b_h, h0):
     H = W_hh.shape[0]
     own, blocks = _plan(T, B, H, x.dtype.itemsize)
     W_hh_T = np.ascontiguousarray(W_hh.T)
-    if len(blocks) == 1 and not (own and _core.small_gemm_fits(B, H)):
+    if not _kernel_fits(own, blocks, H):
         h = _core.project(x, W_xh)                 # one GEMM, then the loop adds to it
-        _core.recur(x, None, h, W_hh_T, b_h, h0, 0, B, own)
+        _core.recur(x, None, h, W_hh_T, b_h, h0, 0, B, None, None)
     else:
         # the own kernel makes both products of a step in one pass over h[t], which beat
         # the projection as one GEMM before the loop (benchmarks/core_phases.py)
         h = np.empty((T, B, H), x.dtype)
         W_xh_T = np.ascontiguousarray(W_xh.T)
+        W_xh_P, W_hh_P = _core.panels(W_xh_T), _core.panels(W_hh_T)
         with serial_blas() if len(blocks) > 1 else nullcontext():
             run_blocks(lambda k, r0, r1: _core.recur(x, W_xh_T, h, W_hh_T, b_h, h0, r0, r1,
-                                                     own), blocks)
+                                                     W_xh_P, W_hh_P), blocks)
     if _core.first_nonfinite([h]) >= 0:
         raise FloatingPointError(
             "rnn_forward: the pre-activation x @ W_xh.T + h @ W_hh.T + b_h overflowed to "
@@ -194,11 +200,13 @@ def _backward_blocks(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_
     dx, dh0 = np.empty((T, B, D), x.dtype), np.empty((B, H), x.dtype)
     # dz of the last two steps per block, or of every step
     work = _work_buffer(2 * B * H if fused else T * B * H, x.dtype)
+    W_hh_P = _core.panels(W_hh) if _kernel_fits(own, blocks, H) else None
+    W_xh_P = _core.panels(W_xh) if fused and _kernel_fits(own, blocks, D) else None
     stops = run_blocks(lambda k, r0, r1: _core.backward_steps(
         x, h, grad_h, W_xh, W_hh, h0, r0, r1, limit, clip,
         work[2 * r0 * H:2 * r1 * H] if fused else work, kept, norms[k], db_parts[k],
-        dW_parts[k], dW_xh_parts[k], dx if fused else None, dh0 if fused else None, own),
-        blocks)
+        dW_parts[k], dW_xh_parts[k], dx if fused else None, dh0 if fused else None,
+        W_hh_P, W_xh_P), blocks)
     if len(blocks) == 1:
         delta_norms, t_fail = norms[0], stops[0]
     else:

@@ -32,6 +32,7 @@ cdef extern from "_elementwise.h" nogil:
     Py_ssize_t rnnx_count_nonfinite_f(const float *a, Py_ssize_t n)
 
 cdef extern from "_small_gemm.h" nogil:
+    enum: RNNX_GEMM_NR
     bint rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
     void rnnx_small_gemm_d(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
                            const double *A, const double *M, Py_ssize_t k2,
@@ -84,42 +85,44 @@ cdef inline void _weight_acc(const floating *a, const floating *M, floating *C, 
         rnnx_small_gemm_tn_d(m, n, 1, k, a, M, 0, NULL, NULL, C)
 
 
-cdef inline void _step_acc(const floating *a, const floating *M, floating *c, blas_int m,
-                           blas_int k, blas_int n, bint own_kernel) noexcept nogil:
+cdef inline void _step_acc(const floating *a, const floating *M, const floating *Mp,
+                           floating *c, blas_int m, blas_int k, blas_int n) noexcept nogil:
     """c := a @ M + c for a (m, k), M (k, n), c (m, n): the products every time step makes.
 
-    GEMV for m = 1; the register-blocked kernel of _small_gemm.h where it fits and the
-    caller allows it (it beats one BLAS thread, which repacks M every step, but not a BLAS
-    running several threads on a large product); BLAS GEMM otherwise."""
-    if m == 1:
+    Mp, M in panels (panels()), selects the register-blocked kernel of _small_gemm.h: the
+    caller passes it where the kernel fits and may be used (it beats one BLAS thread, which
+    repacks M every step, but not a BLAS running several threads on a large product).
+    Without it, GEMV for m = 1 and BLAS GEMM otherwise."""
+    if Mp != NULL:
+        if floating is float:
+            rnnx_small_gemm_f(m, n, 1, k, a, Mp, 0, NULL, NULL, c)
+        else:
+            rnnx_small_gemm_d(m, n, 1, k, a, Mp, 0, NULL, NULL, c)
+    elif m == 1:
         # c^T := M^T a^T + c^T   (n,) = (n, k) @ (k,)
         _gemv(True, k, n, <floating> 1, M, n, a, <floating> 1, c)
-    elif own_kernel and rnnx_small_gemm_fits(m, n):
-        if floating is float:
-            rnnx_small_gemm_f(m, n, 1, k, a, M, 0, NULL, NULL, c)
-        else:
-            rnnx_small_gemm_d(m, n, 1, k, a, M, 0, NULL, NULL, c)
     else:
         # c := a @ M + c   (m, n) = (m, k) @ (k, n)
         _gemm(False, False, m, n, k, <floating> 1, a, k, M, n, <floating> 1, c, n)
 
 
-cdef inline void _step_set(const floating *a, const floating *M, blas_int ka,
-                           const floating *b, const floating *N, blas_int kb, floating *c,
-                           blas_int m, blas_int n, bint own_kernel) noexcept nogil:
+cdef inline void _step_set(const floating *a, const floating *M, const floating *Mp,
+                           blas_int ka, const floating *b, const floating *N,
+                           const floating *Np, blas_int kb, floating *c, blas_int m,
+                           blas_int n) noexcept nogil:
     """c := a @ M + b @ N for a (m, ka), M (ka, n), b (m, kb), N (kb, n), c (m, n); b NULL
-    for c := a @ M. The own kernel makes both products in one pass over c where it fits
-    (see _step_acc); elsewhere c is zeroed and each product added."""
-    if own_kernel and rnnx_small_gemm_fits(m, n):
+    for c := a @ M. With Mp (and Np), M and N in panels, the own kernel makes both
+    products in one pass over c; else c is zeroed and each product added (_step_acc)."""
+    if Mp != NULL:
         if floating is float:
-            rnnx_small_gemm_f(m, n, 0, ka, a, M, kb if b != NULL else 0, b, N, c)
+            rnnx_small_gemm_f(m, n, 0, ka, a, Mp, kb if b != NULL else 0, b, Np, c)
         else:
-            rnnx_small_gemm_d(m, n, 0, ka, a, M, kb if b != NULL else 0, b, N, c)
+            rnnx_small_gemm_d(m, n, 0, ka, a, Mp, kb if b != NULL else 0, b, Np, c)
         return
     memset(c, 0, m * n * sizeof(floating))
-    _step_acc(a, M, c, m, ka, n, own_kernel)
+    _step_acc(a, M, NULL, c, m, ka, n)
     if b != NULL:
-        _step_acc(b, N, c, m, kb, n, own_kernel)
+        _step_acc(b, N, NULL, c, m, kb, n)
 
 
 cdef double _careful_norm(Py_ssize_t n, const floating *v) noexcept nogil:
@@ -254,10 +257,38 @@ def l2_norms(list arrays):
     return norms
 
 
+cdef const floating *_start(const floating[:, :, ::1] a):
+    """&a[0, 0, 0], or NULL for None"""
+    return NULL if a is None else &a[0, 0, 0]
+
+
+cdef int _check_panels(const floating[:, :, ::1] P, Py_ssize_t k, Py_ssize_t n,
+                       Py_ssize_t m) except -1:
+    """P, unless None, must be a (k, n) matrix in panels() for products of m rows that the
+    own kernel does (rnnx_small_gemm_fits(m, n))."""
+    if P is not None and not (P.shape[0] * RNNX_GEMM_NR == n and P.shape[1] == k
+                              and P.shape[2] == RNNX_GEMM_NR and rnnx_small_gemm_fits(m, n)):
+        raise ValueError(f"a ({k}, {n}) matrix in panels is ({n // RNNX_GEMM_NR}, {k}, "
+                         f"{RNNX_GEMM_NR}), for products of {m} rows the own kernel fits")
+    return 0
+
+
 def small_gemm_fits(Py_ssize_t m, Py_ssize_t n):
     """Whether the own kernel of _small_gemm.h does a per-step product of m rows and n
     columns (AVX-512 at run time, m >= 4, n a multiple of 32); elsewhere BLAS does."""
     return bool(rnnx_small_gemm_fits(m, n))
+
+
+def panels(const floating[:, ::1] M):
+    """M (k, n), n a multiple of 32, as the own kernel reads a weight matrix: its 32-column
+    panels one after the other, (n / 32, k, 32) C-contiguous. Made once per call, for
+    every step's product."""
+    cdef Py_ssize_t k = M.shape[0], n = M.shape[1]
+    if n % RNNX_GEMM_NR:
+        raise ValueError(f"panels of {RNNX_GEMM_NR} columns need n a multiple of "
+                         f"{RNNX_GEMM_NR}; got ({k}, {n})")
+    return np.ascontiguousarray(
+        np.asarray(M).reshape(k, n // RNNX_GEMM_NR, RNNX_GEMM_NR).transpose(1, 0, 2))
 
 
 # The recurrence runs in phases, so that Python can run the time loops of disjoint blocks
@@ -285,21 +316,30 @@ def project(const floating[:, :, ::1] x, const floating[:, ::1] W_xh):
 
 def recur(const floating[:, :, ::1] x, const floating[:, ::1] W_xh_T,
           floating[:, :, ::1] h, const floating[:, ::1] W_hh_T, const floating[::1] b_h,
-          const floating[:, ::1] h0, Py_ssize_t r0, Py_ssize_t r1, bint own_kernel):
+          const floating[:, ::1] h0, Py_ssize_t r0, Py_ssize_t r1,
+          const floating[:, :, ::1] W_xh_P, const floating[:, :, ::1] W_hh_P):
     """The forward time loop of batch rows r0:r1, in place in h (T, B, H):
     h[t] = tanh(x[t] @ W_xh^T + h[t-1] @ W_hh^T + b_h), h[-1] = h0 (None: zeros).
 
     With W_xh_T None h already holds the input projection x @ W_xh^T (project()); else
     each step computes its rows' share. The transposes W_xh_T (D, H) and W_hh_T (H, H)
-    are contiguous, so that each product is c += a @ M with M read row by row.
-    own_kernel: see _step_acc."""
+    are contiguous, so that each product is c += a @ M with M read row by row. W_xh_P and
+    W_hh_P, the same in panels(), select the own kernel (see _step_acc); None for BLAS.
+    """
     cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], D = x.shape[2], t
     cdef Py_ssize_t BH = B * H, m = r1 - r0
     cdef bint projected = W_xh_T is None
     cdef floating *hp = &h[0, 0, 0] + r0 * H             # row r0 of step 0
     cdef const floating *prev                            # h[t-1, r0:r1], NULL for zeros
+    cdef const floating *whp = _start(W_hh_P)
+    cdef const floating *wxp = _start(W_xh_P)
     if not 0 <= r0 < r1 <= B:
         raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
+    _check_panels(W_hh_P, H, H, m)
+    if not projected:
+        _check_panels(W_xh_P, D, H, m)
+        if (whp == NULL) != (wxp == NULL):
+            raise ValueError("W_xh_P and W_hh_P go together")
     with nogil:
         for t in range(T):
             if t > 0:
@@ -311,12 +351,12 @@ def recur(const floating[:, :, ::1] x, const floating[:, ::1] W_xh_T,
             if projected:
                 # h[t, r0:r1] += h[t-1, r0:r1] @ W_hh^T   (m, H) = (m, H) @ (H, H)
                 if prev != NULL:
-                    _step_acc(prev, &W_hh_T[0, 0], hp + t * BH, m, H, H, own_kernel)
+                    _step_acc(prev, &W_hh_T[0, 0], whp, hp + t * BH, m, H, H)
             else:
                 # h[t, r0:r1] := x[t, r0:r1] @ W_xh^T + h[t-1, r0:r1] @ W_hh^T
                 #   (m, H) = (m, D) @ (D, H) + (m, H) @ (H, H)
-                _step_set(&x[t, r0, 0], &W_xh_T[0, 0], D, prev, &W_hh_T[0, 0], H,
-                          hp + t * BH, m, H, own_kernel)
+                _step_set(&x[t, r0, 0], &W_xh_T[0, 0], wxp, D, prev, &W_hh_T[0, 0], whp, H,
+                          hp + t * BH, m, H)
             # h[t, r0:r1] := tanh(h[t, r0:r1] + b_h)
             _tanh_bias(hp + t * BH, &b_h[0], m, H)
 
@@ -327,7 +367,8 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                    Py_ssize_t r1, double max_norm, double clip_delta, floating[::1] work,
                    floating[:, :, ::1] kept, double[::1] norms, floating[::1] db_h,
                    floating[:, ::1] dW_hh, floating[:, ::1] dW_xh, floating[:, :, ::1] dx,
-                   floating[:, ::1] dh0, bint own_kernel):
+                   floating[:, ::1] dh0, const floating[:, :, ::1] W_hh_P,
+                   const floating[:, :, ::1] W_xh_P):
     """The backward time loop of BPTT for batch rows r0:r1.
 
     delta[t] = grad_h[t] + dz[t+1] @ W_hh is the total dL/dh[t] of those rows and
@@ -348,6 +389,8 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
 
     grad_h is (T, B, H), or (1, B, H) for a loss that reads only the last hidden state
     (zero direct gradient at the other steps, with no (T, B, H) array of zeros).
+    W_hh_P and W_xh_P, W_hh and W_xh in panels(), select the own kernel for the products
+    by them (see _step_acc); None for BLAS.
     """
     cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], D = x.shape[2], t, i
     cdef Py_ssize_t BH = B * H, m = r1 - r0, mH = (r1 - r0) * H
@@ -362,8 +405,12 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
     cdef floating c = <floating> clip_delta
     cdef double norm
     cdef Py_ssize_t t_stop = -1
+    cdef const floating *whp = _start(W_hh_P)
+    cdef const floating *wxp = _start(W_xh_P)
     if not 0 <= r0 < r1 <= B:
         raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
+    _check_panels(W_hh_P, H, H, m)
+    _check_panels(W_xh_P, H, D, m)
     if work.shape[0] < slots * stride or norms.shape[0] != T or (
             kept is not None and (kept.shape[0] != T or kept.shape[1] != B
                                   or kept.shape[2] != H)):
@@ -393,8 +440,7 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
             else:
                 memset(dp, 0, mH * sizeof(floating))
             if t < T - 1:
-                _step_acc(dz0 + ((t + 1) % slots) * stride, &W_hh[0, 0], dp, m, H, H,
-                          own_kernel)
+                _step_acc(dz0 + ((t + 1) % slots) * stride, &W_hh[0, 0], whp, dp, m, H, H)
             norm = _norm(mH, dp)
             if isfinite(norm) and c > 0:
                 for i in range(mH):
@@ -421,11 +467,10 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                 # dW_xh += dz[t, r0:r1]^T @ x[t, r0:r1]   (H, D) = (H, m) @ (m, D)
                 _weight_acc(dz, &x[t, r0, 0], &dW_xh[0, 0], H, m, D)
                 # dx[t, r0:r1] := dz[t, r0:r1] @ W_xh   (m, D) = (m, H) @ (H, D)
-                _step_set(dz, &W_xh[0, 0], H, NULL, NULL, 0, &dx[t, r0, 0], m, D,
-                          own_kernel)
+                _step_set(dz, &W_xh[0, 0], wxp, H, NULL, NULL, NULL, 0, &dx[t, r0, 0], m, D)
         if fused and t_stop < 0:
             # dh0[r0:r1] := dz[0, r0:r1] @ W_hh   (m, H) = (m, H) @ (H, H)
-            _step_set(dz0, &W_hh[0, 0], H, NULL, NULL, 0, &dh0[r0, 0], m, H, own_kernel)
+            _step_set(dz0, &W_hh[0, 0], whp, H, NULL, NULL, NULL, 0, &dh0[r0, 0], m, H)
     return t_stop
 
 

@@ -4,10 +4,10 @@
  * Every time step multiplies a (B, H) block by the same (H, H) matrix. A BLAS GEMM packs M
  * again on every call; at B = 32, H = 64..512 that made OpenBLAS reach 66-87 GFLOP/s in
  * float32 where a 1024^3 GEMM reaches 102 (../shared/bench/anchors.py, GEMM calibration).
- * This register-blocked kernel reads M row by row in place: a 4 x 32 tile of C stays in
- * registers while p runs over the shared dimension (C[i, j:j+32] += A[i, p] * M[p, j:j+32]),
- * and j-panels are the outer loop so a 32-column panel of M stays in cache across the
- * i-tiles. The transposed variant accumulates the weight gradient dW_hh += dz[t]^T h[t-1]
+ * This register-blocked kernel takes the weights packed once per call, in 32-column
+ * panels: a 4 x 32 tile of C stays in registers while p runs over the shared dimension
+ * (C[i, j:j+32] += A[i, p] * M[p, j:j+32]), and j-panels are the outer loop so a panel of
+ * M stays in cache across the i-tiles. The transposed variant accumulates the weight gradient dW_hh += dz[t]^T h[t-1]
  * inside the backward time loop, while both blocks are still in cache, instead of one large
  * GEMM over every step afterwards.
  * Compiled for AVX-512 (x86-64-v4) and used only where that is present at run time
@@ -41,12 +41,19 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
 #define RNNX_SMALL_GEMM_A(A, k, p, i) (A)[(i) * (k) + (p)]
 #define RNNX_SMALL_GEMM_AT(A, k, p, i) (A)[(p) * m + (i)]
 
+/* M_AT(M, k, p, j0) points at M[p, j0:j0+NR] for M (k, n): row-major, or in panels (the
+   n / NR column panels one after the other, each k x NR row-major). A weight matrix in
+   panels is read as one contiguous stream per panel; row-major, its rows n entries apart
+   cross a page every few rows, which cost the per-step product at H = 512. */
+#define RNNX_SMALL_GEMM_ROWS(M, k, p, j0) ((M) + (p) * n + (j0))
+#define RNNX_SMALL_GEMM_PANELS(M, k, p, j0) ((M) + (j0) * (k) + (p) * RNNX_GEMM_NR)
+
 /* acc (the MR x NR tile at rows i0.., columns j0..) += op(A)[i0:i0+MR, :k] @ M[:k, j0:j0+NR] */
-#define RNNX_SMALL_GEMM_TILE(A_AT, A, M, k)                                                 \
+#define RNNX_SMALL_GEMM_TILE(A_AT, M_AT, A, M, k)                                           \
     for (Py_ssize_t p = 0; p < (k); p++) {                                                  \
         V mp[NV];                       /* M[p, j0:j0+NR] */                                \
         for (int v = 0; v < NV; v++)                                                        \
-            mp[v] = *(const V *)((M) + p * n + j0 + v * L);                                 \
+            mp[v] = *(const V *)(M_AT(M, k, p, j0) + v * L);                                \
         for (int r = 0; r < MR; r++) {                                                      \
             const S a = A_AT(A, k, p, i0 + r);                                              \
             for (int v = 0; v < NV; v++)                                                    \
@@ -55,20 +62,20 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
     }
 
 /* C[i0, j0:j0+NR] += op(A)[i0, :k] @ M[:k, j0:j0+NR], one row left over from the tiles */
-#define RNNX_SMALL_GEMM_ROW(A_AT, A, M, k)                                                  \
+#define RNNX_SMALL_GEMM_ROW(A_AT, M_AT, A, M, k)                                            \
     for (Py_ssize_t p = 0; p < (k); p++) {                                                  \
         const S a = A_AT(A, k, p, i0);                                                      \
         for (int j = 0; j < NR; j++)                                                        \
-            C[i0 * n + j0 + j] += a * (M)[p * n + j0 + j];                                  \
+            C[i0 * n + j0 + j] += a * M_AT(M, k, p, j0)[j];                                 \
     }
 
 /* C (m, n) := beta C + op(A) @ M + op(A2) @ M2, beta 0 or 1; M (k, n) and M2 (k2, n)
-   row-major; k2 = 0 for one product (A2 and M2 are then not read).
+   laid out as M_AT reads them; k2 = 0 for one product (A2 and M2 are then not read).
    The tile is held as vectors of GCC's vector extension (L = 16 floats or 8 doubles a
    register), so that the compiler keeps it in registers from the load of C to the store;
    with plain arrays GCC copied the tile through the stack on the way in and out, a cost
    that shows most where k is short (the weight gradients: k = B). */
-#define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT)                                               \
+#define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT, M_AT)                                               \
     __attribute__((target("arch=x86-64-v4"))) static void NAME(                             \
         Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k, const T *restrict A,            \
         const T *restrict M, Py_ssize_t k2, const T *restrict A2, const T *restrict M2,     \
@@ -93,8 +100,8 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
                     for (int v = 0; v < NV; v++)                                            \
                         acc[r][v] = beta ? *(const V *)(C + (i0 + r) * n + j0 + v * L)      \
                                          : (V){0};                                          \
-                RNNX_SMALL_GEMM_TILE(A_AT, A, M, k)                                         \
-                RNNX_SMALL_GEMM_TILE(A_AT, A2, M2, k2)                                      \
+                RNNX_SMALL_GEMM_TILE(A_AT, M_AT, A, M, k)                                   \
+                RNNX_SMALL_GEMM_TILE(A_AT, M_AT, A2, M2, k2)                                \
                 for (int r = 0; r < MR; r++)                                                \
                     for (int v = 0; v < NV; v++)                                            \
                         *(V *)(C + (i0 + r) * n + j0 + v * L) = acc[r][v];                  \
@@ -103,8 +110,8 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
                 if (!beta)                                                                  \
                     for (int j = 0; j < NR; j++)                                            \
                         C[i0 * n + j0 + j] = 0;                                             \
-                RNNX_SMALL_GEMM_ROW(A_AT, A, M, k)                                          \
-                RNNX_SMALL_GEMM_ROW(A_AT, A2, M2, k2)                                       \
+                RNNX_SMALL_GEMM_ROW(A_AT, M_AT, A, M, k)                                    \
+                RNNX_SMALL_GEMM_ROW(A_AT, M_AT, A2, M2, k2)                                 \
             }                                                                               \
         }                                                                                   \
     }
@@ -113,7 +120,7 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
 
 static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n) { (void)m; (void)n; return 0; }
 
-#define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT)                                               \
+#define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT, M_AT)                                               \
     static void NAME(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k, const T *A,       \
                      const T *M, Py_ssize_t k2, const T *A2, const T *M2, T *C)             \
     {                                                                                       \
@@ -123,9 +130,11 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n) { (void)m; (void)n; 
 
 #endif
 
-RNNX_DEFINE_SMALL_GEMM(rnnx_small_gemm_d, double, RNNX_SMALL_GEMM_A)
-RNNX_DEFINE_SMALL_GEMM(rnnx_small_gemm_f, float, RNNX_SMALL_GEMM_A)
-RNNX_DEFINE_SMALL_GEMM(rnnx_small_gemm_tn_d, double, RNNX_SMALL_GEMM_AT)
-RNNX_DEFINE_SMALL_GEMM(rnnx_small_gemm_tn_f, float, RNNX_SMALL_GEMM_AT)
+/* the per-step products: M a weight matrix, in panels */
+RNNX_DEFINE_SMALL_GEMM(rnnx_small_gemm_d, double, RNNX_SMALL_GEMM_A, RNNX_SMALL_GEMM_PANELS)
+RNNX_DEFINE_SMALL_GEMM(rnnx_small_gemm_f, float, RNNX_SMALL_GEMM_A, RNNX_SMALL_GEMM_PANELS)
+/* the weight gradients: M the rows of h or x of one step, row-major */
+RNNX_DEFINE_SMALL_GEMM(rnnx_small_gemm_tn_d, double, RNNX_SMALL_GEMM_AT, RNNX_SMALL_GEMM_ROWS)
+RNNX_DEFINE_SMALL_GEMM(rnnx_small_gemm_tn_f, float, RNNX_SMALL_GEMM_AT, RNNX_SMALL_GEMM_ROWS)
 
 #endif

@@ -154,3 +154,39 @@ def test_matches_torch(rng, shape, with_h0, dtype):
     for name, want in expected.items():
         assert got[name].dtype == dtype, name
         assert_close(got[name], want.detach().numpy(), rtol, name)
+
+
+# --- the weights in panels, as the own kernel reads them -----------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_panels_are_the_32_column_blocks_in_turn(dtype):
+    from rnnx import _core
+    M = np.arange(5 * 96, dtype=dtype).reshape(5, 96)
+    P = _core.panels(M)
+    assert P.shape == (3, 5, 32) and P.dtype == dtype and P.flags.c_contiguous
+    for j in range(3):
+        np.testing.assert_array_equal(P[j], M[:, 32 * j:32 * (j + 1)])
+    with pytest.raises(ValueError, match="multiple of 32"):
+        _core.panels(np.zeros((4, 40), dtype))
+
+
+def test_the_core_rejects_panels_of_another_shape(rng):
+    from rnnx import _core
+    if not _core.small_gemm_fits(4, 32):
+        pytest.skip("the own kernel needs AVX-512")
+    T, B, D, H = 3, 4, 32, 64
+    x, W_xh, W_hh, b_h, _, G = random_problem(T, B, D, H, rng=rng)
+    W_xh_T, W_hh_T = np.ascontiguousarray(W_xh.T), np.ascontiguousarray(W_hh.T)
+    h = np.empty((T, B, H))
+    wrong = _core.panels(np.zeros((H, 32)))                  # (1, H, 32), not (2, H, 32)
+    with pytest.raises(ValueError, match="in panels"):
+        _core.recur(x, W_xh_T, h, W_hh_T, b_h, None, 0, B, _core.panels(W_xh_T), wrong)
+    with pytest.raises(ValueError, match="go together"):
+        _core.recur(x, W_xh_T, h, W_hh_T, b_h, None, 0, B, None, _core.panels(W_hh_T))
+    with pytest.raises(ValueError, match="in panels"):          # 2 rows: the kernel does not fit
+        _core.recur(x, W_xh_T, h, W_hh_T, b_h, None, 0, 2, _core.panels(W_xh_T),
+                    _core.panels(W_hh_T))
+    with pytest.raises(ValueError, match="in panels"):
+        _core.backward_steps(x, h, G, W_xh, W_hh, None, 0, B, np.inf, 0.0,
+                             np.empty(T * B * H), None, np.empty(T), np.zeros(H), None, None,
+                             None, None, wrong, None)
