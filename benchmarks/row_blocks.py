@@ -8,9 +8,10 @@ the core's own kernel where it fits (BLAS on several threads from B*H*H = 2^21),
 block with BLAS for every product, and blocks with the own kernel in each whatever the
 work (rnnx itself uses blocks only from a work T*B*H*H, counted twice in float64, of
 rnnx._row_blocks._MIN_WORK; the last column says how many it uses). Prints the median
-ms (the lower of --rounds interleaved rounds) and the ratio of blocks to one block. A pause before each mode lets OpenBLAS's
-worker threads go back to sleep, as they do between the calls of a program that makes no
-other threaded BLAS calls, and 0.1 s of calls then bring the clock back up.
+ms (the lower of --rounds interleaved rounds) and the ratio of blocks to one block. A
+pause before each mode lets OpenBLAS's worker threads go back to sleep, as they do
+between the calls of a program that makes no other threaded BLAS calls, and 0.1 s of
+calls then bring the clock back up.
 """
 import argparse
 import os

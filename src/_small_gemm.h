@@ -7,9 +7,9 @@
  * This register-blocked kernel takes the weights packed once per call, in 32-column
  * panels: a 4 x 32 tile of C stays in registers while p runs over the shared dimension
  * (C[i, j:j+32] += A[i, p] * M[p, j:j+32]), and j-panels are the outer loop so a panel of
- * M stays in cache across the i-tiles. The transposed variant accumulates the weight gradient dW_hh += dz[t]^T h[t-1]
- * inside the backward time loop, while both blocks are still in cache, instead of one large
- * GEMM over every step afterwards.
+ * M stays in cache across the i-tiles. The transposed variant accumulates the weight
+ * gradients (dW_hh += dz[t]^T h[t-1]) inside the backward time loop, while both blocks
+ * are still in cache, instead of one large GEMM over every step afterwards.
  * Compiled for AVX-512 (x86-64-v4) and used only where that is present at run time
  * and the shapes tile exactly; everywhere else the caller uses BLAS, so no -march flag is
  * baked into the wheel and other CPUs lose nothing.
