@@ -60,12 +60,13 @@ def main():
         # the products the backward loop makes itself; backward_gemms makes the others
         in_steps = mac_hh * (1 + in_loop) + 2 * mac_xh * fused + B * H * H * fused
         W_xh_T = np.ascontiguousarray(W_xh.T)
-        per_step = own and _core.small_gemm_fits(B, H)     # as rnnx.rnn_forward chooses
+        per_step = recurrence._kernel_fits(own, [(0, B)], H)   # as rnnx.rnn_forward chooses
         mark = {per_step: " (used)", not per_step: ""}
         # the weights in panels where the own kernel makes the products by them
         W_xh_TP, W_hh_TP, W_hh_P = ((_core.panels(W_xh_T), _core.panels(W_hh_T),
                                      _core.panels(W_hh)) if per_step else (None,) * 3)
-        W_xh_P = _core.panels(W_xh) if fused and _core.small_gemm_fits(B, D) else None
+        W_xh_P = (_core.panels(W_xh) if fused and recurrence._kernel_fits(own, [(0, B)], D)
+                  else None)
         phases = [
             ("project" + mark[False], lambda: _core.project(x, W_xh), mac_xh),
             ("recur after project" + mark[False], lambda: _core.recur(

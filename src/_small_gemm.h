@@ -75,7 +75,7 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
    register), so that the compiler keeps it in registers from the load of C to the store;
    with plain arrays GCC copied the tile through the stack on the way in and out, a cost
    that shows most where k is short (the weight gradients: k = B). */
-#define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT, M_AT)                                               \
+#define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT, M_AT)                                         \
     __attribute__((target("arch=x86-64-v4"))) static void NAME(                             \
         Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k, const T *restrict A,            \
         const T *restrict M, Py_ssize_t k2, const T *restrict A2, const T *restrict M2,     \
@@ -120,7 +120,7 @@ static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
 
 static int rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n) { (void)m; (void)n; return 0; }
 
-#define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT, M_AT)                                               \
+#define RNNX_DEFINE_SMALL_GEMM(NAME, T, A_AT, M_AT)                                         \
     static void NAME(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k, const T *A,       \
                      const T *M, Py_ssize_t k2, const T *A2, const T *M2, T *C)             \
     {                                                                                       \
