@@ -28,7 +28,8 @@ def main():
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)   # before numpy loads BLAS
     import numpy as np
     import rnnx
-    from rnnx import _core, recurrence
+    from rnnx import _core
+    from rnnx.core import recurrence
 
     T, B, D, H = (int(v) for v in args.shape.split(","))
 

@@ -1,4 +1,4 @@
-"""When running the time loops on several threads (rnnx._row_blocks) pays.
+"""When running the time loops on several threads (rnnx.core._row_blocks) pays.
 
     python benchmarks/row_blocks.py [--threads 2] [--repeat 15] [--rounds 2]
 
@@ -7,7 +7,7 @@ process with scipy's BLAS on --threads threads: one block whose per-step product
 the core's own kernel where it fits (BLAS on several threads from B*H*H = 2^21), one
 block with BLAS for every product, and blocks with the own kernel in each whatever the
 work (rnnx itself uses blocks only from a work T*B*H*H, counted twice in float64, of
-rnnx._row_blocks._MIN_WORK; the last column says how many it uses). Prints the median
+rnnx.core._row_blocks._MIN_WORK; the last column says how many it uses). Prints the median
 ms (the lower of --rounds interleaved rounds) and the ratio of blocks to one block. A
 pause before each mode lets OpenBLAS's worker threads go back to sleep, as they do
 between the calls of a program that makes no other threaded BLAS calls, and 0.1 s of
@@ -33,7 +33,8 @@ def main():
     args = ap.parse_args()
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)   # before numpy loads BLAS
     import rnnx
-    from rnnx import _row_blocks, recurrence
+    from rnnx.core import _row_blocks
+    from rnnx.core import recurrence
 
     plan, min_work = recurrence._plan, _row_blocks._MIN_WORK
 

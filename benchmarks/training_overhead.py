@@ -23,10 +23,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 import rnnx
-from rnnx.clipping import clip_by_global_norm
-from rnnx.model import RNN
-from rnnx.optimizers import SGD
-from rnnx.training import Trainer
+from rnnx.optim.clipping import clip_by_global_norm
+from rnnx.model.rnn import RNN
+from rnnx.optim.optimizers import SGD
+from rnnx.training.loop import Trainer
 
 
 def best_time(fn, n, repeat):

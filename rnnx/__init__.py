@@ -4,19 +4,21 @@ exploding gradients."""
 __version__ = "0.1.0"
 
 from . import tasks
-from .checkpoint import load_checkpoint, save_checkpoint
-from .clipping import (ClipReport, adaptive_clip, autoclip, chain, clip_by_global_norm,
-                       clip_by_parameter_norm, clip_by_value, global_norm)
+from .training.checkpoint import load_checkpoint, save_checkpoint
+from .optim.clipping import (ClipReport, adaptive_clip, autoclip, chain,
+                             clip_by_global_norm, clip_by_parameter_norm, clip_by_value,
+                             global_norm)
 from .errors import DivergenceError, GradientOverflowError
-from .history import History, load_history
-from .init import init_params, init_recurrent
-from .losses import mse, softmax_cross_entropy
+from .training.history import History, load_history
+from .model.init import init_params, init_recurrent
+from .model.losses import mse, softmax_cross_entropy
 from .model import RNN, Gradients
-from .optimizers import SGD, Adagrad, Adam, RMSprop
-from .recurrence import BackwardResult, jacobian_log_norms, rnn_backward, rnn_forward
-from .regularizers import pascanu_omega
-from .schedules import constant, cosine, step_decay
-from .spikes import SpikeDetector
+from .optim.optimizers import SGD, Adagrad, Adam, RMSprop
+from .core import BackwardResult, jacobian_log_norms, rnn_backward, rnn_forward
+from .diagnostics import diagnose
+from .model.regularizers import pascanu_omega
+from .optim.schedules import constant, cosine, step_decay
+from .training.spikes import SpikeDetector
 from .training import Callback, Trainer
 
 __all__ = [
@@ -31,4 +33,6 @@ __all__ = [
     "clip_by_parameter_norm", "adaptive_clip", "autoclip", "chain",
     "Trainer", "Callback", "SpikeDetector", "History", "load_history",
     "save_checkpoint", "load_checkpoint", "tasks",
+    # diagnostics
+    "diagnose",
 ]

@@ -1,6 +1,6 @@
 """``python -m rnnx ...``: the rnnx command."""
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

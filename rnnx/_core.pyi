@@ -1,7 +1,7 @@
 """Type stub of rnnx._core, the compiled kernels (src/_core.pyx).
 
 Every array is C-contiguous, float32 or float64. The recurrence's kernels take arrays of
-one dtype (the Cython fused type `floating`); rnnx.recurrence validates and converts before
+one dtype (the Cython fused type `floating`); rnnx.core.recurrence validates and converts before
 calling. The reductions take lists of arrays of either dtype.
 """
 

@@ -6,7 +6,7 @@ runs on its arrays every step (non-finite scans, norms, the median).
 
 Shapes: x (T, B, D), h (T, B, H), W_xh (H, D), W_hh (H, H), b_h (H,), h0 (B, H).
 Every array argument of the recurrence's kernels is C-contiguous and of one dtype (float32
-or float64): the Python layer (rnnx.recurrence) validates and converts; they trust it.
+or float64): the Python layer (rnnx.core.recurrence) validates and converts; they trust it.
 Loops run without the GIL and report failures as a status (the time step where they
 happened) so that Python can raise a clear exception once the GIL is back.
 """
@@ -292,7 +292,7 @@ def panels(const floating[:, ::1] M):
 
 
 # The recurrence runs in phases, so that Python can run the time loops of disjoint blocks
-# of batch rows (independent sequences) on several threads (rnnx._row_blocks):
+# of batch rows (independent sequences) on several threads (rnnx.core._row_blocks):
 #   project         the input projection, one GEMM over all rows (for a single block
 #                   where the own kernel does not fit);
 #   recur           the forward time loop of rows r0:r1 (projecting each step's inputs

@@ -3,7 +3,7 @@
 
 A training step updates a handful of small arrays; in numpy each rule is several array
 expressions per array, each costing more in call overhead than in arithmetic. Here one
-call updates them all, with the formulas rnnx.optimizers documents in numpy's order of
+call updates them all, with the formulas rnnx.optim.optimizers documents in numpy's order of
 operations (and no fused multiply-adds), so float32 and float64 round as numpy would.
 
 Every update is checked before it is written: a first pass computes every new value and
@@ -12,7 +12,7 @@ second pass write. So an update that would make a weight or a state entry NaN or
 changes nothing, and the caller learns which array would have failed.
 
 Arrays are C-contiguous; within one (param, grad, state...) group of one dtype, float32 or
-float64, and one length (groups may differ). rnnx.optimizers validates and converts.
+float64, and one length (groups may differ). rnnx.optim.optimizers validates and converts.
 """
 from cpython.buffer cimport PyBuffer_Release
 from libc.math cimport sqrt, isfinite

@@ -1,10 +1,10 @@
-"""rnnx.checkpoint: exact round trips and atomic writes."""
+"""rnnx.training.checkpoint: exact round trips and atomic writes."""
 import os
 
 import numpy as np
 import pytest
 
-from rnnx.checkpoint import load_checkpoint, save_checkpoint
+from rnnx.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_round_trip_is_exact(tmp_path):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from rnnx.cli import main
+from rnnx.cli.main import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rnnx.clipping import (ClipReport, adaptive_clip, autoclip, chain, clip_by_global_norm,
+from rnnx.optim.clipping import (ClipReport, adaptive_clip, autoclip, chain, clip_by_global_norm,
                            clip_by_parameter_norm, clip_by_value, global_norm)
 
 

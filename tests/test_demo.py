@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from rnnx.demo import DEFAULTS, format_table, run_demo
+from rnnx.cli.demo import DEFAULTS, format_table, run_demo
 
 STEPS = 60      # the default settings overflow by step 38 for seeds 0..5 (300-step runs)
 

@@ -1,11 +1,11 @@
-"""rnnx.history: in-memory columns, streaming CSV / JSON-lines logs and their loader."""
+"""rnnx.training.history: in-memory columns, streaming CSV / JSON-lines logs and their loader."""
 import json
 import math
 
 import numpy as np
 import pytest
 
-from rnnx.history import History, LogWriter, delta_norms_path, load_history
+from rnnx.training.history import History, LogWriter, delta_norms_path, load_history
 
 
 def _record(step, **extra):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rnnx.init import RECURRENT_INITS, init_params, init_recurrent
+from rnnx.model.init import RECURRENT_INITS, init_params, init_recurrent
 
 
 def rng(seed=0):

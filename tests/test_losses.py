@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rnnx.losses import mse, softmax_cross_entropy
+from rnnx.model.losses import mse, softmax_cross_entropy
 
 
 def fd(f, a, eps=1e-6):

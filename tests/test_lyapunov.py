@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 import rnnx
-from rnnx.lyapunov import EDGE_TOLERANCE, diagnose, lyapunov_exponents, verdict
-from rnnx.model import RNN
+from rnnx.diagnostics.lyapunov import EDGE_TOLERANCE, diagnose, lyapunov_exponents, verdict
+from rnnx.model.rnn import RNN
 
 
 def _jacobians(x, W_xh, W_hh, b_h):

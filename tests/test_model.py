@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import rnnx
-from rnnx.model import RNN, Gradients
+from rnnx.model.rnn import RNN, Gradients
 
 KEYS = ("W_xh", "W_hh", "b_h", "W_hy", "b_y")
 

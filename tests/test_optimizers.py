@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from rnnx.optimizers import SGD, Adagrad, Adam, RMSprop
-from rnnx.schedules import step_decay
+from rnnx.optim.optimizers import SGD, Adagrad, Adam, RMSprop
+from rnnx.optim.schedules import step_decay
 
 CONFIGS = [
     (SGD, dict(lr=0.1)),

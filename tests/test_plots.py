@@ -1,12 +1,12 @@
 """Figures: written, valid PNG, failures kept visible."""
 import numpy as np
 import pytest
-from rnnx.history import History
-from rnnx.lyapunov import diagnose
-from rnnx.model import RNN
+from rnnx.training.history import History
+from rnnx.diagnostics.lyapunov import diagnose
+from rnnx.model.rnn import RNN
 
 pytest.importorskip("matplotlib")
-from rnnx import plots  # noqa: E402
+from rnnx.cli import plots  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

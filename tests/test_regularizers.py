@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rnnx.regularizers import pascanu_omega
+from rnnx.model.regularizers import pascanu_omega
 
 
 def ref_omega(h, delta, W):

@@ -1,4 +1,4 @@
-"""The time loops on several threads, one block of batch rows each (rnnx._row_blocks):
+"""The time loops on several threads, one block of batch rows each (rnnx.core._row_blocks):
 the same results as one block, checked against the numpy reference; overflow and
 max_norm found across blocks; the BLAS thread count given back."""
 import multiprocessing
@@ -9,7 +9,9 @@ import types
 import numpy as np
 import pytest
 import rnnx
-from rnnx import _blas_threads, _core, _row_blocks
+from rnnx.core import _blas_threads
+from rnnx import _core
+from rnnx.core import _row_blocks
 from _reference import backward, orthogonal, random_problem
 
 

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from rnnx.schedules import constant, cosine, step_decay
+from rnnx.optim.schedules import constant, cosine, step_decay
 
 
 def test_constant():

@@ -1,10 +1,10 @@
-"""rnnx.spikes.SpikeDetector against a plain-numpy robust z-score."""
+"""rnnx.training.spikes.SpikeDetector against a plain-numpy robust z-score."""
 import math
 
 import numpy as np
 import pytest
 
-from rnnx.spikes import SpikeDetector
+from rnnx.training.spikes import SpikeDetector
 
 
 def _reference_z(past, x):

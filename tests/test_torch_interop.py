@@ -1,8 +1,8 @@
 """rnnx.RNN <-> torch.nn.RNN (+ Linear): round trip and agreeing forward passes."""
 import numpy as np
 import pytest
-from rnnx.model import RNN
-from rnnx.lyapunov import diagnose
+from rnnx.model.rnn import RNN
+from rnnx.diagnostics.lyapunov import diagnose
 
 torch = pytest.importorskip("torch")
 

@@ -1,4 +1,4 @@
-"""rnnx.training.Trainer: policies, logging, checkpoints, truncated BPTT, callbacks."""
+"""rnnx.Trainer: policies, logging, checkpoints, truncated BPTT, callbacks."""
 import logging
 
 import numpy as np
@@ -6,12 +6,12 @@ import pytest
 
 import rnnx
 from rnnx import tasks
-from rnnx.clipping import autoclip, clip_by_global_norm
-from rnnx.history import load_history
-from rnnx.model import RNN
-from rnnx.optimizers import SGD, Adam
-from rnnx.schedules import cosine
-from rnnx.training import Callback, DivergenceError, Trainer
+from rnnx.optim.clipping import autoclip, clip_by_global_norm
+from rnnx.training.history import load_history
+from rnnx.model.rnn import RNN
+from rnnx.optim.optimizers import SGD, Adam
+from rnnx.optim.schedules import cosine
+from rnnx.training.loop import Callback, DivergenceError, Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -491,8 +491,8 @@ def test_bad_fit_arguments(call, error, match):
 @pytest.mark.parametrize("make_opt", [lambda: SGD(0.05, momentum=0.9), lambda: Adam(1e-2)])
 @pytest.mark.parametrize("make_clip", [
     lambda: None, lambda: clip_by_global_norm(0.05), lambda: autoclip(0.0),
-    lambda: rnnx.clipping.clip_by_value(1e-3),
-    lambda: rnnx.clipping.chain(rnnx.clipping.clip_by_value(0.1), clip_by_global_norm(0.05)),
+    lambda: rnnx.optim.clipping.clip_by_value(1e-3),
+    lambda: rnnx.optim.clipping.chain(rnnx.optim.clipping.clip_by_value(0.1), clip_by_global_norm(0.05)),
 ])
 def test_steps_equal_loss_clip_and_step_done_by_hand(dtype, make_opt, make_clip):
     """The Trainer folds a pure rescale (clip_by_global_norm, autoclip) into the
@@ -523,7 +523,7 @@ def test_steps_equal_loss_clip_and_step_done_by_hand(dtype, make_opt, make_clip)
 
 
 def test_a_transformation_returning_a_wrong_shape_is_named():
-    class Broken(rnnx.clipping.Transform):
+    class Broken(rnnx.optim.clipping.Transform):
         def _transform(self, grads, params, norm):
             return {**grads, "b_h": np.zeros(3, grads["b_h"].dtype)}, None
 

@@ -12,13 +12,13 @@ How many blocks: the thread budget is scipy's BLAS thread count (set by threadpo
 OPENBLAS_NUM_THREADS, so a user who limits BLAS to one thread gets one). Blocks are used
 only where the core's own kernel does each block's per-step product (AVX-512, H a
 multiple of 32, at least 4 rows a block), where OpenBLAS can be put on one thread
-quietly while they run (rnnx._blas_threads.serial_blas), and where the work is large
+quietly while they run (rnnx.core._blas_threads.serial_blas), and where the work is large
 enough to pay for the hand-offs to the threads (_MIN_WORK).
 """
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
 
-from . import _core
+from .. import _core
 from ._blas_threads import blas_threads, can_serialise
 
 __all__ = ["row_blocks", "run_blocks"]

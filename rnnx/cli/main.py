@@ -54,7 +54,7 @@ def _formatter(prog):
 
 
 def _task_names():
-    from .tasks import TASKS
+    from ..tasks import TASKS
     return sorted(TASKS)
 
 
@@ -95,7 +95,7 @@ def _run_demo(args):
 # --- train --------------------------------------------------------------------------------
 
 def _add_train(sub):
-    from .init import RECURRENT_INITS
+    from ..model.init import RECURRENT_INITS
     p = sub.add_parser(
         "train", formatter_class=_formatter, help="train an RNN on a built-in task",
         description="Train a vanilla tanh RNN on a built-in task with every knob of "
@@ -151,7 +151,7 @@ def _add_train(sub):
 
 
 def _clip(args):
-    from . import clipping
+    from ..optim import clipping
     c = args.clip_threshold
     return {"none": lambda: None,
             "global_norm": lambda: clipping.clip_by_global_norm(c),
@@ -162,7 +162,7 @@ def _clip(args):
 
 
 def _optimizer(args):
-    from . import optimizers
+    from ..optim import optimizers
     if args.momentum and args.optimizer != "sgd":
         raise UsageError("--momentum applies to --optimizer sgd only")
     if args.optimizer == "sgd":
@@ -173,9 +173,9 @@ def _optimizer(args):
 
 def _run_train(args):
     from .demo import format_table, quiet_training, summarize
-    from .model import RNN
-    from .tasks import make
-    from .training import Trainer
+    from ..model.rnn import RNN
+    from ..tasks import make
+    from ..training.loop import Trainer
     if args.resume and not args.checkpoint:
         raise UsageError("--resume needs --checkpoint PATH")
     if args.checkpoint_every and not args.checkpoint:
@@ -221,7 +221,7 @@ def _jsonable(value):
 # --- diagnose -----------------------------------------------------------------------------
 
 def _add_diagnose(sub):
-    from .init import RECURRENT_INITS
+    from ..model.init import RECURRENT_INITS
     p = sub.add_parser(
         "diagnose", formatter_class=_formatter,
         help="will this RNN's gradients explode? (spectrum, Jacobians, Lyapunov exponents)",
@@ -257,8 +257,8 @@ def _add_diagnose(sub):
 
 def _load_model(path):
     """The RNN saved in a Trainer checkpoint."""
-    from .checkpoint import load_checkpoint
-    from .model import RNN
+    from ..training.checkpoint import load_checkpoint
+    from ..model.rnn import RNN
     if Path(path).suffix != ".npz":
         raise UsageError(f"checkpoint must be an .npz file written by rnnx train "
                          f"--checkpoint; got {str(path)!r}")
@@ -281,9 +281,9 @@ def _load_model(path):
 
 
 def _run_diagnose(args):
-    from .lyapunov import diagnose
-    from .model import RNN
-    from .tasks import make
+    from ..diagnostics.lyapunov import diagnose
+    from ..model.rnn import RNN
+    from ..tasks import make
     if args.checkpoint:
         model = _load_model(args.checkpoint)
     else:
@@ -345,7 +345,7 @@ def _add_plot(sub):
 
 
 def _run_plot(args):
-    from .history import load_history
+    from ..training.history import load_history
     from .plots import require_matplotlib, save_run_figures
     histories = {}
     for log in args.logs:
@@ -374,7 +374,7 @@ def _run_plot(args):
 # --- entry point --------------------------------------------------------------------------
 
 def build_parser():
-    from . import __version__
+    from .. import __version__
     parser = argparse.ArgumentParser(
         prog="rnnx", formatter_class=_formatter,
         description="Train vanilla tanh RNNs and see, measure and tame exploding gradients.",

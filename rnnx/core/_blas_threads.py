@@ -2,7 +2,7 @@
 
 The core's per-step product has its own single-threaded kernel that beats one BLAS thread;
 a BLAS that runs several threads beats it once the product is large, and rnnx's own
-threads (rnnx._row_blocks) take their budget from it. threadpoolctl finds scipy's BLAS
+threads (rnnx.core._row_blocks) take their budget from it. threadpoolctl finds scipy's BLAS
 among the loaded libraries once (a scan, done only when a call large enough to care
 first asks); after that each question is one C call, so thread limits set later
 (threadpoolctl.threadpool_limits, OPENBLAS_NUM_THREADS) are followed.
@@ -72,7 +72,7 @@ _serial_depth, _saved_threads = 0, None
 def serial_blas():
     """scipy's BLAS on one thread while the block runs (needs can_serialise()).
 
-    For rnnx's own threads (rnnx._row_blocks): they make BLAS calls of their own, which
+    For rnnx's own threads (rnnx.core._row_blocks): they make BLAS calls of their own, which
     must not start BLAS threads, and an OpenBLAS worker spinning after a threaded call
     takes the core one of them needs (right after a 2-thread GEMM two blocks were no
     faster than one). Nested and concurrent uses share one count, restored when the last

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
-from ._checks import (all_finite, float_array, float_dtype, positive, positive_or_none,
-                      whole_number)
+from .. import _core
+from .._checks import (all_finite, float_array, float_dtype, positive, positive_or_none,
+                       whole_number)
 from .init import (RECURRENT_INITS, _spectral_radius, init_params)
 from .losses import mse, softmax_cross_entropy
-from .recurrence import _backward, _forward, jacobian_log_norms
-from .errors import GradientOverflowError
+from ..core.recurrence import _backward, _forward, jacobian_log_norms
+from ..errors import GradientOverflowError
 from .regularizers import pascanu_omega
 
 __all__ = ["RNN", "Gradients"]
@@ -70,7 +70,7 @@ class RNN:
     set them freely (they are checked on every use; one of another dtype or layout is
     converted and stored back). readout "last" predicts from the last hidden state, "all"
     at every step (sequence labelling, character models).
-    init / std / spectral_radius choose W_hh (see rnnx.init.init_recurrent); seed makes
+    init / std / spectral_radius choose W_hh (see rnnx.model.init.init_recurrent); seed makes
     the initialisation deterministic. dtype is "float32" or "float64": inputs are
     converted to it and all computation runs in it.
     """
@@ -170,7 +170,7 @@ class RNN:
         (B,) for readout "last", (T, B) for "all"). max_norm and clip_delta go to
         rnn_backward; its rnnx.GradientOverflowError propagates unchanged (and a loss or
         readout gradient that is already non-finite raises one too). omega > 0 adds
-        omega * Omega (rnnx.regularizers.pascanu_omega) to the loss and its gradient to
+        omega * Omega (rnnx.model.regularizers.pascanu_omega) to the loss and its gradient to
         grads["W_hh"]. Returns a Gradients.
         """
         if loss not in LOSSES:
@@ -231,12 +231,12 @@ class RNN:
     @classmethod
     def from_torch(cls, module, readout=None, *, outputs="last"):
         """An RNN with the weights of a single-layer tanh torch.nn.RNN and an optional
-        torch.nn.Linear readout (see rnnx.torch_interop.from_torch; needs torch)."""
+        torch.nn.Linear readout (see rnnx.model.torch_interop.from_torch; needs torch)."""
         from .torch_interop import from_torch
         return from_torch(module, readout, outputs=outputs)
 
     def to_torch(self, *, batch_first=False):
         """(torch.nn.RNN, torch.nn.Linear) with this model's weights (see
-        rnnx.torch_interop.to_torch; needs torch)."""
+        rnnx.model.torch_interop.to_torch; needs torch)."""
         from .torch_interop import to_torch
         return to_torch(self, batch_first=batch_first)

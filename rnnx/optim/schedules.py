@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from ._checks import positive
+from .._checks import positive
 
 __all__ = ["constant", "step_decay", "cosine"]
 

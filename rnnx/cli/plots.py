@@ -202,7 +202,7 @@ def save_run_figures(out, histories, jacobian=None, *, prefix=""):
 
 
 def save_diagnosis_figure(path, diagnosis):
-    """The figure of ``rnnx diagnose`` (a rnnx.lyapunov.Diagnosis): Jacobian log-norms
+    """The figure of ``rnnx diagnose`` (a rnnx.diagnostics.lyapunov.Diagnosis): Jacobian log-norms
     against lag with the bound, and the Lyapunov spectrum."""
     require_matplotlib()
     from matplotlib.figure import Figure

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import float_dtype, generator, positive, whole_number
+from .._checks import float_dtype, generator, positive, whole_number
 
 __all__ = ["RECURRENT_INITS", "init_recurrent", "init_params"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .recurrence import rnn_forward
+from ..core.recurrence import rnn_forward
 
 __all__ = ["lyapunov_exponents", "verdict", "Diagnosis", "diagnose", "EDGE_TOLERANCE"]
 

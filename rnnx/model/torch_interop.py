@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import READOUTS, RNN
+from .rnn import READOUTS, RNN
 
 __all__ = ["from_torch", "to_torch"]
 

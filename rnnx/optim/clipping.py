@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
-from ._checks import positive
+from .. import _core
+from .._checks import positive
 
 __all__ = ["ClipReport", "Transform", "global_norm", "array_norm", "array_norms",
            "norm_of_norms", "clip_by_global_norm", "clip_by_value", "clip_by_parameter_norm",

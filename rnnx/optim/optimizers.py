@@ -18,8 +18,8 @@ import numbers
 
 import numpy as np
 
-from . import _updates
-from ._checks import all_finite, positive
+from .. import _updates
+from .._checks import all_finite, positive
 from .schedules import constant
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Adagrad"]

@@ -7,7 +7,7 @@ optimizer update, one History record. Before any weight changes the step is judg
   max_norm), the forward pass overflowed, or the loss or a gradient is non-finite; an
   update that would make a weight non-finite is undone and counts as failed too;
 * spike -- the robust z-score of the global gradient norm over a rolling window
-  (rnnx.spikes.SpikeDetector) passes the threshold, although everything is finite.
+  (rnnx.training.spikes.SpikeDetector) passes the threshold, although everything is finite.
 
 A failed step is handled by ``policy``: "raise" (GradientOverflowError / FloatingPointError
 naming the training step and time step), "skip" (no update), "rollback" (restore params,
@@ -28,16 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import positive, whole_number
+from .._checks import positive, whole_number
 from .checkpoint import load_checkpoint, save_checkpoint
-from .clipping import Transform, array_norms, norm_of_norms
-from .errors import DivergenceError, GradientOverflowError
+from ..optim.clipping import Transform, array_norms, norm_of_norms
+from ..errors import DivergenceError, GradientOverflowError
 from .history import History, LogWriter, save_delta_norms
-from .losses import mse, softmax_cross_entropy
-from .model import RNN
-from .optimizers import Optimizer
+from ..model.losses import mse, softmax_cross_entropy
+from ..model.rnn import RNN
+from ..optim.optimizers import Optimizer
 from .spikes import SpikeDetector
-from .tasks import Task
+from ..tasks import Task
 
 __all__ = ["Trainer", "Callback", "POLICIES", "SPIKE_POLICIES", "EVENTS"]
 
@@ -124,11 +124,11 @@ class Trainer:
         if not isinstance(model, RNN):
             raise TypeError(f"model must be an rnnx.RNN; got {type(model).__name__}")
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be an rnnx optimizer (rnnx.optimizers); got "
+            raise TypeError(f"optimizer must be an rnnx optimizer (rnnx.optim.optimizers); got "
                             f"{type(optimizer).__name__}")
         if clip is not None and not isinstance(clip, Transform):
             raise TypeError(f"clip must be a transformation from rnnx.clipping (or a "
-                            f"subclass of rnnx.clipping.Transform) or None; got {clip!r}")
+                            f"subclass of rnnx.optim.clipping.Transform) or None; got {clip!r}")
         self.model, self.optimizer, self.clip = model, optimizer, clip
         self.loss = _check_choice("loss", loss, tuple(_LOSSES))
         self.policy = _check_choice("policy", policy, POLICIES)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
-from ._checks import compute_dtype, float_array, positive_or_none
+from .. import _core
+from .._checks import compute_dtype, float_array, positive_or_none
 from ._blas_threads import blas_threads, serial_blas
 from ._row_blocks import row_blocks, run_blocks
-from .errors import GradientOverflowError
+from ..errors import GradientOverflowError
 
 __all__ = ["BackwardResult", "rnn_forward", "rnn_backward", "jacobian_log_norms"]
 
@@ -79,7 +79,7 @@ def _own_kernel_alone(B, H):
 def _plan(T, B, H, itemsize):
     """(own_kernel, blocks): whether the per-step product may use the core's own kernel
     rather than BLAS, and the blocks of batch rows whose time loops run on threads of
-    their own (rnnx._row_blocks). With several blocks each uses the kernel, also where one
+    their own (rnnx.core._row_blocks). With several blocks each uses the kernel, also where one
     block would use BLAS: with 2 threads at (T, B, D, H) = (100, 64, 64, 256) two blocks
     took 0.76 of the time of BLAS's threads on every step's whole product (both dtypes),
     at (50, 64, 128, 512) 0.89 (float32) and 0.98 (float64) (benchmarks/row_blocks.py)."""

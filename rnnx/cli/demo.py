@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .clipping import clip_by_global_norm
-from .model import RNN
-from .optimizers import SGD
-from .tasks import make
-from .training import Trainer
+from ..optim.clipping import clip_by_global_norm
+from ..model.rnn import RNN
+from ..optim.optimizers import SGD
+from ..tasks import make
+from ..training.loop import Trainer
 
 __all__ = ["DEFAULTS", "DemoResult", "run_demo", "summarize", "format_table"]
 

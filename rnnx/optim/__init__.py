@@ -1,0 +1,2 @@
+"""What turns a gradient into an update: the optimizers, learning-rate schedules and the
+gradient-clipping transformations."""
