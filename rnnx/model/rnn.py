@@ -23,7 +23,7 @@ from .init import (RECURRENT_INITS, _spectral_radius, init_params)
 from .losses import mse, softmax_cross_entropy
 from ..core.recurrence import _backward, _forward, jacobian_log_norms
 from ..errors import GradientOverflowError
-from .regularizers import pascanu_omega
+from .regularizers import OMEGA_FORMS
 
 __all__ = ["RNN", "Gradients"]
 
@@ -72,8 +72,12 @@ class RNN:
     at every step (sequence labelling, character models).
     init / std / spectral_radius choose W_hh (see rnnx.model.init.init_recurrent); seed makes
     the initialisation deterministic. dtype is "float32" or "float64": inputs are
-    converted to it and all computation runs in it.
+    converted to it and all computation runs in it. omega_form picks the Omega that
+    loss_and_gradients(..., omega=alpha) adds: "code" (Pascanu et al.'s published code,
+    the default) or "eq9" (the paper's eq. 9 as printed); see rnnx.model.regularizers.
     """
+
+    omega_form = "code"
 
     def __init__(self, input_size, hidden_size, output_size, *, readout="last",
                  dtype="float32", init="orthogonal", spectral_radius=None, std=None,
@@ -170,8 +174,8 @@ class RNN:
         (B,) for readout "last", (T, B) for "all"). max_norm and clip_delta go to
         rnn_backward; its rnnx.GradientOverflowError propagates unchanged (and a loss or
         readout gradient that is already non-finite raises one too). omega > 0 adds
-        omega * Omega (rnnx.model.regularizers.pascanu_omega) to the loss and its gradient to
-        grads["W_hh"]. Returns a Gradients.
+        omega * Omega (the form self.omega_form names in rnnx.model.regularizers.OMEGA_FORMS)
+        to the loss and its gradient to grads["W_hh"]. Returns a Gradients.
         """
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {loss!r}")
@@ -201,7 +205,10 @@ class RNN:
         g = _backward(x, h, grad_h, p["W_xh"], p["W_hh"], h0, max_norm, clip_delta, omega > 0)
         dW_hh, omega_value = g.dW_hh, 0.0
         if omega > 0:
-            omega_value, dOmega = pascanu_omega(h, g.delta, p["W_hh"])
+            if self.omega_form not in OMEGA_FORMS:
+                raise ValueError(f"omega_form must be one of {tuple(OMEGA_FORMS)}; got "
+                                 f"{self.omega_form!r}")
+            omega_value, dOmega = OMEGA_FORMS[self.omega_form](h, g.delta, p["W_hh"])
             value += float(omega) * omega_value
             dW_hh = dW_hh + self.dtype.type(omega) * dOmega
         grads = {"W_xh": g.dW_xh, "W_hh": dW_hh, "b_h": g.db_h, "W_hy": dW_hy, "b_y": db_y}
