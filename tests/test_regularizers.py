@@ -182,3 +182,37 @@ def test_rnn_adds_the_form_it_names_code_by_default(omega_form):
     model.omega_form = "paper"
     with pytest.raises(ValueError, match="omega_form"):
         model.loss_and_gradients(x, target, omega=0.5)
+
+
+@pytest.mark.parametrize("omega_form", ["code", "eq9"])
+def test_padded_steps_of_shorter_sequences_are_left_out(omega_form):
+    """On a right-padded batch (targets at each sequence's last step only) dL/dh is 0 on
+    the padded steps, so Omega sees exactly the pairs of the sequences run one by one:
+    the code's form their mean, eq. 9's form their sum over time averaged over the batch."""
+    rng = np.random.default_rng(6)
+    lengths = np.array([5, 9, 7])
+    L, B = lengths.max(), len(lengths)
+    x = rng.standard_normal((L, B, 2))
+    x[np.arange(L)[:, None] >= lengths] = 0.0
+    values = rng.standard_normal(B)
+    target = np.full((L, B, 1), np.nan)
+    target[lengths - 1, np.arange(B), 0] = values
+    model = rnnx.RNN(2, 6, 1, readout="all", dtype="float64", seed=3)
+    model.params["b_h"][:] = 0.3 * rng.standard_normal(6)
+    model.omega_form = omega_form
+    g = model.loss_and_gradients(x, target, omega=1.0)
+    one = model.copy()
+    one.readout = "last"
+    hs, deltas = [], []
+    for b, n in enumerate(lengths):
+        xb = x[:n, b:b + 1]
+        y, h = one.forward(xb)
+        grad_h = np.zeros_like(h)
+        grad_h[-1] = 2 * (y - values[b]) @ one.params["W_hy"]
+        p = one.params
+        hs.append(h)
+        deltas.append(rnnx.rnn_backward(xb, h, grad_h, p["W_xh"], p["W_hh"], p["b_h"],
+                                        return_delta=True).delta)
+    om, _ = OMEGA_FORMS[omega_form](np.concatenate(hs), np.concatenate(deltas),
+                                    model.params["W_hh"])
+    assert g.omega == pytest.approx(om / (B if omega_form == "eq9" else 1), rel=1e-10)
