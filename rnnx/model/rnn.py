@@ -70,7 +70,8 @@ class RNN:
     set them freely (they are checked on every use; one of another dtype or layout is
     converted and stored back). readout "last" predicts from the last hidden state, "all"
     at every step (sequence labelling, character models).
-    init / std / spectral_radius choose W_hh (see rnnx.model.init.init_recurrent); seed makes
+    init / std / spectral_radius choose W_hh (rnnx.model.init.init_params; Pascanu et al.'s
+    "smart_tanh" and "basic_tanh" set every weight's scale); seed makes
     the initialisation deterministic. dtype is "float32" or "float64": inputs are
     converted to it and all computation runs in it. omega_form picks the Omega that
     loss_and_gradients(..., omega=alpha) adds: "code" (Pascanu et al.'s published code,
