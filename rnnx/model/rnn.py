@@ -139,8 +139,11 @@ class RNN:
 
     def _forward(self, p, x, h0):
         h = _forward(x, p["W_xh"], p["W_hh"], p["b_h"], h0)   # all checked by the caller
-        top = h[-1] if self.readout == "last" else h
-        return top @ p["W_hy"].T + p["b_y"], h
+        if self.readout == "last":
+            return h[-1] @ p["W_hy"].T + p["b_y"], h
+        # (T*B, H) @ (H, O) as one 2-D product: numpy's stacked matmul over T is much slower
+        y = np.dot(h.reshape(-1, self.hidden_size), p["W_hy"].T) + p["b_y"]
+        return y.reshape(h.shape[:2] + (self.output_size,)), h
 
     def forward(self, x, h0=None):
         """(y, h): y (B, O) for readout "last" or (T, B, O) for "all"; h (T, B, H)."""
@@ -199,7 +202,8 @@ class RNN:
         else:
             dW_hy = dy.reshape(-1, self.output_size).T @ h.reshape(-1, self.hidden_size)
             db_y = dy.sum(axis=(0, 1))
-            grad_h = dy @ p["W_hy"]
+            # (T*B, O) @ (O, H) as one 2-D product (as in _forward)
+            grad_h = np.dot(dy.reshape(-1, self.output_size), p["W_hy"]).reshape(h.shape)
         if not (math.isfinite(value) and all_finite(grad_h)):
             raise _readout_overflow(value, grad_h, len(h))
         # x, h0 and the params were checked above, h and grad_h are finite by construction
