@@ -294,3 +294,16 @@ def test_trainer_fits_and_evaluates_a_padded_task():
     assert result["loss"] == pytest.approx(np.mean((y[has] - eval_data[1][has]) ** 2),
                                            rel=1e-5)
     assert 0 <= result["accuracy"] <= 1
+
+
+@pytest.mark.parametrize("name, nin, nout, readout", [
+    ("addition", 2, 1, "last"), ("multiplication", 2, 1, "last"),
+    ("temporal_order", 6, 4, "last"), ("temporal_order_3bit", 6, 8, "last"),
+    ("random_permutation", 100, 100, "last"), ("noiseless_memorization", 7, 6, "all"),
+    ("adding", 2, 1, "all"), ("temporal_order_hs", 8, 4, "all"),
+    ("temporal_order_3bit_hs", 8, 8, "all")])
+def test_sizes_are_the_publisheds(name, nin, nout, readout):
+    """The code's nin / nout (MemTask with its defaults n_values=5, n_pos=10) and H&S's
+    input and output units."""
+    task = tasks.make(name, 50)
+    assert (task.input_size, task.output_size, task.readout) == (nin, nout, readout)
