@@ -24,7 +24,7 @@ __all__ = ["adding", "addition", "multiplication", "temporal_order", "temporal_o
 NO_LABEL = -1      # rnnx.model.losses.IGNORE_LABEL: a step without a label
 
 
-def _one_hot(symbols, n, dtype):
+def one_hot(symbols, n, dtype):
     """symbols (L, B) ints -> (L, B, n) one-hot; a negative symbol gives an all-zero row."""
     x = np.zeros(symbols.shape + (n,), dtype)
     np.put_along_axis(x, np.maximum(symbols, 0)[..., None], 1, axis=-1)
@@ -146,7 +146,7 @@ def _temporal_order(T, batch_size, rng, dtype, starts):
         v = rng.integers(0, 2, size=B)
         symbols[p, cols] = v
         label += v << i
-    return _one_hot(symbols, 6, dtype), label
+    return one_hot(symbols, 6, dtype), label
 
 
 def temporal_order(T, batch_size, rng=None, *, dtype=np.float32):
@@ -192,7 +192,7 @@ def _temporal_order_hs(T, batch_size, rng, dtype, starts):
         v = rng.integers(0, 2, size=B)
         symbols[p, cols] = _HS_X + v
         label = 2 * label + v
-    return (_one_hot(symbols, _HS_SYMBOLS, dtype),
+    return (one_hot(symbols, _HS_SYMBOLS, dtype),
             _padded_targets(lengths, label, NO_LABEL, np.int64))
 
 
@@ -222,7 +222,7 @@ def random_permutation(T, batch_size, rng=None, *, dtype=np.float32):
     dtype, rng = float_dtype(dtype), generator(rng)
     symbols = rng.integers(2, 100, size=(T, B))
     symbols[0] = rng.integers(0, 2, size=B)
-    return _one_hot(symbols, 100, dtype), symbols[0].astype(np.int64)
+    return one_hot(symbols, 100, dtype), symbols[0].astype(np.int64)
 
 
 # --- per-step classification -------------------------------------------------------------
@@ -248,6 +248,6 @@ def noiseless_memorization(T, batch_size, rng=None, *, n_values=5, n_pos=10,
     symbols[T + n_pos] = n_values + 1
     labels = np.full((L, B), n_values, np.int64)
     labels[-n_pos:] = pattern
-    return _one_hot(symbols, n_values + 2, dtype), labels
+    return one_hot(symbols, n_values + 2, dtype), labels
 
 

@@ -42,7 +42,7 @@ from typing import Callable
 import numpy as np
 
 from ._checks import float_dtype, generator, whole_number
-from .synthetic import (NO_LABEL, _one_hot, adding, addition, multiplication,
+from .synthetic import (NO_LABEL, one_hot, adding, addition, multiplication,
                         noiseless_memorization, random_permutation, temporal_order,
                         temporal_order_3bit, temporal_order_3bit_hs, temporal_order_hs)
 
@@ -255,7 +255,7 @@ class CharText:
         return "".join(self.vocab[int(i)] for i in np.asarray(ids).reshape(-1))
 
     def one_hot(self, ids):
-        return _one_hot(np.asarray(ids), self.vocab_size, self.dtype)
+        return one_hot(np.asarray(ids), self.vocab_size, self.dtype)
 
     def _check_window(self, window, batch_size):
         window, batch_size = whole_number("window", window), whole_number("batch_size", batch_size)
