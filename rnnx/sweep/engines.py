@@ -1,0 +1,153 @@
+"""Where the cells of a sweep run: a local pool of processes, a Dask cluster, or a plain loop.
+
+Every engine has ``results(fn, cells)``: an iterator over fn(cell) in the order the cells
+finish. The caller (rnnx.sweep.run) writes each result as it arrives, so engines keep no
+state worth saving.
+
+Local engine: ``concurrent.futures.ProcessPoolExecutor`` with the "forkserver" start method
+(where the platform has it; "spawn" elsewhere), rather than joblib/loky or fork:
+
+* not fork: the parent has usually imported rnnx and scipy by then, and with them
+  OpenBLAS's thread pool and rnnx's row-block threads (rnnx.core._row_blocks); forking a
+  process that has threads copies their locks in whatever state they are, and a child can
+  hang on a lock no thread will ever release. A forkserver child is forked from a small
+  server process that has started no threads; spawn starts a fresh interpreter.
+* not joblib/loky: they would add a dependency to a default install that should stay light,
+  for what the standard library already gives (a pool whose processes are reused, results
+  as they complete, cancellation); loky's extra, surviving a crashed worker, matters
+  less here since every finished cell is already on disk and a rerun resumes.
+* one BLAS thread per worker: each cell is a small problem on which BLAS threads (and rnnx's
+  own threads, which take their budget from BLAS's) would only fight the other workers for
+  the cores; rnnx.sweep.cells pins BLAS to one thread in whichever process runs a cell,
+  which also keeps every cell's floating-point reductions in one fixed order.
+
+Dask engine: a ``distributed.Client`` (or a scheduler address) runs the cells on its
+workers; dask is an optional extra (``pip install "rnnx[dask]"``), imported only here. Give
+workers one thread each (``--nthreads 1``): the BLAS limit is per process.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+__all__ = ["LocalEngine", "SerialEngine", "DaskEngine", "connect", "DASK_INSTALL_HINT",
+           "CONNECT_TIMEOUT"]
+
+DASK_INSTALL_HINT = 'pip install "rnnx[dask]"'
+CONNECT_TIMEOUT = 10.0          # seconds to reach a scheduler before giving up
+
+
+def _start_method():
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+class SerialEngine:
+    """The cells one after another in this process (the baseline of the benchmarks)."""
+
+    name = "serial"
+
+    def results(self, fn, cells):
+        for cell in cells:
+            yield fn(cell)
+
+    def close(self):
+        pass
+
+
+class LocalEngine:
+    """A pool of ``workers`` local processes (default: all cores)."""
+
+    def __init__(self, workers=None):
+        if workers is None:
+            workers = os.cpu_count() or 1
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1; got {workers!r}")
+        self.workers = workers
+        self.name = f"local ({workers} worker{'s' if workers > 1 else ''})"
+        self._pool = None
+
+    def results(self, fn, cells):
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context(_start_method()))
+        # at most 2 cells queued per worker: submitting thousands at once would hold
+        # them all in memory and delay an interrupt's cancellation
+        pending, todo = set(), iter(cells)
+        try:
+            while True:
+                for cell in todo:
+                    pending.add(self._pool.submit(fn, cell))
+                    if len(pending) >= 2 * self.workers:
+                        break
+                if not pending:
+                    return
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        except BrokenProcessPool:
+            raise RuntimeError("a worker process of the local pool died (killed, or out of "
+                               "memory); the cells finished so far are saved: rerun the "
+                               "same sweep to resume") from None
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError(f"the Dask engine needs dask.distributed: {DASK_INSTALL_HINT}") \
+            from None
+    return distributed
+
+
+def connect(address, timeout=CONNECT_TIMEOUT):
+    """A distributed.Client of the scheduler at address; ConnectionError in one line when
+    it cannot be reached within timeout seconds."""
+    distributed = _distributed()
+    try:
+        return distributed.Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConnectionError(f"cannot reach the Dask scheduler at {address!r} within "
+                              f"{timeout:g} s ({reason})") from None
+
+
+class DaskEngine:
+    """The cells on the workers of a dask.distributed Client (or a scheduler address: the
+    engine then owns the connection and closes it)."""
+
+    def __init__(self, client):
+        distributed = _distributed()
+        self._owned = isinstance(client, str)
+        if self._owned:
+            client = connect(client)
+        if not isinstance(client, distributed.Client):
+            raise TypeError(f"engine must be a dask.distributed.Client, a scheduler address, "
+                            f"'local', 'serial' or None; got {type(client).__name__}")
+        self.client = client
+        self.name = "dask"
+
+    def results(self, fn, cells):
+        distributed = _distributed()
+        futures = [self.client.submit(fn, cell, key=f"rnnx-cell-{cell.key}", pure=False)
+                   for cell in cells]
+        try:
+            for future in distributed.as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def close(self):
+        if self._owned:
+            self.client.close()
