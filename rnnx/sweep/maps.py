@@ -102,8 +102,8 @@ def _title(fig, what, rows, grid_names, axes):
     seeds = len({r["seed"] for r in rows})
     rest = [n for n in grid_names if n not in axes]
     extra = f" and over {', '.join(rest)}" if rest else ""
-    fig.suptitle(f"{what} ({len(rows)} runs; aggregated over {seeds} seed"
-                 f"{'s' if seeds > 1 else ''}{extra})")
+    fig.suptitle(f"{what}\n{len(rows)} runs; aggregated over {seeds} seed"
+                 f"{'s' if seeds > 1 else ''}{extra}", fontsize=9)
 
 
 def _outcome_map(path, rows, grid_names, axes, values):
@@ -130,7 +130,7 @@ def _outcome_map(path, rows, grid_names, axes, values):
     from matplotlib.patches import Patch
     fig.legend(handles=[Patch(color=c, label=o) for o, c in OUTCOME_COLOURS.items()],
                loc="outside lower center", ncols=3, fontsize=8)
-    _title(fig, "Outcome: colours mixed by the fraction of runs; text = fraction solved",
+    _title(fig, "Outcome (colours mixed by the fractions of runs; text: fraction solved)",
            rows, grid_names, axes)
     return _save(fig, path)
 
@@ -165,7 +165,7 @@ def _metric_map(path, rows, grid_names, axes, values, metric):
         if axes[2]:
             ax.set_title(f"{axes[2]} = {_label(pv)}")
     fig.colorbar(image, ax=list(axs), label=metric + (" (nats/step)" if edge else ""))
-    what = ("lambda_1; black line: lambda_1 = 0 (the edge of chaos)" if edge
+    what = ("lambda_1 (black line: lambda_1 = 0, the edge of chaos)" if edge
             else f"Mean of {metric}")
     _title(fig, what, rows, grid_names, axes)
     return _save(fig, path)

@@ -21,7 +21,7 @@ from .cells import DIAGNOSE_METRICS, TRAIN_METRICS
 from .settings import SETTINGS
 
 __all__ = ["RESULTS_NAME", "MANIFEST_NAME", "columns", "ResultsFile", "read_rows",
-           "read_manifest", "results_path"]
+           "read_manifest", "results_path", "is_results"]
 
 RESULTS_NAME, MANIFEST_NAME = "results.csv", "sweep.json"
 
@@ -57,6 +57,16 @@ def results_path(path):
     """The results file of a folder or file path (a folder holds results.csv)."""
     path = Path(path)
     return path / RESULTS_NAME if path.is_dir() else path
+
+
+def is_results(path):
+    """Whether path is a sweep's results file, or a folder holding one."""
+    path = results_path(path)
+    try:
+        with open(path, newline="") as f:
+            return f.readline().startswith("key,kind,status,")
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def read_rows(path):
