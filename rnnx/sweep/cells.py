@@ -131,7 +131,7 @@ def _diagnose(settings):
                 dtype=s["dtype"], init=s["init"], spectral_radius=s["spectral_radius"],
                 std=s["std"], seed=s["seed"])
     x = task.sample(s["batch_size"], np.random.default_rng(s["seed"] + 1))[0]
-    d = diagnose(model, x, k=1)      # lambda_1 only: a frame of one vector
+    d = diagnose(model, x)
     lam = d.lambda_max
     log_max = math.log(float(np.finfo(s["dtype"]).max))
     return {"spectral_radius_measured": float(d.spectral_radius),

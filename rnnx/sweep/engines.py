@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -36,7 +37,7 @@ __all__ = ["LocalEngine", "SerialEngine", "DaskEngine", "connect", "DASK_INSTALL
            "CONNECT_TIMEOUT"]
 
 DASK_INSTALL_HINT = 'pip install "rnnx[dask]"'
-CONNECT_TIMEOUT = 10.0          # seconds to reach a scheduler before giving up
+CONNECT_TIMEOUT = 8.0           # seconds to reach a scheduler before giving up
 
 
 def _start_method():
@@ -110,13 +111,31 @@ def _distributed():
     return distributed
 
 
+def _probe(address, timeout):
+    """Open and close a TCP connection to a tcp:// address: a refused or unroutable address
+    fails here at once, where the Client would retry until its timeout."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(address)
+    if parts.scheme != "tcp":
+        return
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise ValueError(f"scheduler: expected tcp://HOST:PORT; got {address!r}")
+    with socket.create_connection((host, port), timeout=timeout):
+        pass
+
+
 def connect(address, timeout=CONNECT_TIMEOUT):
     """A distributed.Client of the scheduler at address; ConnectionError in one line when
     it cannot be reached within timeout seconds."""
     distributed = _distributed()
     try:
+        _probe(address, timeout)
         return distributed.Client(address, timeout=timeout, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 -- refused, timed out, or not a Dask scheduler
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConnectionError(f"cannot reach the Dask scheduler at {address!r} within "
                               f"{timeout:g} s ({reason})") from None
