@@ -30,6 +30,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -158,14 +159,17 @@ class DaskEngine:
 
     def results(self, fn, cells):
         distributed = _distributed()
-        futures = [self.client.submit(fn, cell, key=f"rnnx-cell-{cell.key}", pure=False)
+        run = uuid.uuid4().hex[:8]      # keys unique per call: a cell may run again later
+        futures = [self.client.submit(fn, cell, key=f"rnnx-cell-{cell.key}-{run}")
                    for cell in cells]
         try:
             for future in distributed.as_completed(futures):
                 yield future.result()
+                future.release()
         finally:
             for future in futures:
-                future.cancel()
+                if not future.done():
+                    future.cancel()
 
     def close(self):
         if self._owned:
