@@ -118,14 +118,17 @@ def test_settings_mirror_rnnx_train():
 
 # --- cells --------------------------------------------------------------------------------
 
-def test_train_cell_is_the_run_rnnx_train_does(tmp_path, capsys):
+@pytest.mark.parametrize("dtype, clip", [("float32", "none"), ("float64", "global_norm")])
+def test_train_cell_is_the_run_rnnx_train_does(tmp_path, capsys, dtype, clip):
     """A cell with the settings of an `rnnx train` command measures that run."""
     flags = ["--spectral-radius", "1.5", "--lr", "0.3", "--steps", "30", "--length", "20",
-             "--hidden", "8", "--seed", "3"]
+             "--hidden", "8", "--seed", "3", "--dtype", dtype, "--clip", clip,
+             "--clip-threshold", "0.5"]
     assert main(["train", *flags, "--json"]) == 0
     ref = json.loads(capsys.readouterr().out)
     r = rnnx.sweep({"spectral_radius": 1.5, "lr": 0.3, "steps": 30, "length": 20,
-                    "hidden": 8, "seed": 3}, {}, seeds=1, engine="serial",
+                    "hidden": 8, "seed": 3, "dtype": dtype,
+                    "clip": None if clip == "none" else 0.5}, {}, seeds=1, engine="serial",
                    out=tmp_path, plots=False, progress=False).rows[0]
     for name in ("final_loss", "accuracy", "max_grad_norm", "clipped_steps",
                  "first_overflow_step", "first_overflow_t", "first_nonfinite_step",
@@ -297,8 +300,9 @@ def test_cli_sweep_maps_and_plot_redraw(tmp_path, capsys):
             "--grid", "lr=0.03,1", "--workers", "1", "--out", str(out),
             "--metric", "max_grad_norm", *BASE_FLAGS[2:]]
     assert main(argv) == 0
-    text = capsys.readouterr().out
-    assert "8 cells" in text and "exploded" in text
+    captured = capsys.readouterr()
+    assert "8 cells" in captured.out and "exploded" in captured.out
+    assert "8/8" in captured.err and "cell/s" in captured.err       # the progress bar
     for name in ("outcome.png", "map_max_grad_norm.png"):
         assert (out / name).read_bytes()[:8] == PNG
         (out / name).unlink()
@@ -347,6 +351,14 @@ def _has(module):
     except ImportError:
         return False
     return True
+
+
+def test_workers_and_scheduler_exclude_each_other(tmp_path, capsys):
+    assert main(["sweep", "--workers", "2", "--scheduler", "tcp://127.0.0.1:9",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--workers" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="workers"):
+        rnnx.sweep(BASE, {}, engine="serial", workers=2, out=tmp_path / "o", plots=False)
 
 
 def test_help_and_python_api_export():

@@ -11,7 +11,8 @@ Local engine: ``concurrent.futures.ProcessPoolExecutor`` with the "forkserver" s
   OpenBLAS's thread pool and rnnx's row-block threads (rnnx.core._row_blocks); forking a
   process that has threads copies their locks in whatever state they are, and a child can
   hang on a lock no thread will ever release. A forkserver child is forked from a small
-  server process that has started no threads; spawn starts a fresh interpreter.
+  server process that has started no threads; spawn starts a fresh interpreter. (So the
+  server preloads nothing: importing rnnx there would load OpenBLAS and its threads.)
 * not joblib/loky: they would add a dependency to a default install that should stay light,
   for what the standard library already gives (a pool whose processes are reused, results
   as they complete, cancellation); loky's extra, surviving a crashed worker, matters
