@@ -178,6 +178,17 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
                if r["length"] == 8)
 
 
+@pytest.mark.parametrize("kind", ["train", "diagnose"])
+def test_smallest_cells(tmp_path, kind):
+    """H = B = 1 and the shortest adding sequence, in both dtypes."""
+    res = rnnx.sweep({**BASE, "hidden": 1, "batch_size": 1, "length": 6},
+                     {"dtype": ["float32", "float64"]}, seeds=1, kind=kind,
+                     engine="serial", out=tmp_path, plots=False, progress=False)
+    assert [r["status"] for r in res.rows] == ["ok", "ok"], res.errors
+    if kind == "diagnose":
+        assert all(r["sigma_max"] == abs(r["spectral_radius_measured"]) for r in res.rows)
+
+
 def test_policy_raise_counts_as_exploded(tmp_path):
     r = rnnx.sweep({**BASE, "spectral_radius": 2.0, "policy": "raise"}, {},
                    seeds=1, engine="serial", out=tmp_path, plots=False,

@@ -4,7 +4,8 @@ A map is a heatmap over two grid axes (x, y), one panel per value of a third; th
 and any further axes are aggregated. The outcome map colours each square by the fractions
 of its runs that exploded (red), did not learn (grey) and solved (green), mixed, and
 writes the fraction solved in it; a metric map shows the mean of a column over the
-runs (the fraction for a yes/no column). For diagnose sweeps the lambda_1 map has a
+runs that have a value (the fraction for a yes/no column; first_nonfinite_step averages
+the runs that exploded, a square where none did is blank). For diagnose sweeps the lambda_1 map has a
 diverging scale centred on 0 and draws the contour lambda_1 = 0: the edge of chaos.
 Cells that raised are left out (a square with none left is blank).
 """
