@@ -356,6 +356,25 @@ def test_diagnose_map_with_edge_contour(tmp_path):
         assert len(pd.read_csv(res.path)) == len(df) == 16
 
 
+def test_outcome_colours_mix_the_fractions_of_runs(tmp_path):
+    """A square whose runs exploded, did not learn and solved in the proportions 2:1:1 is
+    coloured 1/2 red + 1/4 grey + 1/4 green (a square of one outcome, pure)."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+    from rnnx.sweep.maps import OUTCOME_COLOURS, save_maps
+    outcomes = {0.1: ["exploded", "exploded", "did not learn", "solved"],
+                0.2: ["solved"] * 4}
+    rows = [{"status": "ok", "lr": lr, "seed": i, "outcome": o}
+            for lr, runs in outcomes.items() for i, o in enumerate(runs)]
+    (path,) = save_maps(tmp_path, rows, ["lr"], "train")
+    image = imread(path)[..., :3]
+    colour = {o: np.array(c) for o, c in OUTCOME_COLOURS.items()}
+    mixed = 0.5 * colour["exploded"] + 0.25 * colour["did not learn"] + 0.25 * colour["solved"]
+    for want in (mixed, colour["solved"]):
+        # some pixel of the image has the colour (to 8-bit rounding)
+        assert np.abs(image - want).max(axis=-1).min() < 1.5 / 255, want
+
+
 def _has(module):
     try:
         __import__(module)

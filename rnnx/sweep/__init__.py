@@ -8,6 +8,10 @@ engines   where cells run: local process pool, Dask, a plain loop
 results   the results folder: one CSV row per finished cell, appended as it arrives
 maps      the PNG stability maps
 run       rnnx.sweep(): the cells on an engine, saved and mapped
+
+``rnnx.sweep`` is the function (rnnx/__init__.py binds it after importing this package);
+reach the modules with ``from rnnx.sweep import grid`` or ``import rnnx.sweep.grid as
+grid``, not as attributes of ``rnnx.sweep``.
 """
 from .grid import parse_grid
 from .maps import save_maps
