@@ -217,6 +217,14 @@ def test_same_bits_local_1_and_2_workers_and_in_process(tmp_path):
     assert lines[0] == lines[1]
 
 
+def test_serial_engine_leaves_this_process_blas_threads_alone(tmp_path):
+    from threadpoolctl import threadpool_info, threadpool_limits
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = [lib["num_threads"] for lib in threadpool_info()]
+        rnnx.sweep(BASE, {}, engine="serial", out=tmp_path, plots=False, progress=False)
+        assert [lib["num_threads"] for lib in threadpool_info()] == before
+
+
 def test_same_bits_on_a_dask_local_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
     reference = rnnx.sweep(BASE, GRID, seeds=2, workers=1, out=tmp_path / "local",

@@ -19,12 +19,12 @@ message: a cell that raises is recorded, never fatal) and its measurements:
 
 Every random draw comes from the cell's own ``seed`` (init, batches; evaluation and the
 diagnosed inputs from seed + 2 and seed + 1, as ``rnnx train`` and ``rnnx diagnose`` do), and
-BLAS runs one thread in the process (the parallelism is across cells), so a cell gives the
-same bits on any engine and any number of workers.
+every engine runs it with BLAS (and so rnnx's own threads) limited to one thread (the
+parallelism is across cells), so a cell gives the same bits on any engine and any number
+of workers.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
@@ -41,14 +41,6 @@ TRAIN_METRICS = ("outcome", "exploded", "solved", "accuracy", "final_loss",
                  "first_overflow_step", "first_overflow_t")
 DIAGNOSE_METRICS = ("spectral_radius_measured", "sigma_max", "lambda_1", "log_norm_growth",
                     "overflow_horizon", "verdict")
-
-
-@functools.cache
-def _one_blas_thread():
-    """Limit this process's BLAS to one thread, once (rnnx's own threads take their budget
-    from it, so the whole cell runs on one core)."""
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(limits=1)
 
 
 @contextmanager
@@ -142,8 +134,8 @@ def _diagnose(settings):
 
 
 def run_cell(cell):
-    """The row of one cell (rnnx.sweep.grid.Cell); never raises for the cell's own errors."""
-    _one_blas_thread()
+    """The row of one cell (rnnx.sweep.grid.Cell); never raises for the cell's own errors.
+    The engine limits BLAS to one thread around it (rnnx.sweep.engines)."""
     start = time.perf_counter()
     row = {"key": cell.key, "kind": cell.kind, "status": "ok", "error": None}
     row.update(cell.settings)

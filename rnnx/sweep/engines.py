@@ -19,7 +19,8 @@ Local engine: ``concurrent.futures.ProcessPoolExecutor`` with the "forkserver" s
   less here since every finished cell is already on disk and a rerun resumes.
 * one BLAS thread per worker: each cell is a small problem on which BLAS threads (and rnnx's
   own threads, which take their budget from BLAS's) would only fight the other workers for
-  the cores; rnnx.sweep.cells pins BLAS to one thread in whichever process runs a cell,
+  the cores. Every engine runs its cells with BLAS limited to one thread (threadpoolctl):
+  a pool worker and a Dask worker process for good, the plain loop only while it runs,
   which also keeps every cell's floating-point reductions in one fixed order.
 
 Dask engine: a ``distributed.Client`` (or a scheduler address) runs the cells on its
@@ -28,6 +29,7 @@ workers one thread each (``--nthreads 1``): the BLAS limit is per process.
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import socket
@@ -47,14 +49,31 @@ def _start_method():
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
+@functools.cache
+def _one_blas_thread():
+    """Limit the BLAS of this (worker) process to one thread, for good."""
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=1)
+
+
+def _in_worker(fn, cell):
+    """fn(cell) in a worker process, its BLAS limited to one thread."""
+    _one_blas_thread()
+    return fn(cell)
+
+
 class SerialEngine:
-    """The cells one after another in this process (the baseline of the benchmarks)."""
+    """The cells one after another in this process (the baseline of the benchmarks); BLAS
+    limited to one thread while they run, as in a worker."""
 
     name = "serial"
 
     def results(self, fn, cells):
+        from threadpoolctl import threadpool_limits
         for cell in cells:
-            yield fn(cell)
+            with threadpool_limits(limits=1):
+                row = fn(cell)
+            yield row
 
     def close(self):
         pass
@@ -82,7 +101,7 @@ class LocalEngine:
         try:
             while True:
                 for cell in todo:
-                    pending.add(self._pool.submit(fn, cell))
+                    pending.add(self._pool.submit(_in_worker, fn, cell))
                     if len(pending) >= 2 * self.workers:
                         break
                 if not pending:
@@ -161,7 +180,8 @@ class DaskEngine:
     def results(self, fn, cells):
         distributed = _distributed()
         run = uuid.uuid4().hex[:8]      # keys unique per call: a cell may run again later
-        futures = [self.client.submit(fn, cell, key=f"rnnx-cell-{cell.key}-{run}")
+        futures = [self.client.submit(_in_worker, fn, cell,
+                                      key=f"rnnx-cell-{cell.key}-{run}")
                    for cell in cells]
         try:
             for future in distributed.as_completed(futures):
