@@ -236,7 +236,11 @@ def test_same_bits_on_a_dask_local_cluster(tmp_path):
                              plots=False, progress=False)
         assert not client.status == "closed"      # the caller's client is left open
         assert len(client.scheduler_info()["workers"]) == 2
+        by_address = rnnx.sweep(BASE, GRID, seeds=1, engine=cluster.scheduler_address,
+                                out=tmp_path / "address", plots=False, progress=False)
     assert _without_time(on_dask.rows) == _without_time(reference.rows)
+    assert _without_time(by_address.rows).items() <= _without_time(reference.rows).items()
+    assert len(by_address.rows) == 4
 
 
 def test_unreachable_scheduler_fails_fast_in_one_line(tmp_path):

@@ -149,12 +149,41 @@ def _probe(address, timeout):
         pass
 
 
+def _handshake(address, timeout):
+    """Dask's own handshake with address, so that a port where no Dask scheduler listens
+    fails here, in one line, rather than inside a half-built Client (skipped inside a
+    running event loop, e.g. a notebook's, where the Client's own check must do)."""
+    import asyncio
+    from distributed.comm import connect as open_comm
+    try:
+        asyncio.get_running_loop()
+        return
+    except RuntimeError:
+        pass
+
+    async def shake():
+        comm = await open_comm(address, timeout=timeout)
+        await comm.close()
+    try:
+        asyncio.run(asyncio.wait_for(shake(), timeout))
+    except (OSError, TimeoutError, asyncio.TimeoutError):
+        raise
+    except Exception as e:  # noqa: BLE001 -- whatever answered there speaks no Dask
+        raise ConnectionError(f"no Dask scheduler answered the handshake "
+                              f"({type(e).__name__})") from None
+
+
 def connect(address, timeout=CONNECT_TIMEOUT):
     """A distributed.Client of the scheduler at address; ConnectionError in one line when
     it cannot be reached within timeout seconds."""
+    try:
+        _probe(address, timeout)            # before importing distributed: fails fastest
+    except OSError as e:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {address!r} within "
+                              f"{timeout:g} s ({e})") from None
     distributed = _distributed()
     try:
-        _probe(address, timeout)
+        _handshake(address, timeout)
         return distributed.Client(address, timeout=timeout, set_as_default=False)
     except Exception as e:  # noqa: BLE001 -- refused, timed out, or not a Dask scheduler
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__

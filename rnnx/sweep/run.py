@@ -66,12 +66,13 @@ def sweep(base=None, grid=None, *, seeds=1, kind="train", engine=None, workers=N
     cells = expand(kind, base or {}, grid or {}, seeds)
     grid_names = list(grid or {})
     if plots:
-        from ..cli.plots import require_matplotlib
-        require_matplotlib()
         check_map_options(kind, grid_names, metric, axes)
     swept = set(grid_names) | {"seed"}
     runner = _engine(engine, workers)       # a scheduler that cannot be reached fails here
     try:
+        if plots:
+            from ..cli.plots import require_matplotlib
+            require_matplotlib()
         results = ResultsFile(
             out, kind, {k: v for k, v in cells[0].settings.items() if k not in swept},
             {n: sorted({c.settings[n] for c in cells}, key=value_order) for n in grid_names})
