@@ -353,15 +353,15 @@ def test_unknown_metric_or_axis_fails_before_any_cell(tmp_path, capsys):
 
 def test_diagnose_map_with_edge_contour(tmp_path):
     pytest.importorskip("matplotlib")
-    res = rnnx.sweep({"hidden": 8, "batch_size": 4}, {"spectral_radius": "0.5:2:4",
-                                                      "length": [10, 20]},
+    res = rnnx.sweep({"hidden": 16, "batch_size": 4}, {"spectral_radius": "0.5:3:4",
+                                                       "length": [10, 20]},
                      seeds=2, kind="diagnose", engine="serial", out=tmp_path,
                      progress=False)
     assert [p.name for p in res.figures] == ["lambda_1.png"]
     assert res.figures[0].read_bytes()[:8] == PNG
     lam = {(r["spectral_radius"], r["seed"]): r["lambda_1"] for r in res.rows
            if r["length"] == 20}
-    assert lam[(0.5, 0)] < 0 < lam[(2.0, 0)]               # the map crosses the edge
+    assert lam[(0.5, 0)] < 0 < lam[(3.0, 0)]               # the map crosses the edge
     df = res.to_dataframe() if _has("pandas") else None
     if df is not None:
         import pandas as pd
