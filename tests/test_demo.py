@@ -104,18 +104,43 @@ def test_baseline_is_the_constant_prediction():
 
 # --- the demo ------------------------------------------------------------------------------
 
-def _check_story(r):
-    """The properties issue 12 asks of the demo, as they hold with its settings."""
-    (u, c), (su, sc) = r.summaries, list(r.stories.values())
-    # unclipped: a calm stretch, then a spike carried by W_hh whose backward signal grows
-    # exponentially back in time; lambda_1 negative while calm
-    assert su.calm_held and su.left_band is not None and su.spike_step >= su.left_band
-    assert su.growth > 0.05 and su.growth_r2 > 0.8 and su.W_hh_share > 0.5
-    assert u["calm_lambda_1"] < 0 and u["spike_sigma_max"] > u["calm_sigma_max"]
-    # clipped: never non-finite, solved by the published criterion on 10,000 sequences
+def _demo(tmp_path, seed):
+    """`rnnx demo` with its defaults (and seed), through main(argv); its summary.json."""
+    assert main(["demo", "--seed", str(seed), "--out", str(tmp_path), "--quiet",
+                 "--no-plots"]) == 0
+    return json.loads((tmp_path / "summary.json").read_text())["runs"]
+
+
+def _contrast(u, c):
+    """What holds for every seed tried: both runs start calm with lambda_1 < 0; the
+    unclipped run leaves its band and never learns; the clipped run is never non-finite
+    and solves the task by the published criterion on 10,000 fresh sequences."""
+    su = u["story"]
+    assert su["calm_held"] and su["left_band"] is not None and u["calm_lambda_1"] < 0
+    assert su["spike_factor"] > 10 and su["W_hh_share"] > 0.5
+    assert not u["solved"] and u["accuracy"] < 0.5
     assert not c["exploded"] and c["nonfinite_steps"] == 0 and c["clipped_steps"] > 0
     assert c["solved"] and c["accuracy"] > 0.99 and c["eval_sequences"] == 10_000
-    assert not u["solved"] or u["accuracy"] < c["accuracy"]
+
+
+@pytest.mark.slow
+def test_default_demo_tells_the_story(tmp_path):
+    u, c = _demo(tmp_path, DEFAULTS["seed"])
+    _contrast(u, c)
+    # at the spike the backward signal grows exponentially back in time: a straight line
+    # in ln ||dL/dh[t]|| against t, above 0.05 per time step, with sigma_max(W_hh) above
+    # its calm value; the run did not go non-finite (the issue's 4 decades and overflow
+    # are not reached: see rnnx/cli/demo.py)
+    su = u["story"]
+    assert su["growth"] > 0.05 and su["growth_r2"] > 0.8
+    assert su["left_band"] <= su["spike_step"] <= su["left_band"] + 20
+    assert u["spike_sigma_max"] > u["calm_sigma_max"] and su["first_nonfinite"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [2, 3])
+def test_contrast_for_other_seeds(tmp_path, seed):
+    _contrast(*_demo(tmp_path, seed))
 
 
 def test_files_table_and_narrative(tmp_path):

@@ -119,7 +119,7 @@ def plot_delta_heatmap(delta_norms, ax=None, *, title="Backward signal ||dL/dh[t
                    cmap=cmap, norm=norm, interpolation="nearest",
                    extent=(first - 0.5, first + d.shape[0] - 0.5, -0.5, d.shape[1] - 0.5)
                    if d.size else None)
-    grey = "\n(grey: overflowed, not reached or padding)" if (~good).any() else ""
+    grey = "\n(grey: 0, non-finite, not reached or padding)" if (~good).any() else ""
     ax.figure.colorbar(im, ax=ax, label="||dL/dh[t]||_2 (log scale)" + grey)
     ax.set_xlabel("training step")
     ax.set_ylabel("time step t")
@@ -342,6 +342,11 @@ def save_demo_figures(out, facts, *, baseline=None, task=""):
             ax.axhspan(su.calm_median / 10, su.calm_median * 10, color="tab:green",
                        alpha=0.08, label="calm band: median of steps 1-20, x/÷10")
             ax.legend(fontsize="x-small", loc="upper left")
+        if su.spike_step is not None and su.left_band is not None:
+            ax.annotate(f"{u_name} spike: {su.spike_norm:.3g} at step {su.spike_step:,}",
+                        xy=(su.spike_step, su.spike_norm), xytext=(0.55, 0.93),
+                        textcoords="axes fraction", fontsize="small",
+                        arrowprops={"arrowstyle": "->", "lw": 0.8})
         ax.set_title(title_a, fontsize="medium")
 
     def backward(ax):
@@ -359,8 +364,16 @@ def save_demo_figures(out, facts, *, baseline=None, task=""):
         if su.spike_step is not None:
             first = max(1, min(su.left_band or su.spike_step, su.spike_step) - 60)
             last = min(len(hu), su.spike_step + 40)
-        plot_delta_heatmap(hu.delta_norms, ax, steps=(first, last),
-                           title=f"{u_name}: ||dL/dh[t]||, steps {first:,}-{last:,}")
+        title = f"{u_name}: ||dL/dh[t]||, steps {first:,}-{last:,}"
+        d = hu.delta_norms
+        if su.spike_step is not None and d.size:
+            k = su.spike_step - 1          # row of the spike step
+            with np.errstate(all="ignore"):
+                before = np.nanmedian(d[max(0, k - 20):k, 0]) if k else np.nan
+                after = np.nanmedian(d[k + 1:k + 21, 0]) if k + 1 < len(d) else np.nan
+            title = (f"{u_name}, steps {first:,}-{last:,}: median ||dL/dh[0]|| {before:.2g} "
+                     f"in the 20 steps\nbefore the spike (dotted), {after:.2g} in the 20 after")
+        plot_delta_heatmap(d, ax, steps=(first, last), title=title)
         if su.spike_step is not None:
             ax.axvline(su.spike_step, color="w", ls=":", lw=1.0)
         ax.title.set_fontsize("medium")
@@ -369,6 +382,15 @@ def save_demo_figures(out, facts, *, baseline=None, task=""):
         axes = (fig.add_subplot(spec[0, 0]), fig.add_subplot(spec[0, 1])) if spec is not None \
             else fig.subplots(1, 2)
         plot_loss_accuracy(histories, axes, baseline=baseline)
+        last = []
+        for name, h in histories.items():
+            acc = h["eval_accuracy"] if "eval_accuracy" in h else np.full(1, np.nan)
+            acc = acc[np.isfinite(acc)]
+            if acc.size:
+                last.append(f"{name.split(' ')[0]} {100 * acc[-1]:.0f}%")
+        if last:
+            axes[1].set_title("Held-out accuracy at the end:\n" + ", ".join(last),
+                              fontsize="medium")
         return axes
 
     paths = []

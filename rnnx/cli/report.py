@@ -195,9 +195,15 @@ class Story:
         return asdict(self)
 
 
+def _column(history, name, fill):
+    """history[name], or an array of fill when the log has no such column."""
+    return history[name] if name in history else np.full(len(history), fill)
+
+
 def read_story(history, *, calm_steps=CALM_STEPS):
-    """The Story of a run from its History (columns step, grad_norm, nonfinite, ...;
-    delta_norms for the growth rate, NaN when absent)."""
+    """The Story of a run from its History: the columns `rnnx plot` needs (step, grad_norm,
+    clipped_norm, clip_coef, skipped, nonfinite), rolled_back, overflow_t and
+    grad_norm_W_hh when logged, and delta_norms for the growth rate (NaN when absent)."""
     n = len(history)
     step = history["step"]
     g = history["grad_norm"]
@@ -227,10 +233,9 @@ def read_story(history, *, calm_steps=CALM_STEPS):
         deltas = history.delta_norms
         if deltas.shape[0] == n and deltas.size:
             growth = growth_rate(deltas[spike])
-        if "grad_norm_W_hh" in history:
-            share = float(history["grad_norm_W_hh"][spike] / g[spike])
+        share = float(_column(history, "grad_norm_W_hh", math.nan)[spike] / g[spike])
     clipped = (history["clip_coef"] < 1) & ok
-    overflow = history["overflow_t"][first_bad] if first_bad is not None else -1
+    overflow = _column(history, "overflow_t", -1)[first_bad] if first_bad is not None else -1
     at = lambda i: None if i is None else int(step[i])
     return Story(
         steps=n, calm_median=median, calm_steps=int(calm_idx.size), calm_held=calm_held,
@@ -242,7 +247,7 @@ def read_story(history, *, calm_steps=CALM_STEPS):
         W_hh_share=share, first_nonfinite=at(first_bad),
         overflow_t=int(overflow) if overflow >= 0 else None,
         nonfinite_steps=int(nonfinite.sum()), skipped_steps=int(history["skipped"].sum()),
-        rolled_back_steps=int(history["rolled_back"].sum()),
+        rolled_back_steps=int(_column(history, "rolled_back", False).sum()),
         clipped_steps=int(clipped.sum()),
         largest_clipped=float(g[clipped].max()) if clipped.any() else math.nan,
         clipped_to=float(history["clipped_norm"][clipped][np.argmax(g[clipped])])
