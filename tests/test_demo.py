@@ -69,10 +69,12 @@ def test_story_calm_jump_spike_overflow():
     assert s.spike_step == 34 and s.growth == pytest.approx(1.0) and s.growth_r2 > 0.999
     assert s.first_nonfinite == 36 and s.overflow_t == 4 and s.nonfinite_steps == 1
     assert s.W_hh_share == pytest.approx(0.9)
+    assert s.signal_before == pytest.approx(math.exp(-0.2 * 7))      # median at t = 0
+    assert s.signal_after == pytest.approx(1.0)                      # the NaN row left out
     text = narrate(s, name="run", sigma_max=3.2, lyapunov=0.41, calm_lyapunov=(10, -0.2))
     for piece in ("median 1", "step 32", "2e+05x", "5.3 decades", "2.718", "step 34",
                   "sigma_max(W_hh) was 3.2", "+0.410", "-0.200", "step 36",
-                  "time step t = 4", "skipped 1"):
+                  "time step t = 4", "skipped 1", "median 0.247", "after it 1."):
         assert piece in text, piece
 
 

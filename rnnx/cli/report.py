@@ -26,12 +26,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["CALM_STEPS", "BAND", "JUMP_WINDOW", "quiet_training", "evaluate_accuracy",
+__all__ = ["CALM_STEPS", "BAND", "JUMP_WINDOW", "AFTER", "quiet_training", "evaluate_accuracy",
            "summarize", "format_table", "growth_rate", "Story", "read_story", "narrate"]
 
 CALM_STEPS = 20        # the calm stretch the band is measured on
 BAND = 10.0            # the band: a factor 10 either side of the calm median
 JUMP_WINDOW = 10       # steps after leaving the band in which the jump is looked for
+AFTER = 20             # steps either side of the spike compared at t = 0
 
 
 @contextmanager
@@ -187,6 +188,8 @@ class Story:
     nonfinite_steps: int
     skipped_steps: int
     rolled_back_steps: int
+    signal_before: float           # median ||dL/dh[0]|| of the AFTER steps before the spike
+    signal_after: float            # ... and of the AFTER steps after it
     clipped_steps: int
     largest_clipped: float         # largest norm that clipping rescaled (NaN: none)
     clipped_to: float              # ... to this norm
@@ -198,6 +201,13 @@ class Story:
 def _column(history, name, fill):
     """history[name], or an array of fill when the log has no such column."""
     return history[name] if name in history else np.full(len(history), fill)
+
+
+def _median(values):
+    """Median of the finite values (NaN when there are none)."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else math.nan
 
 
 def read_story(history, *, calm_steps=CALM_STEPS):
@@ -228,11 +238,14 @@ def read_story(history, *, calm_steps=CALM_STEPS):
     before = np.flatnonzero(ok[:first_bad if first_bad is not None else n])
     spike = int(before[np.argmax(g[before])]) if before.size else None
     growth = (math.nan, math.nan, -1, -1)
+    before_after = math.nan, math.nan
     share = math.nan
     if spike is not None:
         deltas = history.delta_norms
         if deltas.shape[0] == n and deltas.size:
             growth = growth_rate(deltas[spike])
+            before_after = (_median(deltas[max(0, spike - AFTER):spike, 0]),
+                            _median(deltas[spike + 1:spike + 1 + AFTER, 0]))
         share = float(_column(history, "grad_norm_W_hh", math.nan)[spike] / g[spike])
     clipped = (history["clip_coef"] < 1) & ok
     overflow = _column(history, "overflow_t", -1)[first_bad] if first_bad is not None else -1
@@ -246,6 +259,7 @@ def read_story(history, *, calm_steps=CALM_STEPS):
         growth=growth[0], growth_r2=growth[1], growth_t=(growth[2], growth[3]),
         W_hh_share=share, first_nonfinite=at(first_bad),
         overflow_t=int(overflow) if overflow >= 0 else None,
+        signal_before=before_after[0], signal_after=before_after[1],
         nonfinite_steps=int(nonfinite.sum()), skipped_steps=int(history["skipped"].sum()),
         rolled_back_steps=int(_column(history, "rolled_back", False).sum()),
         clipped_steps=int(clipped.sum()),
@@ -317,9 +331,17 @@ def narrate(story, *, name="the run", sigma_max=None, lyapunov=None, calm_lyapun
             if lyapunov is not None:
                 parts.append(f"the largest Lyapunov exponent {lyapunov:+.3f} per time step "
                              f"({math.exp(lyapunov):.3f}x)")
-            out.append("At that step " + " and ".join(parts) + ".")
+            text = "At that step " + " and ".join(parts)
+            if lyapunov is not None and lyapunov < 0 < s.growth:
+                text += (" (lambda_1 averages the growth along whole trajectories of other "
+                         "sequences; this step's batch grew faster)")
+            out.append(text + ".")
         if math.isfinite(s.W_hh_share):
             out.append(f"W_hh carried {100 * s.W_hh_share:.0f}% of that gradient's norm.")
+        if math.isfinite(s.signal_before) and math.isfinite(s.signal_after):
+            out.append(f"Over the {AFTER} steps before it the backward signal at t = 0 had "
+                       f"median {_n(s.signal_before)}, over the {AFTER} after it "
+                       f"{_n(s.signal_after)}.")
     if s.first_nonfinite is None:
         out.append("No step was non-finite.")
     else:
