@@ -158,6 +158,8 @@ def test_files_table_and_narrative(tmp_path):
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert summary["settings"]["steps"] == 30 and len(summary["runs"]) == 2
     assert summary["baseline"]["accuracy"] == pytest.approx(0.25, abs=0.02)
+    step, lam = summary["runs"][0]["lambda_1_along_run"][0]       # measured at step 1
+    assert step == 1 and lam == pytest.approx(summary["runs"][0]["calm_lambda_1"], abs=0.1)
     assert r.figures_skipped == "--no-plots" and r.seconds > 0
     table = format_table(r.summaries)
     for label in ("training steps", "final loss", "task solved", "largest gradient norm",

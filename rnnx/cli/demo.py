@@ -89,7 +89,8 @@ def baseline(task, seed, n=EVAL_SEQUENCES):
 class _Watch(Callback):
     """Keeps the recurrence weights each step used (copies: the update changes them in
     place), those of the step with the largest finite gradient norm so far and of a step in
-    the calm stretch, and lambda_1 along the run every LYAPUNOV_EVERY steps."""
+    the calm stretch, and lambda_1 along the run every LYAPUNOV_EVERY steps (into
+    summary.json as lambda_1_along_run)."""
 
     def __init__(self, model, probe):
         self.probe = probe
@@ -157,7 +158,7 @@ def _train(name, stem, clip, model, the_task, cfg, out, progress, probe, eval_da
     summary = summarize(name, trainer, the_task, seed=cfg["seed"] + 2,
                         eval_sequences=EVAL_SEQUENCES)
     story = read_story(trainer.history)
-    facts = {"history": trainer.history, "story": story, "lyapunov": watch.lyapunov}
+    facts = {"history": trainer.history, "story": story}
     with quiet_training():
         if story.spike_step is not None and watch.peak[0] == story.spike_step:
             facts["spike"] = (story.spike_step, sigma_max(watch.peak[2]),
@@ -165,12 +166,14 @@ def _train(name, stem, clip, model, the_task, cfg, out, progress, probe, eval_da
         if watch.calm is not None:
             facts["calm"] = (watch.calm[0], sigma_max(watch.calm[1]),
                              lambda_1(probe, watch.calm[1]))
-    text = narrate(story, name=name, sigma_max=facts.get("spike", (0, None))[1],
-                   lyapunov=facts.get("spike", (0, 0, None))[2],
-                   calm_lyapunov=facts["calm"][::2] if "calm" in facts else None,
+    spike = facts.get("spike", (None, None, None))
+    calm = facts.get("calm")
+    text = narrate(story, name=name, sigma_max=spike[1], lyapunov=spike[2],
+                   calm_lyapunov=None if calm is None else (calm[0], calm[2]),
                    accuracy=summary["accuracy"], eval_sequences=EVAL_SEQUENCES,
                    solved=summary["solved"])
     summary["story"] = story.to_dict()
+    summary["lambda_1_along_run"] = watch.lyapunov
     for key in ("spike", "calm"):
         if key in facts:
             summary[f"{key}_step"], summary[f"{key}_sigma_max"], summary[f"{key}_lambda_1"] = \
