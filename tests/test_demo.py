@@ -227,3 +227,11 @@ def test_train_and_plot_explain(tmp_path, capsys):
     again = capsys.readouterr().out
     story = read_story(load_history(log))
     assert narrate(story, name="run")[:60] in again.replace("\n", " ")
+
+
+def test_jsonable_and_wrap():
+    from rnnx.cli.report import jsonable, wrap
+    got = jsonable({"a": (1, np.float32(2.5), math.nan), "b": [math.inf, {"c": np.int64(3)}]})
+    assert json.dumps(got) == '{"a": [1, 2.5, null], "b": [null, {"c": 3}]}'
+    text = wrap(("word " * 40).strip() + "\n\n" + "short")
+    assert max(map(len, text.splitlines())) <= 92 and text.endswith("\n\nshort")

@@ -56,8 +56,8 @@ from ..optim.clipping import clip_by_global_norm
 from ..optim.optimizers import SGD
 from ..tasks import make
 from ..training.loop import Callback, Trainer
-from .report import (CALM_STEPS, format_table, narrate, quiet_training, read_story,
-                     summarize)
+from .report import (CALM_STEPS, format_table, jsonable, narrate, quiet_training,
+                     read_story, summarize, wrap)
 
 __all__ = ["DEFAULTS", "DemoResult", "run_demo", "baseline"]
 
@@ -218,7 +218,7 @@ def run_demo(out="rnnx-demo", *, steps=None, seed=None, task=None, plots=True,
         files += [out / f"{stem}{suffix}" for suffix in (".csv", ".delta_norms.npy", ".npz")]
     base = baseline(the_task, cfg["seed"] + 4)
     with open(out / "summary.json", "w", encoding="utf-8") as f:
-        json.dump(_jsonable({"settings": cfg, "runs": summaries,
+        json.dump(jsonable({"settings": cfg, "runs": summaries,
                              "baseline": {"loss": base[0], "accuracy": base[1]}}), f,
                   indent=2)
     files.append(out / "summary.json")
@@ -235,7 +235,7 @@ def run_demo(out="rnnx-demo", *, steps=None, seed=None, task=None, plots=True,
     else:
         result.figures_skipped = "--no-plots"
     result.seconds = time.perf_counter() - start
-    print("\n" + _wrap(narrative) + "\n", file=stream)
+    print("\n" + wrap(narrative) + "\n", file=stream)
     print(format_table(summaries) + "\n", file=stream)
     if result.figures_skipped:
         print(f"figures skipped ({result.figures_skipped})", file=stream)
@@ -243,20 +243,3 @@ def run_demo(out="rnnx-demo", *, steps=None, seed=None, task=None, plots=True,
           f" in {out}/ ({result.seconds:.1f} s)", file=stream, flush=True)
     return result
 
-
-def _wrap(text, width=92):
-    import textwrap
-    return "\n\n".join(textwrap.fill(p, width) for p in text.split("\n\n"))
-
-
-def _jsonable(value):
-    """NaN/inf -> None, tuples -> lists, numpy scalars -> Python, for strict JSON."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -179,7 +179,7 @@ def _optimizer(args):
 
 
 def _run_train(args):
-    from .report import format_table, narrate, quiet_training, read_story, summarize
+    from .report import format_table, narrate, quiet_training, read_story, summarize, wrap
     from ..model.rnn import RNN
     from ..tasks import make
     from ..training.loop import Trainer
@@ -221,13 +221,8 @@ def _run_train(args):
     elif not args.quiet:
         print(format_table([summary]))
     if args.explain and not args.json:
-        print("\n" + _wrapped(summary["explanation"]))
+        print("\n" + wrap(summary["explanation"]))
     return EXIT_OK
-
-
-def _wrapped(text):
-    import textwrap
-    return textwrap.fill(text, 92)
 
 
 def _jsonable(value):
@@ -394,9 +389,9 @@ def _run_plot(args):
     for path in save_run_figures(out, histories):
         print(path)
     if args.explain:
-        from .report import read_story, narrate
+        from .report import narrate, read_story, wrap
         for name, h in histories.items():
-            print("\n" + _wrapped(narrate(read_story(h), name=name)))
+            print("\n" + wrap(narrate(read_story(h), name=name)))
     return EXIT_OK
 
 

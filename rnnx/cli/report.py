@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["CALM_STEPS", "BAND", "JUMP_WINDOW", "AFTER", "quiet_training", "evaluate_accuracy",
+__all__ = ["CALM_STEPS", "BAND", "JUMP_WINDOW", "AFTER", "quiet_training", "wrap", "jsonable", "evaluate_accuracy",
            "summarize", "format_table", "growth_rate", "Story", "read_story", "narrate"]
 
 CALM_STEPS = 20        # the calm stretch the band is measured on
@@ -172,7 +172,7 @@ class Story:
     steps: int
     calm_median: float             # median norm of the first CALM_STEPS finite steps
     calm_steps: int                # how many steps that median is of
-    calm_held: bool                # those steps all stayed in the band
+    calm_held: bool                # there were that many, all finite and in the band
     left_band: int | None          # first step after them outside the band
     jump_step: int | None          # largest finite norm within JUMP_WINDOW steps of left_band
     jump_factor: float             # ... over calm_median
@@ -223,8 +223,8 @@ def read_story(history, *, calm_steps=CALM_STEPS):
     calm_idx = np.flatnonzero(ok)[:calm_steps]
     median = float(np.median(g[calm_idx])) if calm_idx.size else math.nan
     inside = ok & (g <= BAND * median) & (g >= median / BAND)
-    calm_held = bool(calm_idx.size) and bool(inside[:calm_idx[-1] + 1][ok[:calm_idx[-1] + 1]]
-                                             .all()) and first_bad not in range(calm_idx[-1] + 1)
+    # held: calm_steps steps measured, every step up to the last of them finite and inside
+    calm_held = calm_idx.size == calm_steps and bool(inside[:calm_idx[-1] + 1].all())
     after = calm_idx[-1] + 1 if calm_idx.size else n
     left = _first(~inside[after:])
     left = None if left is None else left + after
@@ -333,8 +333,8 @@ def narrate(story, *, name="the run", sigma_max=None, lyapunov=None, calm_lyapun
                              f"({math.exp(lyapunov):.3f}x)")
             text = "At that step " + " and ".join(parts)
             if lyapunov is not None and lyapunov < 0 < s.growth:
-                text += (" (lambda_1 averages the growth along whole trajectories of other "
-                         "sequences; this step's batch grew faster)")
+                text += ("; lambda_1 averages the growth along whole trajectories of other "
+                         "sequences, and this step's batch grew faster")
             out.append(text + ".")
         if math.isfinite(s.W_hh_share):
             out.append(f"W_hh carried {100 * s.W_hh_share:.0f}% of that gradient's norm.")
@@ -367,3 +367,22 @@ def narrate(story, *, name="the run", sigma_max=None, lyapunov=None, calm_lyapun
                                              else ": not solved (error 1% or more)")
         out.append(f"Accuracy{seqs}: {100 * accuracy:.2f}%{verdict}.")
     return " ".join(out)
+
+
+def wrap(text, width=92):
+    """text with each paragraph (blank-line separated) filled to width columns."""
+    import textwrap
+    return "\n\n".join(textwrap.fill(p, width) for p in text.split("\n\n"))
+
+
+def jsonable(value):
+    """value for strict JSON: NaN/inf -> None, tuples -> lists, numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
