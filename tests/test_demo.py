@@ -235,3 +235,16 @@ def test_jsonable_and_wrap():
     assert json.dumps(got) == '{"a": [1, 2.5, null], "b": [null, {"c": 3}]}'
     text = wrap(("word " * 40).strip() + "\n\n" + "short")
     assert max(map(len, text.splitlines())) <= 92 and text.endswith("\n\nshort")
+
+
+def test_logged_sigma_max_is_the_last_before_the_step():
+    from rnnx.cli.report import logged_sigma_max
+    h = _history([1.0] * 6)
+    assert logged_sigma_max(h, 4) == (None, None)              # no such column
+    h = History()
+    for s, v in enumerate([math.nan, 1.5, math.nan, 2.5, math.nan], start=1):
+        h.append({"step": s, "sigma_max": v})
+    assert logged_sigma_max(h, 4) == (2, 1.5) and logged_sigma_max(h, 5) == (4, 2.5)
+    assert logged_sigma_max(h, 1) == (None, None) and logged_sigma_max(h, None) == (None, None)
+    s = read_story(_history([1.0] * 20 + [50.0]))
+    assert "as logged after step 4, was 2.5" in narrate(s, sigma_max=2.5, sigma_max_step=4)

@@ -179,7 +179,8 @@ def _optimizer(args):
 
 
 def _run_train(args):
-    from .report import format_table, narrate, quiet_training, read_story, summarize, wrap
+    from .report import (format_table, logged_sigma_max, narrate, quiet_training,
+                         read_story, summarize, wrap)
     from ..model.rnn import RNN
     from ..tasks import make
     from ..training.loop import Trainer
@@ -211,9 +212,10 @@ def _run_train(args):
     summary["resumed_from_step"] = args.steps - remaining if args.resume else None
     if args.explain:
         story = read_story(trainer.history)
+        at, smax = logged_sigma_max(trainer.history, story.spike_step)
         summary["story"] = story.to_dict()
-        summary["explanation"] = narrate(story, name="this run",
-                                         accuracy=summary["accuracy"],
+        summary["explanation"] = narrate(story, name="this run", sigma_max=smax,
+                                         sigma_max_step=at, accuracy=summary["accuracy"],
                                          eval_sequences=summary["eval_sequences"],
                                          solved=summary["solved"])
     if args.json:
@@ -389,9 +391,11 @@ def _run_plot(args):
     for path in save_run_figures(out, histories):
         print(path)
     if args.explain:
-        from .report import narrate, read_story, wrap
+        from .report import logged_sigma_max, narrate, read_story, wrap
         for name, h in histories.items():
-            print("\n" + wrap(narrate(read_story(h), name=name)))
+            story = read_story(h)
+            at, smax = logged_sigma_max(h, story.spike_step)
+            print("\n" + wrap(narrate(story, name=name, sigma_max=smax, sigma_max_step=at)))
     return EXIT_OK
 
 

@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 __all__ = ["CALM_STEPS", "BAND", "JUMP_WINDOW", "AFTER", "quiet_training", "wrap", "jsonable", "evaluate_accuracy",
-           "summarize", "format_table", "growth_rate", "Story", "read_story", "narrate"]
+           "summarize", "format_table", "growth_rate", "Story", "read_story", "logged_sigma_max",
+           "narrate"]
 
 CALM_STEPS = 20        # the calm stretch the band is measured on
 BAND = 10.0            # the band: a factor 10 either side of the calm median
@@ -279,12 +280,23 @@ def _n(x):
     return f"{x:.3g}"
 
 
+def logged_sigma_max(history, step):
+    """(step, sigma_max) of the last sigma_max(W_hh) the log holds from before step (the
+    Trainer logs it every diag_every steps, after that step's update), or (None, None)."""
+    if step is None or "sigma_max" not in history:
+        return None, None
+    steps, values = history["step"], history["sigma_max"]
+    idx = np.flatnonzero((steps < step) & np.isfinite(values))
+    return (int(steps[idx[-1]]), float(values[idx[-1]])) if idx.size else (None, None)
+
+
 def narrate(story, *, name="the run", sigma_max=None, lyapunov=None, calm_lyapunov=None,
-            accuracy=None, eval_sequences=None, solved=None):
+            accuracy=None, eval_sequences=None, solved=None, sigma_max_step=None):
     """The story in plain words (a paragraph of a few sentences).
 
     sigma_max, lyapunov: sigma_max(W_hh) and the largest Lyapunov exponent (nats per time
-    step) of the weights the spike step used; calm_lyapunov: (step, exponent) during the
+    step) of the weights the spike step used (sigma_max_step: the step after which
+    sigma_max was logged instead, when it comes from a log); calm_lyapunov: (step, exponent) during the
     calm stretch; accuracy / eval_sequences / solved: the task criterion on fresh data.
     Each is left out of the story when None.
     """
@@ -326,7 +338,9 @@ def narrate(story, *, name="the run", sigma_max=None, lyapunov=None, calm_lyapun
         if sigma_max is not None or lyapunov is not None:
             parts = []
             if sigma_max is not None:
-                parts.append(f"sigma_max(W_hh) was {sigma_max:.3g} (the bound: at most "
+                when = "" if sigma_max_step is None else f", as logged after step " \
+                    f"{sigma_max_step:,},"
+                parts.append(f"sigma_max(W_hh){when} was {sigma_max:.3g} (the bound: at most "
                              f"{sigma_max:.3g}x per time step)")
             if lyapunov is not None:
                 parts.append(f"the largest Lyapunov exponent {lyapunov:+.3f} per time step "
