@@ -113,7 +113,7 @@ def _demo(tmp_path, seed):
     return json.loads((tmp_path / "summary.json").read_text())["runs"]
 
 
-def _contrast(u, c):
+def _contrast(u, c, rollback):
     """What holds for every seed tried: both runs start calm with lambda_1 < 0; the
     unclipped run leaves its band and never learns; the clipped run is never non-finite
     and solves the task by the published criterion on 10,000 fresh sequences."""
@@ -123,12 +123,16 @@ def _contrast(u, c):
     assert not u["solved"] and u["accuracy"] < 0.5
     assert not c["exploded"] and c["nonfinite_steps"] == 0 and c["clipped_steps"] > 0
     assert c["solved"] and c["accuracy"] > 0.99 and c["eval_sequences"] == 10_000
+    # rollback alone survives the spikes by lowering the learning rate, and does not solve
+    assert rollback["policy"] == "rollback" and rollback["rolled_back_steps"] > 0
+    assert rollback["story"]["lr_last"] < rollback["story"]["lr_first"]
+    assert not rollback["solved"]
 
 
 @pytest.mark.slow
 def test_default_demo_tells_the_story(tmp_path):
-    u, c = _demo(tmp_path, DEFAULTS["seed"])
-    _contrast(u, c)
+    u, c, rollback = _demo(tmp_path, DEFAULTS["seed"])
+    _contrast(u, c, rollback)
     # at the spike the backward signal grows exponentially back in time: a straight line
     # in ln ||dL/dh[t]|| against t, above 0.05 per time step, with sigma_max(W_hh) above
     # its calm value; the run did not go non-finite (the issue's 4 decades and overflow
@@ -148,7 +152,7 @@ def test_contrast_for_other_seeds(tmp_path, seed):
 def test_files_table_and_narrative(tmp_path):
     out = io.StringIO()
     r = run_demo(tmp_path / "d", steps=30, plots=False, progress=False, stream=out)
-    for stem in ("unclipped", "clipped"):
+    for stem in ("unclipped", "clipped", "rollback"):
         with open(tmp_path / "d" / f"{stem}.csv") as f:
             rows = list(csv.DictReader(f))
         assert len(rows) == 30 and {"step", "grad_norm", "nonfinite"} <= rows[0].keys()
@@ -156,7 +160,7 @@ def test_files_table_and_narrative(tmp_path):
         assert main(["diagnose", str(tmp_path / "d" / f"{stem}.npz"), "--task",
                      DEFAULTS["task"], "--length", "20", "--json"]) == 0
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
-    assert summary["settings"]["steps"] == 30 and len(summary["runs"]) == 2
+    assert summary["settings"]["steps"] == 30 and len(summary["runs"]) == 3
     assert summary["baseline"]["accuracy"] == pytest.approx(0.25, abs=0.02)
     step, lam = summary["runs"][0]["lambda_1_along_run"][0]       # measured at step 1
     assert step == 1 and lam == pytest.approx(summary["runs"][0]["calm_lambda_1"], abs=0.1)

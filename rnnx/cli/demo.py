@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from ..diagnostics.lyapunov import lyapunov_exponents
+from ..errors import DivergenceError
 from ..model.losses import mse, softmax_cross_entropy
 from ..model.rnn import RNN
 from ..optim.clipping import clip_by_global_norm
@@ -145,15 +146,21 @@ def _settings(steps, seed, task, overrides):
     return cfg
 
 
-def _train(name, stem, clip, model, the_task, cfg, out, progress, probe, eval_data):
+def _train(name, stem, how, model, the_task, cfg, out, progress, probe, eval_data):
+    """One run: how = (clip, policy, spikes) of its Trainer."""
+    clip, policy, spikes = how
     watch = _Watch(model, probe)
     trainer = Trainer(model, SGD(lr=cfg["lr"], momentum=cfg["momentum"]),
-                      loss=the_task.loss, clip=clip, policy="skip", spikes="log",
+                      loss=the_task.loss, clip=clip, policy=policy, spikes=spikes,
                       log_path=out / f"{stem}.csv", progress=progress, seed=cfg["seed"],
-                      diag_every=None, callbacks=[watch])
+                      callbacks=[watch])
+    diverged = None
     with quiet_training():
-        trainer.fit(the_task, steps=cfg["steps"], batch_size=cfg["batch_size"],
-                    eval_data=eval_data, eval_every=min(cfg["eval_every"], cfg["steps"]))
+        try:
+            trainer.fit(the_task, steps=cfg["steps"], batch_size=cfg["batch_size"],
+                        eval_data=eval_data, eval_every=min(cfg["eval_every"], cfg["steps"]))
+        except DivergenceError as e:      # rollback gave up: the run ends there, logged
+            diverged = str(e)
     trainer.save_checkpoint(out / f"{stem}.npz")
     summary = summarize(name, trainer, the_task, seed=cfg["seed"] + 2,
                         eval_sequences=EVAL_SEQUENCES)
@@ -172,7 +179,10 @@ def _train(name, stem, clip, model, the_task, cfg, out, progress, probe, eval_da
                    calm_lyapunov=None if calm is None else (calm[0], calm[2]),
                    accuracy=summary["accuracy"], eval_sequences=EVAL_SEQUENCES,
                    solved=summary["solved"])
+    if diverged:
+        text += f" Training stopped at step {trainer.step:,}: {diverged}"
     summary["story"] = story.to_dict()
+    summary["diverged"] = diverged
     summary["lambda_1_along_run"] = watch.lyapunov
     for key in ("spike", "calm"):
         if key in facts:
@@ -205,13 +215,15 @@ def run_demo(out="rnnx-demo", *, steps=None, seed=None, task=None, plots=True,
           f"{cfg['lr']:g} momentum {cfg['momentum']:g}, batch {cfg['batch_size']}, "
           f"{cfg['steps']} steps, seed {cfg['seed']}, {cfg['dtype']}", file=stream,
           flush=True)
-    runs = {"unclipped": ("unclipped", None),
-            f"clipped (global norm {cfg['clip']:g})": ("clipped",
-                                                       clip_by_global_norm(cfg["clip"]))}
+    # name: (file stem, clip, policy for non-finite steps, policy for spikes)
+    runs = {"unclipped": ("unclipped", None, "skip", "log"),
+            f"clipped (global norm {cfg['clip']:g})": (
+                "clipped", clip_by_global_norm(cfg["clip"]), "skip", "log"),
+            "rollback (no clipping)": ("rollback", None, "rollback", "rollback")}
     summaries, facts, texts, files = [], {}, [], []
-    for i, (name, (stem, clip)) in enumerate(runs.items()):
+    for i, (name, (stem, *how)) in enumerate(runs.items()):
         print(f"[{i + 1}/{len(runs)}] {name}", file=stream, flush=True)
-        summary, facts[name], text = _train(name, stem, clip, model.copy(), the_task, cfg,
+        summary, facts[name], text = _train(name, stem, how, model.copy(), the_task, cfg,
                                             out, progress, probe, eval_data)
         summaries.append(summary)
         texts.append(text)

@@ -191,6 +191,8 @@ class Story:
     rolled_back_steps: int
     signal_before: float           # median ||dL/dh[0]|| of the AFTER steps before the spike
     signal_after: float            # ... and of the AFTER steps after it
+    lr_first: float                # learning rate of the first step
+    lr_last: float                 # ... and of the last (rollbacks lower it)
     clipped_steps: int
     largest_clipped: float         # largest norm that clipping rescaled (NaN: none)
     clipped_to: float              # ... to this norm
@@ -263,6 +265,8 @@ def read_story(history, *, calm_steps=CALM_STEPS):
         signal_before=before_after[0], signal_after=before_after[1],
         nonfinite_steps=int(nonfinite.sum()), skipped_steps=int(history["skipped"].sum()),
         rolled_back_steps=int(_column(history, "rolled_back", False).sum()),
+        lr_first=float(_column(history, "lr", math.nan)[0]) if n else math.nan,
+        lr_last=float(_column(history, "lr", math.nan)[-1]) if n else math.nan,
         clipped_steps=int(clipped.sum()),
         largest_clipped=float(g[clipped].max()) if clipped.any() else math.nan,
         clipped_to=float(history["clipped_norm"][clipped][np.argmax(g[clipped])])
@@ -369,7 +373,10 @@ def narrate(story, *, name="the run", sigma_max=None, lyapunov=None, calm_lyapun
             acts.append(f"skipped {s.skipped_steps - s.rolled_back_steps:,} steps "
                         "(weights unchanged)")
         if s.rolled_back_steps:
-            acts.append(f"rolled back {s.rolled_back_steps:,} steps (lr lowered)")
+            lowered = (f"the learning rate lowered from {s.lr_first:.3g} to {s.lr_last:.3g}"
+                       if math.isfinite(s.lr_first) and math.isfinite(s.lr_last)
+                       else "the learning rate lowered")
+            acts.append(f"rolled back {s.rolled_back_steps:,} steps ({lowered})")
         out.append("The policy " + " and ".join(acts) + ".")
     if s.clipped_steps:
         out.append(f"Clipping rescaled {s.clipped_steps:,} of {s.steps:,} updates "
