@@ -65,10 +65,11 @@ def _add_demo(sub):
     p = sub.add_parser(
         "demo", formatter_class=_formatter,
         help="watch BPTT's gradient explode, and clipping let the same RNN learn",
-        description="Train the same small RNN twice from the same seed and weights on "
-                    f"{DEFAULTS['task']} (T={DEFAULTS['length']}, W_hh orthogonal with "
+        description="Train the same small RNN three times from the same seed and weights "
+                    f"on {DEFAULTS['task']} (T={DEFAULTS['length']}, W_hh orthogonal with "
                     f"spectral radius {DEFAULTS['spectral_radius']}, SGD with momentum): "
-                    "without clipping and with clipping by global norm. Prints what "
+                    "without clipping, with clipping by global norm, and with the "
+                    "rollback policy and no clipping. Prints what "
                     "happened in words (calm band, spike, growth of the backward signal "
                     "per time step against sigma_max(W_hh) and the Lyapunov exponent, "
                     "accuracy on 10,000 fresh sequences) and a summary table; writes logs, "

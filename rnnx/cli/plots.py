@@ -235,18 +235,20 @@ def _decades(x):
     return f"{np.log10(x):.1f} decades" if np.isfinite(x) and x > 0 else "n/a"
 
 
-def plot_backward_signal(rows, ax=None, *, title=None):
+def plot_backward_signal(rows, ax=None, *, title=None, colors=None):
     """||dL/dh[t]|| against the time step t (log y) for a few training steps, each with the
     bound ||dL/dh[T-1]|| sigma_max^(T-1-t) of BPTT's product of Jacobians.
 
-    rows: {label: (delta_norms (T,), sigma_max of the W_hh that step used, or None)}."""
+    rows: {label: (delta_norms (T,), sigma_max of the W_hh that step used, or None)};
+    colors: one matplotlib colour per row (default: the colour cycle)."""
     ax = _axes(ax)
-    for label, (d, smax) in rows.items():
+    for i, (label, (d, smax)) in enumerate(rows.items()):
         d = np.asarray(d, np.float64)
         t = np.flatnonzero(np.isfinite(d) & (d > 0))
         if not t.size:
             continue
-        line, = ax.plot(t, d[t], lw=1.8, marker="o", ms=2.5, label=label)
+        color = None if colors is None else colors[i]
+        line, = ax.plot(t, d[t], lw=1.8, marker="o", ms=2.5, label=label, color=color)
         if smax is not None and np.isfinite(smax):
             top = t[-1]
             k = top - t
@@ -310,10 +312,10 @@ def _demo_titles(facts):
     if su.first_nonfinite is not None:
         a += f"; non-finite from step {su.first_nonfinite:,}"
     a += f"\nclipped: largest {sc.spike_norm:.3g}, {sc.clipped_steps:,} updates clipped"
-    b = "Backward signal of the unclipped run"
+    b = f"Backward signal of the {u_name} run"
     if np.isfinite(su.growth):
-        b = (f"At the spike ||dL/dh[t]|| grows {np.exp(su.growth):.3f}x per step back in time"
-             f" (R^2 {su.growth_r2:.2f})")
+        b = (f"{u_name.capitalize()}: at the spike ||dL/dh[t]|| grows {np.exp(su.growth):.3f}x "
+             f"per step back in time (R^2 {su.growth_r2:.2f})")
         if "calm" in u:
             b += f";\nat calm step {u['calm'][0]} it shrinks"
     return a, b
@@ -356,7 +358,7 @@ def save_demo_figures(out, facts, *, baseline=None, task=""):
             if key in u and d.size:
                 step, smax, lam = u[key]
                 rows[f"{what} {step:,} (lambda_1 {lam:+.3f}/step)"] = (d[step - 1], smax)
-        plot_backward_signal(rows, ax, title=title_b)
+        plot_backward_signal(rows, ax, title=title_b, colors=("0.4", "tab:red"))
         ax.title.set_fontsize("medium")
 
     def heatmap(ax):
@@ -389,7 +391,8 @@ def save_demo_figures(out, facts, *, baseline=None, task=""):
             if acc.size:
                 last.append(f"{name.split(' ')[0]} {100 * acc[-1]:.0f}%")
         if last:
-            axes[1].set_title("Held-out accuracy at the end:\n" + ", ".join(last),
+            lines = [", ".join(last[i:i + 2]) for i in range(0, len(last), 2)]
+            axes[1].set_title("Held-out accuracy at the end:\n" + ",\n".join(lines),
                               fontsize="medium")
         return axes
 
@@ -408,7 +411,7 @@ def save_demo_figures(out, facts, *, baseline=None, task=""):
     backward(fig.add_subplot(grid[0, 1]))
     heatmap(fig.add_subplot(grid[1, 0]))
     loss_acc(fig, grid[1, 1].subgridspec(1, 2))
-    fig.suptitle(f"rnnx demo: the same RNN on {task}, without and with clipping by global "
-                 "norm", fontsize="large")
+    fig.suptitle(f"rnnx demo: the same RNN on {task}, from the same weights: "
+                 + ", ".join(histories), fontsize="large")
     paths.append(_save(fig, out / "overview.png"))
     return paths
