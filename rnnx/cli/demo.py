@@ -10,10 +10,9 @@ crossing and goes on learning.
 
 The demo shows it on the temporal-order task at T = 50 (the class is set by two symbols 40
 steps apart), H = 32, W_hh orthogonal with spectral radius 0.9, SGD with learning rate
-0.01 and momentum 0.9, batches of 20, 10,000 steps, float32, trained twice from the same
-seed and weights: without clipping, with clipping at global norm 1, and with rollback.
-With seed 0
-(`rnnx demo`; tests/test_demo.py checks these properties):
+0.01 and momentum 0.9, batches of 20, 10,000 steps, float32, trained three times from the
+same seed and weights: without clipping, with clipping at global norm 1, and with
+rollback. With seed 0 (`rnnx demo`; tests/test_demo.py checks these properties):
 
 * all runs start calm: the gradient norm stays near its median 0.99 (a factor 10 either
   side) and lambda_1 = -0.31 per time step, so ||dL/dh[t]|| shrinks going back in time
