@@ -59,7 +59,7 @@ from ..model.rnn import RNN
 from ..optim.clipping import clip_by_global_norm
 from ..optim.optimizers import SGD
 from ..tasks import make
-from ..training.loop import Callback, Trainer
+from ..training import Callback, Trainer
 from .report import (CALM_STEPS, format_table, jsonable, narrate, quiet_training,
                      read_story, summarize, wrap)
 

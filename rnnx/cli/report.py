@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["CALM_STEPS", "BAND", "JUMP_WINDOW", "AFTER", "quiet_training", "wrap", "jsonable", "evaluate_accuracy",
-           "summarize", "format_table", "growth_rate", "Story", "read_story", "logged_sigma_max",
-           "narrate"]
+__all__ = ["CALM_STEPS", "BAND", "JUMP_WINDOW", "AFTER", "quiet_training", "wrap", "jsonable",
+           "evaluate_accuracy", "summarize", "format_table", "growth_rate", "Story",
+           "read_story", "logged_sigma_max", "narrate"]
 
 CALM_STEPS = 20        # the calm stretch the band is measured on
 BAND = 10.0            # the band: a factor 10 either side of the calm median
@@ -300,8 +300,9 @@ def narrate(story, *, name="the run", sigma_max=None, lyapunov=None, calm_lyapun
 
     sigma_max, lyapunov: sigma_max(W_hh) and the largest Lyapunov exponent (nats per time
     step) of the weights the spike step used (sigma_max_step: the step after which
-    sigma_max was logged instead, when it comes from a log); calm_lyapunov: (step, exponent) during the
-    calm stretch; accuracy / eval_sequences / solved: the task criterion on fresh data.
+    sigma_max was logged instead, when it comes from a log); calm_lyapunov: (step,
+    exponent) during the calm stretch; accuracy / eval_sequences / solved: the task
+    criterion on fresh data.
     Each is left out of the story when None.
     """
     s = story
