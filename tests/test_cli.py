@@ -91,10 +91,12 @@ def test_demo_main(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     assert main(["demo", "--steps", "40", "--seed", "1", "--out", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "YES" in out and "first backward overflow" in out
+    assert "unclipped: over the first 20 steps" in out and "first backward overflow" in out
     runs = json.loads((tmp_path / "summary.json").read_text())["runs"]
-    assert runs[0]["exploded"] and not runs[1]["exploded"]
-    for name in ("grad_norms", "delta_heatmap", "jacobian", "losses", "overview"):
+    assert [r["run"] for r in runs] == ["unclipped", "clipped (global norm 1)",
+                                        "rollback (no clipping)"]
+    for name in ("grad_norms", "backward_signal", "delta_heatmap", "loss_accuracy",
+                 "overview"):
         assert _is_png(tmp_path / f"{name}.png")
 
 
@@ -113,8 +115,8 @@ def test_entry_points(cmd, tmp_path):
                                     timeout=120, cwd=tmp_path)
     r = run("demo", "--steps", "40", "--no-plots", "--quiet", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert "YES" in r.stdout and "figures skipped" in r.stdout
-    assert json.loads((tmp_path / "summary.json").read_text())["runs"][0]["exploded"]
+    assert "unclipped: over the first" in r.stdout and "figures skipped" in r.stdout
+    assert len(json.loads((tmp_path / "summary.json").read_text())["runs"]) == 3
     r = run("train", "--hidden", "0")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = run("plot", str(tmp_path / "missing.csv"))

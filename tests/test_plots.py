@@ -67,3 +67,37 @@ def test_missing_matplotlib_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r'pip install "rnnx\[plot\]"'):
         plots.require_matplotlib()
+
+
+def test_heatmap_zooms_on_the_steps_asked():
+    d = np.arange(1, 1 + 50 * 4, dtype=float).reshape(50, 4)
+    ax = plots.plot_delta_heatmap(d, steps=(11, 20))
+    image = ax.get_images()[0]
+    assert image.get_array().shape == (4, 10)           # time steps x the 10 steps shown
+    assert image.get_extent()[:2] == [10.5, 20.5]
+    assert image.get_array()[0, 0] == d[10, 0]
+
+
+def test_backward_signal_draws_the_sigma_max_bound():
+    T = 12
+    d = 0.5 * 1.3 ** (T - 1 - np.arange(T))
+    ax = plots.plot_backward_signal({"spike": (d, 1.5), "calm": (d[::-1], None)})
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    bound = [v for k, v in lines.items() if "sigma_max" in k][0]
+    t, y = bound.get_data()
+    np.testing.assert_allclose(y, 0.5 * 1.5 ** (T - 1 - np.asarray(t)))
+    assert ax.get_yscale() == "log" and len(lines) == 3
+
+
+def test_demo_figures(tmp_path):
+    from rnnx.cli.report import read_story
+    h = _history(n=40, T=6, failed=(30,))
+    h2 = _history(n=40, T=6, failed=())
+    facts = {"unclipped": {"history": h, "story": read_story(h), "calm": (10, 0.9, -0.2),
+                           "spike": (12, 2.0, 0.1)},
+             "clipped": {"history": h2, "story": read_story(h2)}}
+    paths = plots.save_demo_figures(tmp_path, facts, baseline=(1.386, 0.25),
+                                    task="temporal_order")
+    assert sorted(p.name for p in paths) == sorted(
+        [f"{n}.png" for n in plots.DEMO_PANELS.values()] + ["overview.png"])
+    assert all(_png(p) for p in paths)

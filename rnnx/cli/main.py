@@ -64,14 +64,18 @@ def _add_demo(sub):
     from .demo import DEFAULTS
     p = sub.add_parser(
         "demo", formatter_class=_formatter,
-        help="train one RNN with and without gradient clipping and compare",
-        description="Train the same small RNN (W_hh with spectral radius "
-                    f"{DEFAULTS['spectral_radius']}) twice from the same seed: without "
-                    "clipping (it explodes; failed steps are skipped and counted) and with "
-                    "clipping by global norm (it does not). Prints a summary table and "
-                    "writes logs and figures.",
-        epilog="examples:\n  rnnx demo\n  rnnx demo --steps 100 --seed 3 --out /tmp/demo\n"
-               "  rnnx demo --task temporal_order --no-plots")
+        help="watch BPTT's gradient explode, and clipping let the same RNN learn",
+        description="Train the same small RNN three times from the same seed and weights "
+                    f"on {DEFAULTS['task']} (T={DEFAULTS['length']}, W_hh orthogonal with "
+                    f"spectral radius {DEFAULTS['spectral_radius']}, SGD with momentum): "
+                    "without clipping, with clipping by global norm, and with the "
+                    "rollback policy and no clipping. Prints what "
+                    "happened in words (calm band, spike, growth of the backward signal "
+                    "per time step against sigma_max(W_hh) and the Lyapunov exponent, "
+                    "accuracy on 10,000 fresh sequences) and a summary table; writes logs, "
+                    "checkpoints and figures.",
+        epilog="examples:\n  rnnx demo\n  rnnx demo --steps 3000 --seed 3 --out /tmp/demo\n"
+               "  rnnx demo --no-plots --quiet")
     p.add_argument("--out", default="rnnx-demo", metavar="DIR",
                    help="output folder (default: ./rnnx-demo)")
     p.add_argument("--steps", type=_positive(int), default=DEFAULTS["steps"],
@@ -147,6 +151,10 @@ def _add_train(sub):
     g.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     g.add_argument("--quiet", action="store_true", help="no progress bar or table")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g.add_argument("--explain", action="store_true",
+                   help="also tell the run's story in words: calm band, first spike, first "
+                        "overflow and its time step, growth of the backward signal per time "
+                        "step, what the policy and clipping did")
     p.set_defaults(run=_run_train)
 
 
@@ -172,7 +180,8 @@ def _optimizer(args):
 
 
 def _run_train(args):
-    from .demo import format_table, quiet_training, summarize
+    from .report import (format_table, logged_sigma_max, narrate, quiet_training,
+                         read_story, summarize, wrap)
     from ..model.rnn import RNN
     from ..tasks import make
     from ..training.loop import Trainer
@@ -202,10 +211,20 @@ def _run_train(args):
             trainer.save_checkpoint()
     summary = summarize("train", trainer, task, seed=args.seed + 2)
     summary["resumed_from_step"] = args.steps - remaining if args.resume else None
+    if args.explain:
+        story = read_story(trainer.history)
+        at, smax = logged_sigma_max(trainer.history, story.spike_step)
+        summary["story"] = story.to_dict()
+        summary["explanation"] = narrate(story, name="this run", sigma_max=smax,
+                                         sigma_max_step=at, accuracy=summary["accuracy"],
+                                         eval_sequences=summary["eval_sequences"],
+                                         solved=summary["solved"])
     if args.json:
         print(json.dumps(_jsonable(summary)))
     elif not args.quiet:
         print(format_table([summary]))
+    if args.explain and not args.json:
+        print("\n" + wrap(summary["explanation"]))
     return EXIT_OK
 
 
@@ -374,6 +393,10 @@ def _add_plot(sub):
                    help="output folder (default: the first log's folder)")
     from ..sweep.command import add_map_arguments
     add_map_arguments(p.add_argument_group("sweep results only"))
+    p.add_argument("--explain", action="store_true",
+                   help="also print each run's story in words (calm band, first spike, "
+                        "first overflow and its time step, growth of the backward signal "
+                        "per time step, what the policy and clipping did)")
     p.set_defaults(run=_run_plot)
 
 
@@ -404,6 +427,12 @@ def _run_plot(args):
     out.mkdir(parents=True, exist_ok=True)
     for path in save_run_figures(out, histories):
         print(path)
+    if args.explain:
+        from .report import logged_sigma_max, narrate, read_story, wrap
+        for name, h in histories.items():
+            story = read_story(h)
+            at, smax = logged_sigma_max(h, story.spike_step)
+            print("\n" + wrap(narrate(story, name=name, sigma_max=smax, sigma_max_step=at)))
     return EXIT_OK
 
 
