@@ -69,8 +69,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "%(default)" in text or "default:" in text or action.default in (
-                None, False, argparse.SUPPRESS):
+        if "%(default)" in text or "default:" in text or action.default is None or (
+                action.default is False or action.default == argparse.SUPPRESS):
             return text
         return f"{text} (default: %(default)s)".lstrip()
 
@@ -217,6 +217,14 @@ _CLIPS = {"none": (lambda c: None, None),
           "zclip": (zclip, 2.5)}
 
 
+def _threshold_defaults():
+    """'1; 2.5 for zclip': the usual --clip-threshold default, then the exceptions."""
+    values = [d for _, d in _CLIPS.values() if d is not None]
+    usual = max(set(values), key=values.count)
+    others = [f"{d:g} for {k}" for k, (_, d) in _CLIPS.items() if d not in (None, usual)]
+    return "; ".join([f"{usual:g}"] + others)
+
+
 def _add_train(sub):
     p = sub.add_parser(
         "train", formatter_class=_formatter, help="train an RNN on a built-in task",
@@ -248,8 +256,7 @@ def _add_train(sub):
                    help="gradient clipping transformation")
     g.add_argument("--clip-threshold", type=_positive(float), default=None,
                    help="max norm / limit / AGC ratio / AutoClip percentile / ZClip z-score "
-                        "(default: " + ", ".join(f"{d:g} for {k}" for k, (_, d) in
-                                                 _CLIPS.items() if d is not None) + ")")
+                        f"(default: {_threshold_defaults()})")
     g.add_argument("--clip-delta", type=_positive(float), default=None,
                    help="element-wise clip of dL/dh[t] inside BPTT (default: none)")
     g.add_argument("--max-norm", type=_positive(float), default=None,
