@@ -60,6 +60,14 @@ def _nonnegative_int(text):
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line like every other error (the
+    full usage is one --help away, not 17 lines above the message)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Examples kept as written; every option's default in its help (an option whose
     default is None or False says what that means in its own words)."""
@@ -525,7 +533,7 @@ def _run_plot(args):
 
 def build_parser():
     from .. import __version__
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rnnx", formatter_class=_formatter,
         description="Train vanilla tanh RNNs and see, measure and tame exploding gradients.",
         epilog="examples:\n  rnnx demo\n  rnnx train --spectral-radius 1.5 --clip global_norm\n"
