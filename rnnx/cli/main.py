@@ -459,7 +459,10 @@ def _run_diagnose(args):
         d = diagnose(model, x.astype(model.dtype))
     if figure is not None:
         from .plots import save_diagnosis_figure
-        save_diagnosis_figure(figure, d)
+        try:
+            save_diagnosis_figure(figure, d)
+        except ValueError as e:          # matplotlib: a suffix that is not a format
+            raise UsageError(f"--plot {_quoted(figure)}: {e}") from None
     if args.json:
         out = d.to_dict()
         out["plot"] = None if figure is None else _shown(figure)
