@@ -9,169 +9,32 @@ initialisations, tasks) are read from the modules that define them.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
-
-import numpy as np
 
 from .._checks import FLOAT_DTYPES
 from ..model.init import RECURRENT_INITS
 from ..optim import clipping
 from ..optim.optimizers import OPTIMIZERS
 from ..optim.zclip import zclip
-from ..tasks import TASKS
 from ..tasks import make as make_task
 from ..training import POLICIES, SPIKE_POLICIES
+from .args import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Parser, UsageError
+from .args import formatter as _formatter
+from .args import jsonable as _jsonable
+from .args import nonnegative_int as _nonnegative_int
+from .args import positive as _positive
+from .args import quoted as _quoted
+from .args import shown as _shown
+from .args import task_names as _task_names
+from .diagnosis import add_diagnose as _add_diagnose
+from .sizes import check_memory as _check_memory
+from .sizes import new_model as _new_model
+from .sizes import task_sizes as _task_sizes
 
 __all__ = ["main", "build_parser"]
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-EXIT_BROKEN_PIPE = 128 + 13          # 128 + SIGPIPE, what a shell reports for `... | head`
-
-
-class UsageError(Exception):
-    """A bad combination of arguments (exit status 2)."""
-
-
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
-
-
-def _nonnegative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse's parser, whose usage errors are one line like every other error (the
-    full usage is one --help away, not 17 lines above the message)."""
-
-    def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Examples kept as written; every option's default in its help (an option whose
-    default is None or False says what that means in its own words)."""
-
-    def __init__(self, prog):
-        super().__init__(prog, max_help_position=32)
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "%(default)" in text or "default:" in text or action.default is None or (
-                action.default is False or action.default == argparse.SUPPRESS):
-            return text
-        return f"{text} (default: %(default)s)".lstrip()
-
-
-def _formatter(prog):
-    return _Formatter(prog)
-
-
-def _shown(path):
-    """path as text that can always be printed: bytes of a file name that are not UTF-8
-    (which Python keeps as lone surrogates) are shown as \\xNN escapes."""
-    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
-
-
-def _quoted(path):
-    return f"'{_shown(path)}'"
-
-
-def _task_names():
-    return sorted(TASKS)
-
-
-# --- sizes that fit ------------------------------------------------------------------------
-
-def _memory():
-    """Bytes of physical memory, or None where the platform does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _size(n):
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.3g} {unit}"
-        n /= 1024
-
-
-def _task_sizes(name):
-    """(inputs D, outputs O) of a built-in task, or of --task noise (2, 1)."""
-    if name == "noise":
-        return 2, 1
-    D, O = TASKS[name][2:4]
-    if D is None:                                  # sized by the task's options
-        task = make_task(name, 1)
-        D, O = task.input_size, task.output_size
-    return D, O
-
-
-def _check_memory(T, B, H, D, O, dtype, *, training):
-    """Refuse sizes whose largest arrays alone would not fit in this machine's memory,
-    before allocating any (a MemoryError half-way is a traceback and a wasted wait).
-
-    A lower bound of what the command allocates, in bytes: the tasks' longest sequence is
-    L = T + T/10 (+ 20 steps of padding), s the itemsize.
-    train: a step's x, h, dL/dh, dx and outputs, L B (2D + 3H + O) s, or the final
-    evaluation's batches of 1000 sequences, L 1000 (D + H + O) s, whichever is larger;
-    the weights, their gradients and two optimizer moments, 4 P s.
-    diagnose: x, h and its float64 copy, the Jacobian norms, L B ((D + H) s + 8 (D + 2H
-    + 1)), the QR frames of every sequence, 3 B H^2 8, and the weights.
-    Both: the init's float64 draws and factorisation of W_hh, 2 H^2 8.
-    """
-    s = np.dtype(dtype).itemsize
-    L = T + T // 10 + 20
-    P = H * (H + D + 1) + O * (H + 1)
-    if training:
-        need = s * (L * max(B * (2 * D + 3 * H + O), 1000 * (D + H + O)) + 4 * P)
-    else:
-        need = L * B * ((D + H) * s + 8 * (D + 2 * H + 1)) + 24 * B * H * H + s * P
-    need += 16 * H * H
-    have = _memory()
-    if have is not None and need > have:
-        raise MemoryError(f"--length {T}, --batch-size {B} and --hidden {H} ({dtype}) need "
-                          f"at least {_size(need)} of memory; this machine has "
-                          f"{_size(have)}: use smaller sizes")
-
-
-def _new_model(args, input_size, output_size, **kwargs):
-    """An RNN from the command's size and init options; an init whose scale overflows
-    the dtype is blamed on the option that asked for it, not on W_hh."""
-    from ..model.rnn import RNN
-    with np.errstate(over="ignore", invalid="ignore"):
-        model = RNN(input_size, args.hidden, output_size, dtype=args.dtype, init=args.init,
-                    spectral_radius=args.spectral_radius, seed=args.seed, **kwargs)
-    if not all(np.isfinite(w).all() for w in model.params.values()):
-        given = [f"--{k.replace('_', '-')} {v:g}" for k, v in
-                 (("spectral_radius", args.spectral_radius),
-                  ("std", kwargs.get("std"))) if v is not None]
-        raise UsageError(f"{' and '.join(given) or 'the init'} gives W_hh entries beyond "
-                         f"the range of {args.dtype} (inf); use a smaller value"
-                         + (" or --dtype float64" if args.dtype == "float32" else ""))
-    return model
 
 
 # --- demo ---------------------------------------------------------------------------------
@@ -342,149 +205,6 @@ def _run_train(args):
     return EXIT_OK
 
 
-def _jsonable(value):
-    """NaN/inf -> None so that the output is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-# --- diagnose -----------------------------------------------------------------------------
-
-def _add_diagnose(sub):
-    p = sub.add_parser(
-        "diagnose", formatter_class=_formatter,
-        help="will this RNN's gradients explode? (spectrum, Jacobians, Lyapunov exponents)",
-        description="Spectral radius and singular values of W_hh, Jacobian log-norms "
-                    "ln||dh[T-1]/dh[T-1-k]|| per lag along a real trajectory, the Lyapunov "
-                    "exponents by the QR method (Benettin et al.), and a verdict: exploding "
-                    "(lambda_1 > 0.01 per step), vanishing (< -0.01) or near the edge. Of "
-                    "a checkpoint written by `rnnx train --checkpoint`, or of a random "
-                    "initialisation.",
-        epilog="examples:\n  rnnx diagnose --hidden 64 --spectral-radius 1.5\n"
-               "  rnnx diagnose run.npz --task adding --length 100 --plot diag.png\n"
-               "  rnnx diagnose run.npz --task noise --json")
-    p.add_argument("checkpoint", nargs="?", help="checkpoint (.npz); omit for a random init")
-    p.add_argument("--task", choices=_task_names() + ["noise"], default="adding",
-                   help="inputs of the trajectory: a built-in task's, or standard normal "
-                        "noise (default: %(default)s)")
-    p.add_argument("--length", "-T", type=_positive(int), default=100,
-                   help="trajectory length T (default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive(int), default=16,
-                   help="sequences averaged over (default: %(default)s)")
-    p.add_argument("--hidden", type=_positive(int), default=32,
-                   help="hidden size of the random init")
-    p.add_argument("--init", choices=RECURRENT_INITS, default="orthogonal",
-                   help="init of the random W_hh (default: %(default)s)")
-    p.add_argument("--spectral-radius", type=_positive(float), default=1.0,
-                   help="spectral radius of the random W_hh (default: %(default)s)")
-    p.add_argument("--dtype", choices=FLOAT_DTYPES, default="float32",
-                   help="dtype of the random init")
-    p.add_argument("--seed", type=_nonnegative_int, default=0,
-                   help="seed of the random init and the trajectory's inputs")
-    p.add_argument("--plot", metavar="PNG",
-                   help="write the figure to this file (.png added when it has no suffix; "
-                        "in a folder: FOLDER/diagnosis.png) (default: no figure)")
-    p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
-    p.set_defaults(run=_run_diagnose)
-
-
-def _load_model(path, args):
-    """The RNN saved in a Trainer checkpoint."""
-    from ..training.checkpoint import load_checkpoint
-    from ..model.rnn import RNN
-    if Path(path).suffix != ".npz":
-        raise UsageError(f"checkpoint must be an .npz file written by rnnx train "
-                         f"--checkpoint; got {_quoted(path)}")
-    try:
-        state = load_checkpoint(path)
-        cfg = state["config"]["model"]
-        params = state["params"]
-        sizes = [int(cfg[k]) for k in ("input_size", "hidden_size", "output_size")]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint at {_quoted(path)}") from None
-    except (KeyError, TypeError) as e:
-        raise OSError(f"{_quoted(path)} is not a checkpoint written by rnnx train / "
-                      f"Trainer.save_checkpoint (missing {e})") from None
-    except Exception as e:  # noqa: BLE001 -- any unreadable archive is a user error here
-        raise OSError(f"cannot read checkpoint {_quoted(path)} ({type(e).__name__}); is it "
-                      "an .npz written by rnnx train --checkpoint?") from None
-    D, H, O = sizes
-    _check_memory(args.length, args.batch_size, H, D, O, cfg["dtype"], training=False)
-    model = RNN(D, H, O, readout=cfg["readout"], dtype=cfg["dtype"], seed=0)
-    model.params = {k: np.asarray(v) for k, v in params.items()}
-    return model
-
-
-def _figure_path(text):
-    """Where --plot TEXT writes: TEXT, TEXT.png when it has no suffix (matplotlib's own
-    choice), FOLDER/diagnosis.png for a folder; its folder must exist."""
-    path = Path(text)
-    if path.is_dir():
-        path = path / "diagnosis.png"
-    elif not path.suffix:
-        path = path.with_name(path.name + ".png")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"--plot {_quoted(text)}: no folder {_quoted(path.parent)} "
-                                "to write the figure in")
-    return path
-
-
-def _run_diagnose(args):
-    from ..diagnostics.lyapunov import diagnose
-    figure = None
-    if args.plot:
-        from .plots import require_matplotlib
-        figure = _figure_path(args.plot)
-        require_matplotlib()       # before the diagnosis, which can take a while
-    if args.checkpoint:
-        model = _load_model(args.checkpoint, args)
-    else:
-        D = _task_sizes(args.task)[0]
-        _check_memory(args.length, args.batch_size, args.hidden, D, 1, args.dtype,
-                      training=False)
-        model = _new_model(args, D, 1)
-    rng = np.random.default_rng(args.seed + 1)
-    if args.task == "noise":
-        x = rng.standard_normal((args.length, args.batch_size, model.input_size))
-    else:
-        task = make_task(args.task, args.length)
-        if task.input_size != model.input_size:
-            raise UsageError(f"task {args.task!r} has {task.input_size} inputs but the model "
-                             f"takes {model.input_size}; pick its task or --task noise")
-        x = task.sample(args.batch_size, rng)[0]
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        d = diagnose(model, x.astype(model.dtype))
-    if figure is not None:
-        from .plots import save_diagnosis_figure
-        try:
-            save_diagnosis_figure(figure, d)
-        except ValueError as e:          # matplotlib: a suffix that is not a format
-            raise UsageError(f"--plot {_quoted(figure)}: {e}") from None
-    if args.json:
-        out = d.to_dict()
-        out["plot"] = None if figure is None else _shown(figure)
-        print(json.dumps(_jsonable(out)))
-        return EXIT_OK
-    s, L = d.singular_values, d.log_norms
-    lags = sorted({k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, d.T) if k <= d.T})
-    print(f"W_hh: H={len(s)}, spectral radius {d.spectral_radius:.4g}, singular values "
-          f"{s[0]:.4g} (max) .. {s[-1]:.4g} (min), {int((s > 1).sum())} above 1")
-    print(f"Jacobian ln||dh[T-1]/dh[T-1-k]|| (mean of {d.batch_size} sequences, T={d.T}): "
-          + ", ".join(f"k={k}: {L[k]:+.3g}" for k in lags)
-          + f"   [bound k ln sigma_max: {math.log(s[0]):+.4f} per step]")
-    e = d.exponents
-    print("Lyapunov exponents (QR method, nats/step): "
-          + ", ".join(f"{v:+.4f}" for v in e[:5]) + (" ..." if len(e) > 5 else "")
-          + f"   sum {e.sum():+.4f}")
-    print(f"verdict: {d.explain()}")
-    if figure is not None:
-        print(f"figure: {_shown(figure)}")
-    return EXIT_OK
-
-
 # --- plot ---------------------------------------------------------------------------------
 
 def _add_plot(sub):
@@ -536,7 +256,7 @@ def _run_plot(args):
 
 def build_parser():
     from .. import __version__
-    parser = _Parser(
+    parser = Parser(
         prog="rnnx", formatter_class=_formatter,
         description="Train vanilla tanh RNNs and see, measure and tame exploding gradients.",
         epilog="examples:\n  rnnx demo\n  rnnx train --spectral-radius 1.5 --clip global_norm\n"
