@@ -106,6 +106,9 @@ def whole_number(name, value, *, low=1, none=False):
     return int(value)
 
 
+FLOAT_DTYPES = ("float32", "float64")     # the dtypes the compiled core computes in
+
+
 def float_dtype(dtype, name="dtype"):
     """np.float32 or np.float64 from anything np.dtype understands."""
     try:

@@ -123,3 +123,26 @@ def test_entry_points(cmd, tmp_path):
     assert r.returncode == 1 and r.stderr.count("\n") == 1
     r = run("diagnose", "--json", "--length", "10")
     assert r.returncode == 0 and json.loads(r.stdout)["verdict"]
+
+
+def test_choices_are_the_defining_modules(capsys):
+    from rnnx._checks import FLOAT_DTYPES
+    from rnnx.model.init import RECURRENT_INITS
+    from rnnx.optim.optimizers import OPTIMIZERS
+    from rnnx.training import POLICIES, SPIKE_POLICIES
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for choices in (OPTIMIZERS, POLICIES, FLOAT_DTYPES, RECURRENT_INITS,
+                    ["off" if p is None else p for p in SPIKE_POLICIES]):
+        assert "{" + ",".join(choices) + "}" in out
+
+
+def test_train_with_zclip(capsys):
+    assert main(["train", "--clip", "zclip", "--spectral-radius", "1.3", "--lr", "0.3",
+                 "--steps", "120", "--hidden", "16", "--length", "20", "--batch-size", "8",
+                 "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["clip"].startswith("zclip(z_threshold=2.5,") and s["clipped_steps"] > 0
+    assert main(["train", "--clip", "zclip", "--clip-threshold", "3", "--steps", "2",
+                 "--json"]) == 0
+    assert "zclip(z_threshold=3.0," in capsys.readouterr().out

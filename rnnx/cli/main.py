@@ -1,61 +1,40 @@
 """The ``rnnx`` command: demo, train, diagnose, sweep, plot.
 
 main(argv) returns the exit status: 0 on success, 2 for bad usage or argument values,
-1 for missing or unreadable files, failed training and missing optional dependencies.
-User errors are one line on stderr, never a traceback.
+1 for missing or unreadable files, sizes that do not fit in memory, failed training and
+missing optional dependencies, 141 (like a command killed by SIGPIPE) when the reader of
+its output went away (`rnnx diagnose --json | head -c 100`). User errors are one line on
+stderr, never a traceback. The choices of the options (optimizers, policies, dtypes,
+initialisations, tasks) are read from the modules that define them.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import math
+import os
 import sys
 from pathlib import Path
 
-import numpy as np
+from .._checks import FLOAT_DTYPES
+from ..model.init import RECURRENT_INITS
+from ..optim import clipping
+from ..optim.optimizers import OPTIMIZERS
+from ..optim.zclip import zclip
+from ..tasks import make as make_task
+from ..training import POLICIES, SPIKE_POLICIES
+from .args import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Parser, UsageError
+from .args import formatter as _formatter
+from .args import jsonable as _jsonable
+from .args import nonnegative_int as _nonnegative_int
+from .args import positive as _positive
+from .args import quoted as _quoted
+from .args import shown as _shown
+from .args import task_names as _task_names
+from .diagnosis import add_diagnose as _add_diagnose
+from .sizes import check_memory as _check_memory
+from .sizes import new_model as _new_model
+from .sizes import task_sizes as _task_sizes
 
 __all__ = ["main", "build_parser"]
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-
-OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
-CLIPS = ("none", "global_norm", "value", "parameter_norm", "adaptive", "autoclip")
-
-
-class UsageError(Exception):
-    """A bad combination of arguments (exit status 2)."""
-
-
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
-
-
-def _nonnegative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
-    return value
-
-
-def _formatter(prog):
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
-
-
-def _task_names():
-    from ..tasks import TASKS
-    return sorted(TASKS)
 
 
 # --- demo ---------------------------------------------------------------------------------
@@ -98,8 +77,30 @@ def _run_demo(args):
 
 # --- train --------------------------------------------------------------------------------
 
+def _spike_choices():
+    """The Trainer's spike policies, with "off" for None (detection off)."""
+    return tuple("off" if p is None else p for p in SPIKE_POLICIES)
+
+
+# --clip NAME -> (the transformation given --clip-threshold, that threshold's default)
+_CLIPS = {"none": (lambda c: None, None),
+          "global_norm": (clipping.clip_by_global_norm, 1.0),
+          "value": (clipping.clip_by_value, 1.0),
+          "parameter_norm": (clipping.clip_by_parameter_norm, 1.0),
+          "adaptive": (clipping.adaptive_clip, 1.0),
+          "autoclip": (clipping.autoclip, 1.0),
+          "zclip": (zclip, 2.5)}
+
+
+def _threshold_defaults():
+    """'1; 2.5 for zclip': the usual --clip-threshold default, then the exceptions."""
+    values = [d for _, d in _CLIPS.values() if d is not None]
+    usual = max(set(values), key=values.count)
+    others = [f"{d:g} for {k}" for k, (_, d) in _CLIPS.items() if d not in (None, usual)]
+    return "; ".join([f"{usual:g}"] + others)
+
+
 def _add_train(sub):
-    from ..model.init import RECURRENT_INITS
     p = sub.add_parser(
         "train", formatter_class=_formatter, help="train an RNN on a built-in task",
         description="Train a vanilla tanh RNN on a built-in task with every knob of "
@@ -111,41 +112,45 @@ def _add_train(sub):
                "  rnnx train --steps 2000 --checkpoint run.npz --checkpoint-every 100\n"
                "  rnnx train --steps 4000 --checkpoint run.npz --resume   # continue it")
     g = p.add_argument_group("task and model")
-    g.add_argument("--task", choices=_task_names(), default="adding")
-    g.add_argument("--length", "-T", type=_positive(int), default=50,
-                   help="sequence length T (default: %(default)s)")
+    g.add_argument("--task", choices=_task_names(), default="adding", help="built-in task")
+    g.add_argument("--length", "-T", type=_positive(int), default=50, help="sequence length T")
     g.add_argument("--hidden", type=_positive(int), default=32, help="hidden size H")
     g.add_argument("--init", choices=RECURRENT_INITS, default="orthogonal",
-                   help="initialisation of W_hh (default: %(default)s)")
+                   help="initialisation of W_hh")
     g.add_argument("--spectral-radius", type=_positive(float), default=None,
-                   help="rescale W_hh to this spectral radius")
+                   help="rescale W_hh to this spectral radius (default: the init's own)")
     g.add_argument("--std", type=_positive(float), default=None,
-                   help="std of the gaussian / smart_tanh inits")
-    g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+                   help="std of the gaussian / smart_tanh inits (default: the init's own)")
+    g.add_argument("--dtype", choices=FLOAT_DTYPES, default="float32",
+                   help="dtype of the weights and the computation")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    g.add_argument("--lr", type=_positive(float), default=0.01,
-                   help="learning rate (default: %(default)s)")
+    g.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd", help="optimizer")
+    g.add_argument("--lr", type=_positive(float), default=0.01, help="learning rate")
     g.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
-    g.add_argument("--clip", choices=CLIPS, default="none", help="gradient clipping method")
-    g.add_argument("--clip-threshold", type=_positive(float), default=1.0,
-                   help="max norm / limit / AGC ratio / AutoClip percentile (default: 1.0)")
+    g.add_argument("--clip", choices=tuple(_CLIPS), default="none",
+                   help="gradient clipping transformation")
+    g.add_argument("--clip-threshold", type=_positive(float), default=None,
+                   help="max norm / limit / AGC ratio / AutoClip percentile / ZClip z-score "
+                        f"(default: {_threshold_defaults()})")
     g.add_argument("--clip-delta", type=_positive(float), default=None,
-                   help="element-wise clip of dL/dh[t] inside BPTT")
+                   help="element-wise clip of dL/dh[t] inside BPTT (default: none)")
     g.add_argument("--max-norm", type=_positive(float), default=None,
-                   help="fail a step whose ||dL/dh[t]|| passes this")
+                   help="fail a step whose ||dL/dh[t]|| passes this (default: none)")
     g.add_argument("--omega", type=float, default=0.0,
-                   help="weight of Pascanu et al.'s regulariser (default: 0)")
-    g.add_argument("--policy", choices=("raise", "skip", "rollback"), default="skip",
-                   help="what a non-finite step does (default: %(default)s)")
-    g.add_argument("--spikes", choices=("log", "skip", "rollback", "off"), default="log",
-                   help="what a gradient-norm spike does (default: %(default)s)")
-    g.add_argument("--steps", type=_positive(int), default=500)
-    g.add_argument("--batch-size", type=_positive(int), default=32)
-    g.add_argument("--seed", type=_nonnegative_int, default=0)
+                   help="weight of Pascanu et al.'s regulariser")
+    g.add_argument("--policy", choices=POLICIES, default="skip",
+                   help="what a non-finite step does")
+    g.add_argument("--spikes", choices=_spike_choices(), default="log",
+                   help="what a gradient-norm spike does")
+    g.add_argument("--steps", type=_positive(int), default=500,
+                   help="training steps in all (with --resume: up to this many)")
+    g.add_argument("--batch-size", type=_positive(int), default=32,
+                   help="sequences per training step")
+    g.add_argument("--seed", type=_nonnegative_int, default=0,
+                   help="seed of the initialisation and the batches")
     g = p.add_argument_group("output")
-    g.add_argument("--log", metavar="PATH", help="log file (.csv or .jsonl)")
-    g.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (.npz)")
+    g.add_argument("--log", metavar="PATH", help="log file, .csv or .jsonl (default: none)")
+    g.add_argument("--checkpoint", metavar="PATH", help="checkpoint file, .npz (default: none)")
     g.add_argument("--checkpoint-every", type=_positive(int), default=None,
                    help="save a checkpoint every N steps (default: at the end only)")
     g.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -159,31 +164,21 @@ def _add_train(sub):
 
 
 def _clip(args):
-    from ..optim import clipping
-    c = args.clip_threshold
-    return {"none": lambda: None,
-            "global_norm": lambda: clipping.clip_by_global_norm(c),
-            "value": lambda: clipping.clip_by_value(c),
-            "parameter_norm": lambda: clipping.clip_by_parameter_norm(c),
-            "adaptive": lambda: clipping.adaptive_clip(c),
-            "autoclip": lambda: clipping.autoclip(c)}[args.clip]()
+    make, default = _CLIPS[args.clip]
+    return make(default if args.clip_threshold is None else args.clip_threshold)
 
 
 def _optimizer(args):
-    from ..optim import optimizers
     if args.momentum and args.optimizer != "sgd":
         raise UsageError("--momentum applies to --optimizer sgd only")
     if args.optimizer == "sgd":
-        return optimizers.SGD(lr=args.lr, momentum=args.momentum)
-    return {"adam": optimizers.Adam, "rmsprop": optimizers.RMSprop,
-            "adagrad": optimizers.Adagrad}[args.optimizer](lr=args.lr)
+        return OPTIMIZERS["sgd"](lr=args.lr, momentum=args.momentum)
+    return OPTIMIZERS[args.optimizer](lr=args.lr)
 
 
 def _run_train(args):
     from .report import (format_table, logged_sigma_max, narrate, quiet_training,
                          read_story, summarize, wrap)
-    from ..model.rnn import RNN
-    from ..tasks import make
     from ..training.loop import Trainer
     if args.resume and not args.checkpoint:
         raise UsageError("--resume needs --checkpoint PATH")
@@ -191,10 +186,11 @@ def _run_train(args):
         raise UsageError("--checkpoint-every needs --checkpoint PATH")
     if args.resume and not Path(args.checkpoint).exists():
         raise FileNotFoundError(f"no checkpoint to resume at {args.checkpoint!r}")
-    task = make(args.task, args.length, dtype=args.dtype)
-    model = RNN(task.input_size, args.hidden, task.output_size, readout=task.readout,
-                dtype=args.dtype, init=args.init, spectral_radius=args.spectral_radius,
-                std=args.std, seed=args.seed)
+    _check_memory(args.length, args.batch_size, args.hidden, *_task_sizes(args.task),
+                  args.dtype, training=True)
+    task = make_task(args.task, args.length, dtype=args.dtype)
+    model = _new_model(args, task.input_size, task.output_size, readout=task.readout,
+                       std=args.std)
     trainer = Trainer(model, _optimizer(args), loss=task.loss, clip=_clip(args),
                       policy=args.policy, max_norm=args.max_norm, clip_delta=args.clip_delta,
                       omega=args.omega, spikes=None if args.spikes == "off" else args.spikes,
@@ -225,123 +221,6 @@ def _run_train(args):
         print(format_table([summary]))
     if args.explain and not args.json:
         print("\n" + wrap(summary["explanation"]))
-    return EXIT_OK
-
-
-def _jsonable(value):
-    """NaN/inf -> None so that the output is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-# --- diagnose -----------------------------------------------------------------------------
-
-def _add_diagnose(sub):
-    from ..model.init import RECURRENT_INITS
-    p = sub.add_parser(
-        "diagnose", formatter_class=_formatter,
-        help="will this RNN's gradients explode? (spectrum, Jacobians, Lyapunov exponents)",
-        description="Spectral radius and singular values of W_hh, Jacobian log-norms "
-                    "ln||dh[T-1]/dh[T-1-k]|| per lag along a real trajectory, the Lyapunov "
-                    "exponents by the QR method (Benettin et al.), and a verdict: exploding "
-                    "(lambda_1 > 0.01 per step), vanishing (< -0.01) or near the edge. Of "
-                    "a checkpoint written by `rnnx train --checkpoint`, or of a random "
-                    "initialisation.",
-        epilog="examples:\n  rnnx diagnose --hidden 64 --spectral-radius 1.5\n"
-               "  rnnx diagnose run.npz --task adding --length 100 --plot diag.png\n"
-               "  rnnx diagnose run.npz --task noise --json")
-    p.add_argument("checkpoint", nargs="?", help="checkpoint (.npz); omit for a random init")
-    p.add_argument("--task", choices=_task_names() + ["noise"], default="adding",
-                   help="inputs of the trajectory: a built-in task's, or standard normal "
-                        "noise (default: %(default)s)")
-    p.add_argument("--length", "-T", type=_positive(int), default=100,
-                   help="trajectory length T (default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive(int), default=16,
-                   help="sequences averaged over (default: %(default)s)")
-    p.add_argument("--hidden", type=_positive(int), default=32,
-                   help="hidden size of the random init")
-    p.add_argument("--init", choices=RECURRENT_INITS, default="orthogonal",
-                   help="init of the random W_hh (default: %(default)s)")
-    p.add_argument("--spectral-radius", type=_positive(float), default=1.0,
-                   help="spectral radius of the random W_hh (default: %(default)s)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--seed", type=_nonnegative_int, default=0)
-    p.add_argument("--plot", metavar="PNG", help="write the figure here")
-    p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
-    p.set_defaults(run=_run_diagnose)
-
-
-def _load_model(path):
-    """The RNN saved in a Trainer checkpoint."""
-    from ..training.checkpoint import load_checkpoint
-    from ..model.rnn import RNN
-    if Path(path).suffix != ".npz":
-        raise UsageError(f"checkpoint must be an .npz file written by rnnx train "
-                         f"--checkpoint; got {str(path)!r}")
-    try:
-        state = load_checkpoint(path)
-        cfg = state["config"]["model"]
-        params = state["params"]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r}") from None
-    except (KeyError, TypeError) as e:
-        raise OSError(f"{str(path)!r} is not a checkpoint written by rnnx train / "
-                      f"Trainer.save_checkpoint (missing {e})") from None
-    except Exception as e:  # noqa: BLE001 -- any unreadable archive is a user error here
-        raise OSError(f"cannot read checkpoint {str(path)!r} ({type(e).__name__}); is it "
-                      "an .npz written by rnnx train --checkpoint?") from None
-    model = RNN(cfg["input_size"], cfg["hidden_size"], cfg["output_size"],
-                readout=cfg["readout"], dtype=cfg["dtype"], seed=0)
-    model.params = {k: np.asarray(v) for k, v in params.items()}
-    return model
-
-
-def _run_diagnose(args):
-    from ..diagnostics.lyapunov import diagnose
-    from ..model.rnn import RNN
-    from ..tasks import make
-    if args.checkpoint:
-        model = _load_model(args.checkpoint)
-    else:
-        model = RNN(2 if args.task == "noise" else make(args.task, args.length).input_size,
-                    args.hidden, 1, dtype=args.dtype, init=args.init,
-                    spectral_radius=args.spectral_radius, seed=args.seed)
-    rng = np.random.default_rng(args.seed + 1)
-    if args.task == "noise":
-        x = rng.standard_normal((args.length, args.batch_size, model.input_size))
-    else:
-        task = make(args.task, args.length)
-        if task.input_size != model.input_size:
-            raise UsageError(f"task {args.task!r} has {task.input_size} inputs but the model "
-                             f"takes {model.input_size}; pick its task or --task noise")
-        x = task.sample(args.batch_size, rng)[0]
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        d = diagnose(model, x.astype(model.dtype))
-    if args.plot:
-        from .plots import save_diagnosis_figure
-        save_diagnosis_figure(args.plot, d)
-    if args.json:
-        out = d.to_dict()
-        out["plot"] = args.plot
-        print(json.dumps(_jsonable(out)))
-        return EXIT_OK
-    s, L = d.singular_values, d.log_norms
-    lags = sorted({k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, d.T) if k <= d.T})
-    print(f"W_hh: H={len(s)}, spectral radius {d.spectral_radius:.4g}, singular values "
-          f"{s[0]:.4g} (max) .. {s[-1]:.4g} (min), {int((s > 1).sum())} above 1")
-    print(f"Jacobian ln||dh[T-1]/dh[T-1-k]|| (mean of {d.batch_size} sequences, T={d.T}): "
-          + ", ".join(f"k={k}: {L[k]:+.3g}" for k in lags)
-          + f"   [bound k ln sigma_max: {math.log(s[0]):+.4f} per step]")
-    e = d.exponents
-    print("Lyapunov exponents (QR method, nats/step): "
-          + ", ".join(f"{v:+.4f}" for v in e[:5]) + (" ..." if len(e) > 5 else "")
-          + f"   sum {e.sum():+.4f}")
-    print(f"verdict: {d.explain()}")
-    if args.plot:
-        print(f"figure: {args.plot}")
     return EXIT_OK
 
 
@@ -404,29 +283,31 @@ def _run_plot(args):
     from ..sweep.results import is_results
     if len(args.logs) == 1 and is_results(args.logs[0]):
         return _run_plot_sweep(args)
-    from ..training.history import load_history
+    from ..training.history import LogWriter, load_history
     from .plots import require_matplotlib, save_run_figures
     histories = {}
     for log in args.logs:
         try:
-            h = load_history(log)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no log file at {log!r}") from None
+            LogWriter.check_path(log)
         except ValueError as e:
             raise UsageError(str(e)) from None
-        except Exception as e:  # noqa: BLE001 -- a corrupt log is a user error here
-            raise OSError(f"cannot read log {log!r}: {e}") from None
+        try:
+            h = load_history(log)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no log file at {_quoted(log)}") from None
+        except ValueError as e:       # load_history names the file and what is wrong
+            raise OSError(str(e)) from None
         missing = {"step", "loss", "grad_norm", "clipped_norm", "clip_coef", "spike",
                    "skipped", "nonfinite"} - set(h.columns or [])
         if not len(h) or missing:
-            raise OSError(f"{log!r} is not a training log (no rows or missing columns "
+            raise OSError(f"{_quoted(log)} is not a training log (no rows or missing columns "
                           f"{sorted(missing)})")
-        histories[Path(log).stem] = h
+        histories[_shown(Path(log).stem)] = h     # the label drawn in the figures
     require_matplotlib()      # after reading the logs, so a wrong path is reported first
     out = Path(args.out) if args.out else Path(args.logs[0]).parent
     out.mkdir(parents=True, exist_ok=True)
     for path in save_run_figures(out, histories):
-        print(path)
+        print(_shown(path))
     if args.explain:
         from .report import logged_sigma_max, narrate, read_story, wrap
         for name, h in histories.items():
@@ -440,7 +321,7 @@ def _run_plot(args):
 
 def build_parser():
     from .. import __version__
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rnnx", formatter_class=_formatter,
         description="Train vanilla tanh RNNs and see, measure and tame exploding gradients.",
         epilog="examples:\n  rnnx demo\n  rnnx train --spectral-radius 1.5 --clip global_norm\n"
@@ -456,19 +337,34 @@ def build_parser():
 
 def main(argv=None):
     """Run the rnnx command with argv (default: sys.argv[1:]); returns the exit status."""
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:            # --help, --version (0) or a usage error (2)
-        return e.code if isinstance(e.code, int) else EXIT_USAGE
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:        # --help, --version (0) or a usage error (2)
+            sys.stdout.flush()
+            return e.code if isinstance(e.code, int) else EXIT_USAGE
+        return _run(args)
+    except BrokenPipeError:
+        return _output_closed()
+
+
+def _run(args):
     name = f"rnnx {args.command}"
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()         # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        raise
     except UsageError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ImportError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except MemoryError as e:
+        # the estimate in _check_memory, or an allocation beyond what this machine has
+        print(f"{name}: error: out of memory: {e}", file=sys.stderr)
         return EXIT_FAILURE
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"{name}: error: {e}", file=sys.stderr)
@@ -485,3 +381,15 @@ def main(argv=None):
         print(f"{name}: interrupted", file=sys.stderr)
         return 130
 
+
+def _output_closed():
+    """The reader of stdout went away (`rnnx diagnose --json | head -c 100`): stop without
+    a message, as a command killed by SIGPIPE does, and point stdout at /dev/null so
+    that Python's final flush at exit does not complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, ValueError, OSError):   # no real file behind sys.stdout
+        pass
+    return EXIT_BROKEN_PIPE

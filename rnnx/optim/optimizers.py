@@ -22,7 +22,7 @@ from .. import _updates
 from .._checks import all_finite, positive
 from .schedules import constant
 
-__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Adagrad"]
+__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Adagrad", "OPTIMIZERS"]
 
 
 def _unit_interval(name, value):
@@ -235,3 +235,7 @@ class Adagrad(Optimizer):
 
     def _kernel(self, groups, scale, lr, t):
         return _updates.adagrad(groups, scale, lr, self.eps)
+
+
+# name -> class, for the command line and configuration files
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop, "adagrad": Adagrad}

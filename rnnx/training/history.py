@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import operator
+import os
 from pathlib import Path
 
 import numpy as np
@@ -213,33 +214,81 @@ def _parse(column, text):
 def load_history(path):
     """Read a log written by LogWriter / Trainer(log_path=...) back into a History.
 
-    The delta_norms matrix is read from the .npy next to the log when it exists (rows
-    beyond the log's are dropped; rows it lacks are NaN).
+    LogWriter ends every record with a newline, so a last line without one is a record
+    cut short by a killed run: it is dropped. Anything else that cannot be read (not
+    UTF-8, a value that is not a number, a row with another number of fields, a line that
+    is not a JSON object) is a ValueError naming the file and the line. The delta_norms
+    matrix is read from the .npy next to the log when it exists (rows beyond the log's
+    are dropped; rows it lacks are NaN).
     """
     path = Path(path)
     fmt = _format(path)
     if not path.exists():
         raise FileNotFoundError(f"no log file at {str(path)!r}")
+    name = os.fsencode(path).decode("utf-8", "backslashreplace")   # printable
+
+    def bad(line, what):
+        return ValueError(f"log file '{name}', line {line}: {what}")
+
+    try:
+        with open(path, newline="" if fmt == "csv" else None, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"log file '{name}' is not a text log written by rnnx (not UTF-8: "
+                         f"byte {e.object[e.start]:#04x} at offset {e.start})") from None
+    lines = text.splitlines()
+    if lines and not text.endswith(("\n", "\r")):
+        lines.pop()                           # the torn last line of a killed run
     records = []
-    with open(path, newline="" if fmt == "csv" else None, encoding="utf-8") as f:
-        if fmt == "csv":
-            reader = csv.reader(f)
-            header = next(reader, None)
-            for row in reader:
-                if len(row) == len(header):   # a torn last line of a killed run is dropped
-                    records.append({k: _parse(k, v) for k, v in zip(header, row)})
-        else:
-            for line in f:
+    if fmt == "csv":
+        try:
+            rows = list(csv.reader(lines))
+        except csv.Error as e:
+            raise ValueError(f"log file '{name}' is not a CSV log ({e})") from None
+        header = rows[0] if rows else None
+        for n, row in enumerate(rows[1:], start=2):
+            if len(row) != len(header):
+                raise bad(n, f"{len(row)} fields where the header has {len(header)}")
+            record = {}
+            for k, v in zip(header, row):
+                if _kind(k) == "bool" and v not in ("0", "1", "True", "False", "true",
+                                                    "false"):
+                    raise bad(n, f"column {k!r} is {v!r}, not a bool (0 or 1)")
                 try:
-                    raw = json.loads(line)
-                except json.JSONDecodeError:
-                    continue                  # a torn last line
-                records.append({k: (math.nan if v is None else v) for k, v in raw.items()})
+                    record[k] = _parse(k, v)
+                except ValueError:
+                    raise bad(n, f"column {k!r} is {v!r}, not a number") from None
+            records.append(record)
+    else:
+        for n, line in enumerate(lines, start=1):
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise bad(n, f"not JSON ({e.msg})") from None
+            if not isinstance(raw, dict):
+                raise bad(n, f"a JSON {type(raw).__name__}, not an object")
+            for k, v in raw.items():
+                if not (v is None or isinstance(v, (int, float))):
+                    raise bad(n, f"{k!r} is {v!r}, not a number")
+            records.append({k: (math.nan if v is None else v) for k, v in raw.items()})
     deltas = None
     npy = delta_norms_path(path)
     if npy.exists():
-        deltas = np.load(npy)
+        shown = os.fsencode(npy).decode("utf-8", "backslashreplace")
+        try:
+            deltas = np.load(npy, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise ValueError(f"cannot read '{shown}', the backward-signal norms of the log "
+                             f"'{name}' ({type(e).__name__}): delete it or write it "
+                             "again") from None
+        if deltas.ndim != 2 or deltas.dtype.kind != "f":
+            raise ValueError(f"'{shown}' holds a {deltas.dtype} array of shape "
+                             f"{deltas.shape}; expected a (steps, T) float matrix")
     history = History()
     for i, record in enumerate(records):
-        history.append(record, deltas[i] if deltas is not None and i < len(deltas) else None)
+        try:
+            history.append(record, deltas[i] if deltas is not None and i < len(deltas)
+                           else None)
+        except ValueError as e:
+            raise bad(i + 2 if fmt == "csv" else i + 1, str(e)) from None
     return history
