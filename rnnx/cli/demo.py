@@ -80,11 +80,15 @@ def baseline(task, seed, n=EVAL_SEQUENCES):
     """(loss, accuracy) of the best constant prediction on n sequences of task: the mean
     target for "mse", the class frequencies as probabilities for "cross_entropy"."""
     x, target = task.sample(n, seed)
+    # targets of padded steps are NaN / label -1 (rnnx.tasks): the constant is fitted to,
+    # and scored on, the marked entries only
     if task.loss == "mse":
-        y = np.broadcast_to(target.mean(axis=0), target.shape).astype(np.float64)
+        mean = np.nanmean(target.reshape(-1, target.shape[-1]), axis=0)
+        y = np.broadcast_to(mean, target.shape).astype(np.float64)
         loss = mse(y, target)[0]
     else:
-        freq = np.bincount(target.ravel(), minlength=task.output_size) / target.size
+        labels = target[target >= 0]
+        freq = np.bincount(labels, minlength=task.output_size) / labels.size
         y = np.broadcast_to(np.log(np.maximum(freq, 1e-12)), target.shape + (len(freq),))
         loss = softmax_cross_entropy(np.ascontiguousarray(y), target)[0]
     return float(loss), float(task.accuracy(y, target))
