@@ -1,5 +1,5 @@
-/* Elementwise loops over arrays -- tanh, its derivative, column sums, the non-finite
- * count -- written so the compiler vectorises them.
+/* Elementwise loops over arrays -- tanh, its derivative, column sums, sums of squares, the
+ * non-finite count -- written so the compiler vectorises them.
  *
  * libm's tanh is a scalar call of ~15 ns; the forward pass applies it to every element of
  * h, which costs more than the recurrent GEMM itself for H around 100. These branch-free
@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#include <float.h>
 #include <Python.h>
 
 #if defined(_MSC_VER) && !defined(__cplusplus)
@@ -104,14 +105,21 @@ static inline float rnnx_tanh_f(float x)
     return copysignf(y < 0.625f ? small : large, x);   /* odd, zeros included */
 }
 
-/* z[r, c] := tanh(z[r, c] + b[c]) for a row-major (rows, cols) block */
-#define RNNX_DEFINE_TANH_BIAS(SUFFIX, T)                                               \
-    RNNX_MULTIVERSION static void rnnx_tanh_bias_##SUFFIX(                             \
+/* z[r, c] := tanh(z[r, c] + b[c]) for a row-major (rows, cols) block. Returns 0, or 1
+   when a pre-activation z + b was not finite (an overflow of the products before it, which
+   tanh would hide by rounding it to +-1): the caller reports it. */
+#define RNNX_DEFINE_TANH_BIAS(SUFFIX, T, MAX)                                          \
+    RNNX_MULTIVERSION static int rnnx_tanh_bias_##SUFFIX(                              \
         T *restrict z, const T *restrict b, Py_ssize_t rows, Py_ssize_t cols)          \
     {                                                                                  \
+        int finite = 1;                                                                \
         for (Py_ssize_t i = 0; i < rows; i++, z += cols)                               \
-            for (Py_ssize_t j = 0; j < cols; j++)                                      \
-                z[j] = rnnx_tanh_##SUFFIX(z[j] + b[j]);                                \
+            for (Py_ssize_t j = 0; j < cols; j++) {                                    \
+                const T v = z[j] + b[j];                                               \
+                finite &= v >= -MAX && v <= MAX;        /* false for NaN too */        \
+                z[j] = rnnx_tanh_##SUFFIX(v);                                          \
+            }                                                                          \
+        return !finite;                                                                \
     }
 
 /* dz[i] := delta[i] * (1 - h[i]^2), the backward step through tanh */
@@ -147,13 +155,49 @@ static inline float rnnx_tanh_f(float x)
         return bad;                                                                    \
     }
 
-RNNX_DEFINE_TANH_BIAS(d, double)
-RNNX_DEFINE_TANH_BIAS(f, float)
+/* sum of a[i]^2 in double, in a fixed order (8 running sums, added up at the end): the
+   same bits whatever else runs, unlike a BLAS dot that may split long vectors over its
+   threads. float squares cannot overflow a double; double ones can (the caller checks). */
+#define RNNX_DEFINE_SUM_SQUARES(SUFFIX, T)                                             \
+    RNNX_MULTIVERSION static double rnnx_sum_squares_##SUFFIX(                         \
+        const T *restrict a, Py_ssize_t n)                                             \
+    {                                                                                  \
+        double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                        \
+        Py_ssize_t i = 0;                                                              \
+        for (; i + 8 <= n; i += 8)                                                     \
+            for (int k = 0; k < 8; k++)                                                \
+                s[k] += (double)a[i + k] * (double)a[i + k];                           \
+        for (; i < n; i++)                                                             \
+            s[0] += (double)a[i] * (double)a[i];                                       \
+        return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));      \
+    }
+
+/* the index of the first entry outside [-1, 1] (NaN included), or -1: the check that an
+   array is a tanh output */
+#define RNNX_DEFINE_FIRST_OUTSIDE_UNIT(SUFFIX, T)                                      \
+    static Py_ssize_t rnnx_first_outside_unit_##SUFFIX(const T *a, Py_ssize_t n)       \
+    {                                                                                  \
+        for (Py_ssize_t i = 0; i < n; i++)                                             \
+            if (!(a[i] >= -1 && a[i] <= 1))                                            \
+                return i;                                                              \
+        return -1;                                                                     \
+    }
+
+/* a flag that several threads share (set by one, read by the others in their loops) */
+static inline int rnnx_flag_get(const int *p) { return *(const volatile int *)p; }
+static inline void rnnx_flag_set(int *p) { *(volatile int *)p = 1; }
+
+RNNX_DEFINE_TANH_BIAS(d, double, DBL_MAX)
+RNNX_DEFINE_TANH_BIAS(f, float, FLT_MAX)
 RNNX_DEFINE_DTANH(d, double)
 RNNX_DEFINE_DTANH(f, float)
 RNNX_DEFINE_ADD_ROWS(d, double)
 RNNX_DEFINE_ADD_ROWS(f, float)
 RNNX_DEFINE_COUNT_NONFINITE(d, double, uint64_t, 52, 0x7ffu)
 RNNX_DEFINE_COUNT_NONFINITE(f, float, uint32_t, 23, 0xffu)
+RNNX_DEFINE_SUM_SQUARES(d, double)
+RNNX_DEFINE_SUM_SQUARES(f, float)
+RNNX_DEFINE_FIRST_OUTSIDE_UNIT(d, double)
+RNNX_DEFINE_FIRST_OUTSIDE_UNIT(f, float)
 
 #endif
