@@ -312,7 +312,7 @@ CHILD = textwrap.dedent("""
     T, B, H = 5000, 1, 2048
     x, W_xh = np.zeros((T, B, 1), np.float32), np.zeros((H, 1), np.float32)
     W_hh, b = np.full((H, H), 1e-4, np.float32), np.zeros(H, np.float32)
-    h = rnnx.rnn_forward(x, W_xh, W_hh, b) if sys.argv[1] == "backward" else None
+    h = np.zeros((T, B, H), np.float32) if sys.argv[1] == "backward" else None  # tanh(0)
     print("start", flush=True)
     t0 = time.monotonic()
     try:

@@ -69,14 +69,15 @@ def _row_blocks(T, B, H, itemsize, threads, min_work):
     return tuple(zip(edges[:-1], edges[1:]))
 
 
-def make_plan(T, B, D, H, dtype, *, threads=None, min_work=MIN_WORK):
+def make_plan(T, B, D, H, dtype, *, threads=None, min_work=None):
     """The Plan of a (T, B, D, H) forward + backward in dtype (float32 or float64).
 
     threads: the thread budget (default rnnx.core.threads.thread_budget()); min_work: the
-    work from which blocks are used (benchmarks/row_blocks.py passes 0 to time blocks
-    everywhere they can run).
+    work from which blocks are used (default MIN_WORK; benchmarks/row_blocks.py passes 0
+    to time blocks everywhere they can run).
     """
     threads = thread_budget() if threads is None else threads
+    min_work = MIN_WORK if min_work is None else min_work
     blocks = _row_blocks(T, B, H, np.dtype(dtype).itemsize, threads, min_work)
     rows = min(r1 - r0 for r0, r1 in blocks)
     # With several blocks each uses the register-blocked kernel, also where one block would
