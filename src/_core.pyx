@@ -26,8 +26,9 @@ from _blas cimport blas_int, _dot, _gemv, _gemm, _singular_values
 from _buffers cimport take_floats
 
 cdef extern from "_elementwise.h" nogil:
-    int rnnx_tanh_bias_d(double *z, const double *b, Py_ssize_t rows, Py_ssize_t cols)
-    int rnnx_tanh_bias_f(float *z, const float *b, Py_ssize_t rows, Py_ssize_t cols)
+    Py_ssize_t rnnx_tanh_bias_d(double *z, const double *b, Py_ssize_t rows,
+                                Py_ssize_t cols)
+    Py_ssize_t rnnx_tanh_bias_f(float *z, const float *b, Py_ssize_t rows, Py_ssize_t cols)
     void rnnx_dtanh_d(double *dz, const double *delta, const double *h, Py_ssize_t n)
     void rnnx_dtanh_f(float *dz, const float *delta, const float *h, Py_ssize_t n)
     void rnnx_add_rows_d(double *acc, const double *a, Py_ssize_t rows, Py_ssize_t cols)
@@ -62,9 +63,10 @@ cdef extern from "_small_gemm.h" nogil:
                               const float *M2, float *C)
 
 
-cdef inline int _tanh_bias(floating *z, const floating *b, Py_ssize_t rows,
-                           Py_ssize_t cols) noexcept nogil:
-    """z[r, c] := tanh(z[r, c] + b[c]); 1 when a pre-activation z + b was not finite."""
+cdef inline Py_ssize_t _tanh_bias(floating *z, const floating *b, Py_ssize_t rows,
+                                  Py_ssize_t cols) noexcept nogil:
+    """z[r, c] := tanh(z[r, c] + b[c]); the number of pre-activations z + b that were not
+    finite."""
     if floating is float:
         return rnnx_tanh_bias_f(z, b, rows, cols)
     else:

@@ -306,7 +306,7 @@ def test_scratch_of_a_large_call_is_not_kept():
 # --- 8. Ctrl-C during a long call -------------------------------------------------------------
 
 CHILD = textwrap.dedent("""
-    import sys, time
+    import sys, time, traceback
     import numpy as np
     import rnnx
     T, B, H = 5000, 1, 2048
@@ -320,8 +320,9 @@ CHILD = textwrap.dedent("""
             rnnx.rnn_forward(x, W_xh, W_hh, b)
         else:
             rnnx.rnn_backward(x, h, np.ones_like(h), W_xh, W_hh, b)
-    except KeyboardInterrupt:
-        print("interrupted", flush=True)
+    except KeyboardInterrupt as exc:
+        # raised by the kernel itself, not after it returned
+        print("interrupted in", traceback.extract_tb(exc.__traceback__)[-1].filename)
         sys.exit(3)
     print("finished %.2f" % (time.monotonic() - t0), flush=True)
 """)
@@ -347,6 +348,7 @@ def test_ctrl_c_stops_a_long_call(which):
         child.kill()
         child.wait()
     assert child.returncode == 3, out
+    assert out.strip().endswith("_core.pyx"), out
     assert waited < 2.0
 
 
