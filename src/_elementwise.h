@@ -1,8 +1,9 @@
 /* Elementwise loops over arrays -- tanh, its derivative, column sums, sums of squares, the
  * non-finite count -- written so the compiler vectorises them.
  *
- * libm's tanh is a scalar call of ~15 ns; the forward pass applies it to every element of
- * h, which costs more than the recurrent GEMM itself for H around 100. These branch-free
+ * libm's tanh is a scalar call per element; the forward pass applies it to every element
+ * of h, where it cost more than the recurrent GEMM itself for H around 100
+ * (benchmarks/core_phases.py times the forward loop). These branch-free
  * versions (both branches computed, then selected) vectorise, and on x86-64 Linux with GCC
  * each loop is compiled for AVX-512, AVX2 and the SSE2 baseline and picked at load time
  * (target_clones), so no -march flag is baked into the wheel.
