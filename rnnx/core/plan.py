@@ -12,6 +12,7 @@ against one block, BLAS against the register-blocked kernel) and quoted in the R
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +54,7 @@ class Plan:
     dx_kernel: bool
 
 
-def _row_blocks(T, B, H, itemsize, threads, min_work):
+def _row_blocks(T, B, H, itemsize, threads, min_work, core):
     """The blocks of batch rows for a budget of threads: as many as the threads and the
     rows allow, each at least MIN_ROWS high and with the register-blocked kernel, where
     the work pays for the hand-offs; else one block of every row."""
@@ -61,7 +62,7 @@ def _row_blocks(T, B, H, itemsize, threads, min_work):
     if B < 2 * MIN_ROWS or T * B * H * H * (itemsize // 4) < min_work:
         return one
     n = min(threads, B // MIN_ROWS)
-    if n < 2 or not _core.small_gemm_fits(B // n, H):
+    if n < 2 or not core.small_gemm_fits(B // n, H):
         return one
     # edges on multiples of the tile height, as even as that allows; rounding down keeps
     # every block at least B // n >= 4 rows high
@@ -76,17 +77,25 @@ def make_plan(T, B, D, H, dtype, *, threads=None, min_work=None):
     work from which blocks are used (default MIN_WORK; benchmarks/row_blocks.py passes 0
     to time blocks everywhere they can run).
     """
-    threads = thread_budget() if threads is None else threads
-    min_work = MIN_WORK if min_work is None else min_work
-    blocks = _row_blocks(T, B, H, np.dtype(dtype).itemsize, threads, min_work)
+    return _plan(T, B, D, H, np.dtype(dtype).itemsize,
+                 thread_budget() if threads is None else threads,
+                 MIN_WORK if min_work is None else min_work, _core)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(T, B, D, H, itemsize, threads, min_work, core):
+    """make_plan's Plan, kept for the next call of the same shape (a training loop makes
+    two per step). core: the compiled module, whose small_gemm_fits says where the
+    register-blocked kernel runs on this CPU (tests stand in another CPU's)."""
+    blocks = _row_blocks(T, B, H, itemsize, threads, min_work, core)
     rows = min(r1 - r0 for r0, r1 in blocks)
     # With several blocks each uses the register-blocked kernel, also where one block would
     # use BLAS's threads on every step's whole product.
     kernel = len(blocks) > 1 or B * H * H < THREADED_PRODUCT or threads == 1
-    in_loop = kernel and _core.small_gemm_fits(H, H)
-    all_in_loop = in_loop and _core.small_gemm_fits(H, D)
+    in_loop = kernel and core.small_gemm_fits(H, H)
+    all_in_loop = in_loop and core.small_gemm_fits(H, D)
     return Plan(blocks=blocks,
-                step_kernel=kernel and _core.small_gemm_fits(rows, H),
+                step_kernel=kernel and core.small_gemm_fits(rows, H),
                 dW_hh_in_loop=in_loop,
                 all_in_loop=all_in_loop,
-                dx_kernel=all_in_loop and _core.small_gemm_fits(rows, D))
+                dx_kernel=all_in_loop and core.small_gemm_fits(rows, D))
