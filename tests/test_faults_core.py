@@ -248,7 +248,7 @@ def test_results_do_not_depend_on_other_threads(dtype):
 
     def work(i):
         try:
-            for _ in range(6):
+            for _ in range(4):
                 for k, (p, want) in enumerate(zip(problems, expected)):
                     for j, (got, w) in enumerate(zip(_run(p), want)):
                         if not np.array_equal(got, w):
