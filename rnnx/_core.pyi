@@ -58,6 +58,7 @@ def backward_steps(
     dh0: NDArray[_F] | None = None,
     W_hh_P: NDArray[_F] | None = None,
     W_xh_P: NDArray[_F] | None = None,
+    blas: bool = True,
     cancel: NDArray[np.intc] | None = None,
 ) -> int: ...
 def backward_gemms(

@@ -39,6 +39,10 @@ cdef extern from "_elementwise.h" nogil:
     double rnnx_sum_squares_f(const float *a, Py_ssize_t n)
     Py_ssize_t rnnx_first_outside_unit_d(const double *a, Py_ssize_t n)
     Py_ssize_t rnnx_first_outside_unit_f(const float *a, Py_ssize_t n)
+    void rnnx_plain_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int a_trans,
+                           const double *A, const double *M, double *C)
+    void rnnx_plain_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int a_trans,
+                           const float *A, const float *M, float *C)
     int rnnx_flag_get(const int *p)
     void rnnx_flag_set(int *p)
 
@@ -99,6 +103,16 @@ cdef inline void _weight_acc(const floating *a, const floating *M, floating *C, 
         rnnx_small_gemm_tn_f(m, n, 1, k, a, M, 0, NULL, NULL, C)
     else:
         rnnx_small_gemm_tn_d(m, n, 1, k, a, M, 0, NULL, NULL, C)
+
+
+cdef inline void _plain_acc(bint a_trans, const floating *a, const floating *M, floating *C,
+                            Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """C := op(a) @ M + C for op(a) (m, k) (a (k, m) with a_trans), M (k, n), C (m, n),
+    by plain loops: no BLAS call, and any n."""
+    if floating is float:
+        rnnx_plain_gemm_f(m, n, k, a_trans, a, M, C)
+    else:
+        rnnx_plain_gemm_d(m, n, k, a_trans, a, M, C)
 
 
 cdef inline void _step_acc(const floating *a, const floating *M, const floating *Mp,
@@ -495,7 +509,8 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                    floating[:, :, ::1] kept=None, floating[:, ::1] dW_hh=None,
                    floating[:, ::1] dW_xh=None, floating[:, :, ::1] dx=None,
                    floating[:, ::1] dh0=None, const floating[:, :, ::1] W_hh_P=None,
-                   const floating[:, :, ::1] W_xh_P=None, int[::1] cancel=None):
+                   const floating[:, :, ::1] W_xh_P=None, bint blas=True,
+                   int[::1] cancel=None):
     """The backward time loop of BPTT for batch rows r0:r1.
 
     delta[t] = grad_h[t] + dz[t+1] @ W_hh is the total dL/dh[t] of those rows and
@@ -509,16 +524,17 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
     The rows' share of the gradients is added up as the loop goes, while dz[t] is in
     cache: db_h (H,) += sum of dz[t], and with dW_hh (H, H), dW_hh += dz[t]^T @ h[t-1]
     (h[-1] = h0); pass dW_hh only where the register-blocked kernel fits (H, H). With
-    dW_xh (H, D) (pass it only with dW_hh, where the kernel fits (H, D)), also
-    dW_xh += dz[t]^T @ x[t], the rows of dx[t] := dz[t] @ W_xh and of dh0 := dz[0] @ W_hh:
-    then no other pass is needed and work (2 * (r1 - r0) * H entries) holds only the dz
-    of the last two steps. Otherwise work (T * B * H entries, laid out (T, B, H)) keeps
-    the dz of every step for backward_gemms.
+    dW_xh (H, D) (pass it only with dW_hh), also dW_xh += dz[t]^T @ x[t] (by the kernel
+    where it fits (H, D), else by plain loops), the rows of dx[t] := dz[t] @ W_xh and of
+    dh0 := dz[0] @ W_hh: then no other pass is needed and work (2 * (r1 - r0) * H
+    entries) holds only the dz of the last two steps. Otherwise work (T * B * H entries,
+    laid out (T, B, H)) keeps the dz of every step for backward_gemms.
 
     grad_h is (T, B, H), or (1, B, H) for a loss that reads only the last hidden state
     (zero direct gradient at the other steps, with no (T, B, H) array of zeros).
     W_hh_P and W_xh_P, W_hh and W_xh in panels(), select the register-blocked kernel for
-    the products by them (see _step_acc); None for BLAS. cancel: as in recur.
+    the products by them (see _step_acc); None for BLAS, or with blas=False (the loops
+    of blocks, which must not start BLAS's threads) for plain loops. cancel: as in recur.
     """
     cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], D = x.shape[2], t, i
     cdef Py_ssize_t BH = B * H, m = r1 - r0, mH = (r1 - r0) * H
@@ -539,6 +555,7 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
     cdef long long step_work = mH * (H + (H if dW_hh is not None else 0)
                                      + (2 * D if fused else 0))
     cdef int stop = _GO_ON
+    cdef bint x_kernel = rnnx_small_gemm_fits(H, D)
     if not 0 <= r0 < r1 <= B:
         raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
     _check_panels(W_hh_P, H, H, m)
@@ -555,13 +572,14 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
             dW_hh.shape[0] == H and dW_hh.shape[1] == H and rnnx_small_gemm_fits(H, H))):
         raise ValueError(f"db_h must be ({H},) and dW_hh ({H}, {H}), where the "
                          "register-blocked kernel fits")
+    if not blas and (whp == NULL or not fused):
+        raise ValueError("without BLAS the loop needs W_hh_P and dW_xh")
     if fused and (dW_hh is None or dx is None or dh0 is None
                   or dW_xh.shape[0] != H or dW_xh.shape[1] != D
-                  or not rnnx_small_gemm_fits(H, D)
                   or dx.shape[0] != T or dx.shape[1] != B or dx.shape[2] != D
                   or dh0.shape[0] != B or dh0.shape[1] != H):
         raise ValueError(f"dW_xh ({H}, {D}) goes with dW_hh, dx ({T}, {B}, {D}) and dh0 "
-                         f"({B}, {H}), where the register-blocked kernel fits")
+                         f"({B}, {H})")
     with nogil:
         for t in range(T - 1, -1, -1):
             stop = _stop(&it, step_work)
@@ -601,9 +619,17 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                     _weight_acc(dz, &h0[r0, 0], &dW_hh[0, 0], H, m, H)
             if fused:
                 # dW_xh += dz[t, r0:r1]^T @ x[t, r0:r1]   (H, D) = (H, m) @ (m, D)
-                _weight_acc(dz, &x[t, r0, 0], &dW_xh[0, 0], H, m, D)
+                if x_kernel:
+                    _weight_acc(dz, &x[t, r0, 0], &dW_xh[0, 0], H, m, D)
+                else:
+                    _plain_acc(True, dz, &x[t, r0, 0], &dW_xh[0, 0], H, m, D)
                 # dx[t, r0:r1] := dz[t, r0:r1] @ W_xh   (m, D) = (m, H) @ (H, D)
-                _step_set(dz, &W_xh[0, 0], wxp, H, NULL, NULL, NULL, 0, &dx[t, r0, 0], m, D)
+                if wxp != NULL or blas:
+                    _step_set(dz, &W_xh[0, 0], wxp, H, NULL, NULL, NULL, 0, &dx[t, r0, 0],
+                              m, D)
+                else:
+                    memset(&dx[t, r0, 0], 0, m * D * sizeof(floating))
+                    _plain_acc(False, dz, &W_xh[0, 0], &dx[t, r0, 0], m, H, D)
         if fused and status == -1:
             # dh0[r0:r1] := dz[0, r0:r1] @ W_hh   (m, H) = (m, H) @ (H, H)
             _step_set(dz0, &W_hh[0, 0], whp, H, NULL, NULL, NULL, 0, &dh0[r0, 0], m, H)

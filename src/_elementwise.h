@@ -186,6 +186,26 @@ static inline float rnnx_tanh_f(float x)
         return -1;                                                                     \
     }
 
+/* C (m, n) += op(A) @ M for a row-major M (k, n): op(A) = A for A (m, k), or A^T for
+   A (k, m) with a_trans. Plain loops, vectorised over a row of C: the products by W_xh
+   in the time loops of blocks where the register-blocked kernel does not tile D (not a
+   multiple of 32), where a BLAS call would start BLAS's own threads. */
+#define RNNX_DEFINE_PLAIN_GEMM(SUFFIX, T)                                              \
+    RNNX_MULTIVERSION static void rnnx_plain_gemm_##SUFFIX(                            \
+        Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int a_trans, const T *restrict A,    \
+        const T *restrict M, T *restrict C)                                            \
+    {                                                                                  \
+        for (Py_ssize_t i = 0; i < m; i++) {                                           \
+            T *restrict c = C + i * n;                                                 \
+            for (Py_ssize_t p = 0; p < k; p++) {                                       \
+                const T a = a_trans ? A[p * m + i] : A[i * k + p];                     \
+                const T *restrict mp = M + p * n;                                      \
+                for (Py_ssize_t j = 0; j < n; j++)                                     \
+                    c[j] += a * mp[j];                                                 \
+            }                                                                          \
+        }                                                                              \
+    }
+
 /* a flag that several threads share (set by one, read by the others in their loops) */
 static inline int rnnx_flag_get(const int *p) { return *(const volatile int *)p; }
 static inline void rnnx_flag_set(int *p) { *(volatile int *)p = 1; }
@@ -202,5 +222,7 @@ RNNX_DEFINE_SUM_SQUARES(d, double)
 RNNX_DEFINE_SUM_SQUARES(f, float)
 RNNX_DEFINE_FIRST_OUTSIDE_UNIT(d, double)
 RNNX_DEFINE_FIRST_OUTSIDE_UNIT(f, float)
+RNNX_DEFINE_PLAIN_GEMM(d, double)
+RNNX_DEFINE_PLAIN_GEMM(f, float)
 
 #endif

@@ -43,7 +43,9 @@ class Plan:
         GEMM that projects every step's inputs.
     dW_hh_in_loop: the backward time loop adds up dW_hh while dz[t] is in cache.
     all_in_loop: it also makes dW_xh, dx and dh0, so no pass over every step's dz is left
-        (backward_gemms makes them otherwise).
+        (backward_gemms makes them otherwise): where the register-blocked kernel fits D,
+        and always with blocks, whose loops make no BLAS call (plain loops make the
+        products by W_xh the kernel does not tile).
     dx_kernel: dx's per-step product is the register-blocked kernel's (else BLAS).
     """
 
@@ -93,7 +95,7 @@ def _plan(T, B, D, H, itemsize, threads, min_work, core):
     # use BLAS's threads on every step's whole product.
     kernel = len(blocks) > 1 or B * H * H < THREADED_PRODUCT or threads == 1
     in_loop = kernel and core.small_gemm_fits(H, H)
-    all_in_loop = in_loop and core.small_gemm_fits(H, D)
+    all_in_loop = in_loop and (core.small_gemm_fits(H, D) or len(blocks) > 1)
     return Plan(blocks=blocks,
                 step_kernel=kernel and core.small_gemm_fits(rows, H),
                 dW_hh_in_loop=in_loop,

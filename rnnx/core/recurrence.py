@@ -194,7 +194,7 @@ def _backward(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_delta, 
         clip_delta=0.0 if clip_delta is None else clip_delta,
         work=work[2 * r0 * H:2 * r1 * H] if fused else work, norms=norms[k],
         db_h=db_parts[k], h0=h0, kept=kept, dW_hh=dW_parts[k], dW_xh=dW_xh_parts[k],
-        W_hh_P=W_hh_P, W_xh_P=W_xh_P, cancel=cancel, **outputs), blocks)
+        W_hh_P=W_hh_P, W_xh_P=W_xh_P, blas=n == 1, cancel=cancel, **outputs), blocks)
     if n == 1:
         delta_norms, t_fail = norms[0], stops[0]
     else:
