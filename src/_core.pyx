@@ -572,8 +572,8 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
             dW_hh.shape[0] == H and dW_hh.shape[1] == H and rnnx_small_gemm_fits(H, H))):
         raise ValueError(f"db_h must be ({H},) and dW_hh ({H}, {H}), where the "
                          "register-blocked kernel fits")
-    if not blas and (whp == NULL or not fused):
-        raise ValueError("without BLAS the loop needs W_hh_P and dW_xh")
+    if not blas and whp == NULL:
+        raise ValueError("without BLAS the loop needs W_hh_P")
     if fused and (dW_hh is None or dx is None or dh0 is None
                   or dW_xh.shape[0] != H or dW_xh.shape[1] != D
                   or dx.shape[0] != T or dx.shape[1] != B or dx.shape[2] != D

@@ -195,15 +195,14 @@ static inline float rnnx_tanh_f(float x)
         Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int a_trans, const T *restrict A,    \
         const T *restrict M, T *restrict C)                                            \
     {                                                                                  \
-        for (Py_ssize_t i = 0; i < m; i++) {                                           \
-            T *restrict c = C + i * n;                                                 \
+        /* op(A)[i, p] = A[i * si + p * sp] */                                         \
+        const Py_ssize_t si = a_trans ? 1 : k, sp = a_trans ? m : 1;                   \
+        for (Py_ssize_t i = 0; i < m; i++)                                             \
             for (Py_ssize_t p = 0; p < k; p++) {                                       \
-                const T a = a_trans ? A[p * m + i] : A[i * k + p];                     \
-                const T *restrict mp = M + p * n;                                      \
+                const T a = A[i * si + p * sp];                                        \
                 for (Py_ssize_t j = 0; j < n; j++)                                     \
-                    c[j] += a * mp[j];                                                 \
+                    C[i * n + j] += a * M[p * n + j];                                  \
             }                                                                          \
-        }                                                                              \
     }
 
 /* a flag that several threads share (set by one, read by the others in their loops) */
