@@ -556,6 +556,8 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                                      + (2 * D if fused else 0))
     cdef int stop = _GO_ON
     cdef bint x_kernel = rnnx_small_gemm_fits(H, D)
+    cdef floating[:, ::1] dW_xh_T = (None if x_kernel or not fused else
+                                     np.zeros((D, H), dtype=_dtype_of(&h[0, 0, 0])))
     if not 0 <= r0 < r1 <= B:
         raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
     _check_panels(W_hh_P, H, H, m)
@@ -622,7 +624,9 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                 if x_kernel:
                     _weight_acc(dz, &x[t, r0, 0], &dW_xh[0, 0], H, m, D)
                 else:
-                    _plain_acc(True, dz, &x[t, r0, 0], &dW_xh[0, 0], H, m, D)
+                    # dW_xh^T += x[t, r0:r1]^T @ dz[t, r0:r1]   (D, H) = (D, m) @ (m, H):
+                    # the plain loops run along H, not along a short D
+                    _plain_acc(True, &x[t, r0, 0], dz, &dW_xh_T[0, 0], D, m, H)
                 # dx[t, r0:r1] := dz[t, r0:r1] @ W_xh   (m, D) = (m, H) @ (H, D)
                 if wxp != NULL or blas:
                     _step_set(dz, &W_xh[0, 0], wxp, H, NULL, NULL, NULL, 0, &dx[t, r0, 0],
@@ -635,6 +639,8 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
             _step_set(dz0, &W_hh[0, 0], whp, H, NULL, NULL, NULL, 0, &dh0[r0, 0], m, H)
     if stop == _SIGNALLED:
         _raise_pending()
+    if dW_xh_T is not None:
+        np.asarray(dW_xh)[...] += np.asarray(dW_xh_T).T
     return status
 
 
