@@ -339,17 +339,17 @@ def test_ctrl_c_stops_a_long_call(which):
         sent = time.monotonic()
         child.send_signal(signal.SIGINT)
         try:
-            child.wait(timeout=3)
+            child.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            pytest.fail("the call ignored SIGINT for 3 s")
+            pytest.fail("the call ignored SIGINT for 5 s")
         waited = time.monotonic() - sent
         out = child.stdout.read()
     finally:
         child.kill()
         child.wait()
-    assert child.returncode == 3, out
-    assert out.strip().endswith("_core.pyx"), out
-    assert waited < 2.0
+    assert child.returncode == 3, out          # KeyboardInterrupt, before the call ended
+    assert out.strip().endswith("_core.pyx"), out       # raised by the kernel itself
+    assert waited < 3.0, waited    # about a second, and the child's exit, on a busy machine
 
 
 # --- 16. batch_first --------------------------------------------------------------------------
