@@ -5,7 +5,7 @@
 Prints a markdown table of the median time per call (ms) and the ratio of each to rnnx.
 All implementations compute the same thing: h = forward(x), then the gradients of
 L = sum(h * G) with respect to W_xh, W_hh, b_h and x. Run it on a quiet machine and compare
-ratios within one run; ../shared/bench/anchors.py is the fuller yardstick (JAX, more modes).
+ratios within one run.
 """
 import argparse
 import os

@@ -1,19 +1,21 @@
-"""When running the time loops on several threads (rnnx.core._row_blocks) pays.
+"""When running the time loops on several threads (blocks of batch rows) pays.
 
     python benchmarks/row_blocks.py [--threads 2] [--repeat 15] [--rounds 2]
 
-For each shape, forward + BPTT (rnn_forward + rnn_backward) timed three ways, in one
-process with scipy's BLAS on --threads threads: one block whose per-step product is
-the core's own kernel where it fits (BLAS on several threads from B*H*H = 2^21), one
-block with BLAS for every product, and blocks with the own kernel in each whatever the
-work (rnnx itself uses blocks only from a work T*B*H*H, counted twice in float64, of
-rnnx.core._row_blocks._MIN_WORK; the last column says how many it uses). Prints the median
-ms (the lower of --rounds interleaved rounds) and the ratio of blocks to one block. A
-pause before each mode lets OpenBLAS's worker threads go back to sleep, as they do
-between the calls of a program that makes no other threaded BLAS calls, and 0.1 s of
-calls then bring the clock back up.
+For each shape, forward + BPTT (rnnx.core.recurrence's wrappers) timed with three Plans
+(rnnx.core.plan), in one process with scipy's BLAS and rnnx's thread budget on --threads
+threads: one block (make_plan's, blocks ruled out: the register-blocked kernel makes the
+per-step products where it fits, BLAS on several threads from B*H*H = THREADED_PRODUCT),
+one block with BLAS for every product, and blocks with the register-blocked kernel in
+each whatever the work (make_plan's with min_work=0; rnnx itself uses blocks only from a
+work T*B*H*H, counted twice in float64, of MIN_WORK; the last column says how many it
+uses). Prints the median ms (the lower of --rounds interleaved rounds) and the ratio of
+blocks to one block. A pause before each mode lets OpenBLAS's worker threads go back to
+sleep, as they do between the calls of a program that makes no other threaded BLAS
+calls, and 0.1 s of calls then bring the clock back up.
 """
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -32,23 +34,19 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)   # before numpy loads BLAS
-    import rnnx
-    from rnnx.core import _row_blocks
+    os.environ["RNNX_NUM_THREADS"] = str(args.threads)
     from rnnx.core import recurrence
+    from rnnx.core.plan import make_plan
 
-    plan, min_work = recurrence._plan, _row_blocks._MIN_WORK
-
-    def forced_blocks(T, B, H, itemsize):
-        _row_blocks._MIN_WORK = 0
-        try:
-            return plan(T, B, H, itemsize)
-        finally:
-            _row_blocks._MIN_WORK = min_work
+    def one_block(T, B, D, H, dtype):
+        return make_plan(T, B, D, H, dtype, min_work=float("inf"))
 
     modes = {
-        "one block": lambda T, B, H, _: (recurrence._own_kernel_alone(B, H), [(0, B)]),
-        "one block, BLAS products": lambda T, B, H, _: (False, [(0, B)]),
-        "blocks": forced_blocks,
+        "one block": one_block,
+        "one block, BLAS products": lambda *shape: dataclasses.replace(
+            one_block(*shape), step_kernel=False, dW_hh_in_loop=False, all_in_loop=False,
+            dx_kernel=False),
+        "blocks": lambda *shape: make_plan(*shape, min_work=0),
     }
     print(f"scipy BLAS threads: {args.threads}\n")
     print("| T, B, D, H | T*B*H*H | dtype | one block (ms) | BLAS products (ms) "
@@ -58,14 +56,16 @@ def main():
         for dtype in ("float32", "float64"):
             x, W_xh, W_hh, b_h, G = problem(T, B, D, H, dtype)
 
-            def call():
-                h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
-                rnnx.rnn_backward(x, h, G, W_xh, W_hh, b_h)
-
             times = {}
             for _ in range(args.rounds):            # modes interleaved: noise hits all
                 for name, mode in modes.items():
-                    recurrence._plan = mode
+                    plan = mode(T, B, D, H, dtype)
+
+                    def call():
+                        h = recurrence._forward(x, W_xh, W_hh, b_h, None, plan)
+                        recurrence._backward(x, h, G, W_xh, W_hh, None, None, None, False,
+                                             plan)
+
                     time.sleep(0.3)
                     warm = time.perf_counter() + 0.1    # back to full clock speed
                     while time.perf_counter() < warm:
@@ -77,10 +77,9 @@ def main():
                         samples.append(time.perf_counter() - t0)
                     best = min(times.get(name, float("inf")), statistics.median(samples))
                     times[name] = best
-            recurrence._plan = plan
             times = {k: v * 1e3 for k, v in times.items()}
             one, blas, blocks = times.values()
-            n = len(_row_blocks.row_blocks(T, B, H, x.itemsize))
+            n = len(make_plan(T, B, D, H, dtype).blocks)
             print(f"| {T}, {B}, {D}, {H} | {T * B * H * H:.1e} | {dtype} | {one:.3f} "
                   f"| {blas:.3f} | {blocks:.3f} | {blocks / one:.2f} | {n} |")
 

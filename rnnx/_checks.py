@@ -56,11 +56,28 @@ def float_array(name, value, dtype, shape):
         bad = ~np.isfinite(converted)
         first = tuple(int(i) for i in np.unravel_index(np.flatnonzero(bad)[0], arr.shape))
         if np.isfinite(arr[first]):
+            if dtype == np.float64:          # a longdouble beyond float64's range
+                raise ValueError(
+                    f"{name} has a value that does not fit float64, the widest dtype rnnx "
+                    f"computes in (first at index {first}: {arr[first]!r}; float64 ends at "
+                    f"{np.finfo(np.float64).max:.4g}): scale it down")
             raise ValueError(f"{name} has values too large for {dtype} (first at index {first}: "
                              f"{arr[first]!r}); pass x as float64 to compute in float64")
         raise ValueError(f"{name} contains NaN or inf (first at index {first}); "
                          "all inputs must be finite")
     return converted
+
+
+def tanh_output(name, value, dtype, shape):
+    """float_array(name, value, dtype, shape) whose every entry is in [-1, 1], as a tanh's
+    output (such as rnn_forward's h) is; ValueError naming the first entry outside."""
+    arr = float_array(name, value, dtype, shape)
+    i = _core.first_outside_unit(arr)
+    if i >= 0:
+        at = tuple(int(k) for k in np.unravel_index(i, arr.shape))
+        raise ValueError(f"{name} must be rnn_forward's output, a tanh with every entry in "
+                         f"[-1, 1]; got {name}[{', '.join(map(str, at))}] = {arr[at]!r}")
+    return arr
 
 
 def _shape(shape):

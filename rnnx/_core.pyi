@@ -15,42 +15,51 @@ _F = TypeVar("_F", np.float32, np.float64)
 def first_nonfinite(arrays: list[NDArray[np.float32] | NDArray[np.float64]]) -> int: ...
 def l2_norms(arrays: list[NDArray[np.float32] | NDArray[np.float64]]) -> list[float]: ...
 def median_and_mad(values: NDArray[np.float64]) -> tuple[float, float]: ...
+def first_outside_unit(array: NDArray[np.float32] | NDArray[np.float64]) -> int: ...
 def small_gemm_fits(m: int, n: int) -> bool: ...
 def panels(M: NDArray[_F]) -> NDArray[_F]: ...
 def project(x: NDArray[_F], W_xh: NDArray[_F]) -> NDArray[_F]: ...
+
+STOPPED: int
+
 def recur(
     x: NDArray[_F],
-    W_xh_T: NDArray[_F] | None,
     h: NDArray[_F],
     W_hh_T: NDArray[_F],
     b_h: NDArray[_F],
-    h0: NDArray[_F] | None,
+    *,
     r0: int,
     r1: int,
-    W_xh_P: NDArray[_F] | None,
-    W_hh_P: NDArray[_F] | None,
-) -> None: ...
+    h0: NDArray[_F] | None = None,
+    W_xh_T: NDArray[_F] | None = None,
+    W_hh_P: NDArray[_F] | None = None,
+    W_xh_P: NDArray[_F] | None = None,
+    cancel: NDArray[np.intc] | None = None,
+) -> int: ...
 def backward_steps(
     x: NDArray[_F],
     h: NDArray[_F],
     grad_h: NDArray[_F],
     W_xh: NDArray[_F],
     W_hh: NDArray[_F],
-    h0: NDArray[_F] | None,
+    *,
     r0: int,
     r1: int,
     max_norm: float,
     clip_delta: float,
     work: NDArray[_F],
-    kept: NDArray[_F] | None,
     norms: NDArray[np.float64],
     db_h: NDArray[_F],
-    dW_hh: NDArray[_F] | None,
-    dW_xh: NDArray[_F] | None,
-    dx: NDArray[_F] | None,
-    dh0: NDArray[_F] | None,
-    W_hh_P: NDArray[_F] | None,
-    W_xh_P: NDArray[_F] | None,
+    h0: NDArray[_F] | None = None,
+    kept: NDArray[_F] | None = None,
+    dW_hh: NDArray[_F] | None = None,
+    dW_xh: NDArray[_F] | None = None,
+    dx: NDArray[_F] | None = None,
+    dh0: NDArray[_F] | None = None,
+    W_hh_P: NDArray[_F] | None = None,
+    W_xh_P: NDArray[_F] | None = None,
+    blas: bool = True,
+    cancel: NDArray[np.intc] | None = None,
 ) -> int: ...
 def backward_gemms(
     x: NDArray[_F],
@@ -58,12 +67,11 @@ def backward_gemms(
     work: NDArray[_F],
     W_xh: NDArray[_F],
     W_hh: NDArray[_F],
-    h0: NDArray[_F] | None,
-    k0: int,
-    k1: int,
+    *,
     dx: NDArray[_F],
-    dh0: NDArray[_F] | None,
+    dh0: NDArray[_F],
     with_dW_hh: bool,
+    h0: NDArray[_F] | None = None,
 ) -> tuple[NDArray[_F], NDArray[_F] | None]: ...
 def jacobian_log_norms(
     h: NDArray[_F], W_hh: NDArray[_F], frobenius: bool

@@ -8,13 +8,17 @@ Shapes: x (T, B, D), h (T, B, H), W_xh (H, D), W_hh (H, H), b_h (H,), h0 (B, H).
 Every array argument of the recurrence's kernels is C-contiguous and of one dtype (float32
 or float64): the Python layer (rnnx.core.recurrence) validates and converts; they trust it.
 Loops run without the GIL and report failures as a status (the time step where they
-happened) so that Python can raise a clear exception once the GIL is back.
+happened) so that Python can raise a clear exception once the GIL is back. Long loops take
+the GIL for a moment every so often to let a signal handler run (Ctrl-C), see _Interrupt.
 """
 from libc.math cimport sqrt, log, fabs, INFINITY, isfinite
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from cpython.buffer cimport PyBuffer_Release
+from cpython.pythread cimport PyThread_get_thread_ident
 from cython cimport floating
+
+import threading
 
 import numpy as np
 
@@ -22,14 +26,29 @@ from _blas cimport blas_int, _dot, _gemv, _gemm, _singular_values
 from _buffers cimport take_floats
 
 cdef extern from "_elementwise.h" nogil:
-    void rnnx_tanh_bias_d(double *z, const double *b, Py_ssize_t rows, Py_ssize_t cols)
-    void rnnx_tanh_bias_f(float *z, const float *b, Py_ssize_t rows, Py_ssize_t cols)
+    Py_ssize_t rnnx_tanh_bias_d(double *z, const double *b, Py_ssize_t rows,
+                                Py_ssize_t cols)
+    Py_ssize_t rnnx_tanh_bias_f(float *z, const float *b, Py_ssize_t rows, Py_ssize_t cols)
     void rnnx_dtanh_d(double *dz, const double *delta, const double *h, Py_ssize_t n)
     void rnnx_dtanh_f(float *dz, const float *delta, const float *h, Py_ssize_t n)
     void rnnx_add_rows_d(double *acc, const double *a, Py_ssize_t rows, Py_ssize_t cols)
     void rnnx_add_rows_f(float *acc, const float *a, Py_ssize_t rows, Py_ssize_t cols)
     Py_ssize_t rnnx_count_nonfinite_d(const double *a, Py_ssize_t n)
     Py_ssize_t rnnx_count_nonfinite_f(const float *a, Py_ssize_t n)
+    double rnnx_sum_squares_d(const double *a, Py_ssize_t n)
+    double rnnx_sum_squares_f(const float *a, Py_ssize_t n)
+    Py_ssize_t rnnx_first_outside_unit_d(const double *a, Py_ssize_t n)
+    Py_ssize_t rnnx_first_outside_unit_f(const float *a, Py_ssize_t n)
+    void rnnx_plain_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int a_trans,
+                           const double *A, const double *M, double *C)
+    void rnnx_plain_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int a_trans,
+                           const float *A, const float *M, float *C)
+    int rnnx_flag_get(const int *p)
+    void rnnx_flag_set(int *p)
+
+cdef extern from "Python.h":
+    # -1 when a signal handler raised (KeyboardInterrupt for Ctrl-C), its exception left set
+    int _run_signal_handlers "PyErr_CheckSignals"()
 
 cdef extern from "_small_gemm.h" nogil:
     enum: RNNX_GEMM_NR
@@ -48,13 +67,14 @@ cdef extern from "_small_gemm.h" nogil:
                               const float *M2, float *C)
 
 
-cdef inline void _tanh_bias(floating *z, const floating *b, Py_ssize_t rows,
-                            Py_ssize_t cols) noexcept nogil:
-    """z[r, c] := tanh(z[r, c] + b[c])"""
+cdef inline Py_ssize_t _tanh_bias(floating *z, const floating *b, Py_ssize_t rows,
+                                  Py_ssize_t cols) noexcept nogil:
+    """z[r, c] := tanh(z[r, c] + b[c]); the number of pre-activations z + b that were not
+    finite."""
     if floating is float:
-        rnnx_tanh_bias_f(z, b, rows, cols)
+        return rnnx_tanh_bias_f(z, b, rows, cols)
     else:
-        rnnx_tanh_bias_d(z, b, rows, cols)
+        return rnnx_tanh_bias_d(z, b, rows, cols)
 
 
 cdef inline void _dtanh(floating *dz, const floating *delta, const floating *h,
@@ -77,12 +97,22 @@ cdef inline void _add_rows(floating *acc, const floating *a, Py_ssize_t rows,
 
 cdef inline void _weight_acc(const floating *a, const floating *M, floating *C, Py_ssize_t m,
                              Py_ssize_t k, Py_ssize_t n) noexcept nogil:
-    """C := a^T @ M + C for a (k, m), M (k, n), C (m, n), with the own kernel (the caller
-    checked rnnx_small_gemm_fits(m, n))."""
+    """C := a^T @ M + C for a (k, m), M (k, n), C (m, n), with the register-blocked kernel
+    (the caller checked rnnx_small_gemm_fits(m, n))."""
     if floating is float:
         rnnx_small_gemm_tn_f(m, n, 1, k, a, M, 0, NULL, NULL, C)
     else:
         rnnx_small_gemm_tn_d(m, n, 1, k, a, M, 0, NULL, NULL, C)
+
+
+cdef inline void _plain_acc(bint a_trans, const floating *a, const floating *M, floating *C,
+                            Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """C := op(a) @ M + C for op(a) (m, k) (a (k, m) with a_trans), M (k, n), C (m, n),
+    by plain loops: no BLAS call, and any n."""
+    if floating is float:
+        rnnx_plain_gemm_f(m, n, k, a_trans, a, M, C)
+    else:
+        rnnx_plain_gemm_d(m, n, k, a_trans, a, M, C)
 
 
 cdef inline void _step_acc(const floating *a, const floating *M, const floating *Mp,
@@ -111,8 +141,8 @@ cdef inline void _step_set(const floating *a, const floating *M, const floating 
                            const floating *Np, blas_int kb, floating *c, blas_int m,
                            blas_int n) noexcept nogil:
     """c := a @ M + b @ N for a (m, ka), M (ka, n), b (m, kb), N (kb, n), c (m, n); b NULL
-    for c := a @ M. With Mp (and Np), M and N in panels, the own kernel makes both
-    products in one pass over c; else c is zeroed and each product added (_step_acc)."""
+    for c := a @ M. With Mp (and Np), M and N in panels, the register-blocked kernel makes
+    both products in one pass over c; else c is zeroed and each product added (_step_acc)."""
     if Mp != NULL:
         if floating is float:
             rnnx_small_gemm_f(m, n, 0, ka, a, Mp, kb if b != NULL else 0, b, Np, c)
@@ -151,6 +181,77 @@ cdef inline double _norm(Py_ssize_t n, const floating *v) noexcept nogil:
     return _careful_norm(n, v)
 
 
+cdef inline double _delta_norm(Py_ssize_t n, const floating *v) noexcept nogil:
+    """||v||_2 summed in a fixed order (rnnx_sum_squares), so that the backward pass gives
+    the same bits whatever other threads do; the careful path where that overflowed."""
+    cdef double s
+    if floating is float:
+        s = rnnx_sum_squares_f(v, n)
+    else:
+        s = rnnx_sum_squares_d(v, n)
+    if s <= 1e300:                      # false for inf and NaN
+        return sqrt(s)
+    return _careful_norm(n, v)
+
+
+# Multiply-adds of work between two looks for a pending signal: tens of milliseconds at the
+# speeds the kernels reach, so that Ctrl-C stops a long call within about a second while
+# the GIL is taken rarely enough to cost nothing measurable.
+cdef long long _SIGNAL_WORK = 1LL << 26
+
+# what _Interrupt.stop returns
+cdef enum:
+    _GO_ON = 0
+    _CANCELLED = 1          # another block of the same call was interrupted
+    _SIGNALLED = 2          # a signal handler raised here; its exception is set
+
+# the status of a kernel stopped by an interrupt (time steps are >= 0, -1 is success)
+cdef enum:
+    _STOPPED = -2
+STOPPED = _STOPPED
+
+
+cdef struct _Interrupt:
+    bint main               # this is Python's main thread, where signal handlers run
+    long long work          # multiply-adds since the last look
+    int *cancel             # shared by the blocks of one call (NULL: no other block)
+
+
+cdef _Interrupt _interrupt(int[::1] cancel):
+    """The interrupt state of one kernel call, made with the GIL: cancel, unless None, is
+    the one-entry flag the call's blocks share."""
+    cdef _Interrupt it
+    it.main = PyThread_get_thread_ident() == threading.main_thread().ident
+    it.work = 0
+    it.cancel = NULL if cancel is None else <int *> &cancel[0]
+    return it
+
+
+cdef int _stop(_Interrupt *it, long long work) noexcept nogil:
+    """Counts work multiply-adds done; says whether the loop must stop. In the main thread,
+    once enough work is done since the last look, takes the GIL for a moment and runs the
+    signal handlers: the exception of one that raised stays set until _raise_pending."""
+    cdef int raised
+    if it.cancel != NULL and rnnx_flag_get(it.cancel):
+        return _CANCELLED
+    it.work += work
+    if not it.main or it.work < _SIGNAL_WORK:
+        return _GO_ON
+    it.work = 0
+    with gil:
+        raised = _run_signal_handlers()
+    if raised == 0:
+        return _GO_ON
+    if it.cancel != NULL:
+        rnnx_flag_set(it.cancel)
+    return _SIGNALLED
+
+
+cdef int _raise_pending() except -1:
+    """Raises the exception a signal handler left set (see _stop)."""
+    return -1
+
+
 cdef inline object _dtype_of(const floating *tag):
     """The numpy dtype of a fused specialisation (tag only selects it)."""
     return np.float32 if floating is float else np.float64
@@ -173,6 +274,22 @@ def first_nonfinite(list arrays):
         if bad:
             return k
     return -1
+
+
+def first_outside_unit(array):
+    """The flat index of the first entry of array (C-contiguous float32 or float64) outside
+    [-1, 1] or NaN, -1 when there is none: whether it can be a tanh output."""
+    cdef Py_buffer view
+    cdef Py_ssize_t n, i
+    take_floats(array, &view, False)
+    n = view.len // view.itemsize
+    with nogil:
+        if view.itemsize == 4:
+            i = rnnx_first_outside_unit_f(<const float *> view.buf, n)
+        else:
+            i = rnnx_first_outside_unit_d(<const double *> view.buf, n)
+    PyBuffer_Release(&view)
+    return i
 
 
 cdef double _select(double *a, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
@@ -265,24 +382,26 @@ cdef const floating *_start(const floating[:, :, ::1] a):
 cdef int _check_panels(const floating[:, :, ::1] P, Py_ssize_t k, Py_ssize_t n,
                        Py_ssize_t m) except -1:
     """P, unless None, must be a (k, n) matrix in panels() for products of m rows that the
-    own kernel does (rnnx_small_gemm_fits(m, n))."""
+    register-blocked kernel does (rnnx_small_gemm_fits(m, n))."""
     if P is not None and not (P.shape[0] * RNNX_GEMM_NR == n and P.shape[1] == k
                               and P.shape[2] == RNNX_GEMM_NR and rnnx_small_gemm_fits(m, n)):
         raise ValueError(f"a ({k}, {n}) matrix in panels is ({n // RNNX_GEMM_NR}, {k}, "
-                         f"{RNNX_GEMM_NR}), for products of {m} rows the own kernel fits")
+                         f"{RNNX_GEMM_NR}), for products of {m} rows the register-blocked "
+                         "kernel fits")
     return 0
 
 
 def small_gemm_fits(Py_ssize_t m, Py_ssize_t n):
-    """Whether the own kernel of _small_gemm.h does a per-step product of m rows and n
-    columns (AVX-512 at run time, m >= 4, n a multiple of 32); elsewhere BLAS does."""
+    """Whether the register-blocked kernel of _small_gemm.h does a per-step product of m
+    rows and n columns (AVX-512 at run time, m >= 4, n a multiple of 32); elsewhere BLAS
+    does."""
     return bool(rnnx_small_gemm_fits(m, n))
 
 
 def panels(const floating[:, ::1] M):
-    """M (k, n), n a multiple of 32, as the own kernel reads a weight matrix: its 32-column
-    panels one after the other, (n / 32, k, 32) C-contiguous. Made once per call, for
-    every step's product."""
+    """M (k, n), n a multiple of 32, as the register-blocked kernel reads a weight matrix:
+    its 32-column panels one after the other, (n / 32, k, 32) C-contiguous. Made once per
+    call, for every step's product."""
     cdef Py_ssize_t k = M.shape[0], n = M.shape[1]
     if n % RNNX_GEMM_NR:
         raise ValueError(f"panels of {RNNX_GEMM_NR} columns need n a multiple of "
@@ -292,16 +411,18 @@ def panels(const floating[:, ::1] M):
 
 
 # The recurrence runs in phases, so that Python can run the time loops of disjoint blocks
-# of batch rows (independent sequences) on several threads (rnnx.core._row_blocks):
-#   project         the input projection, one GEMM over all rows (for a single block
-#                   where the own kernel does not fit);
+# of batch rows (independent sequences) on several threads (rnnx.core.threads); which
+# phases a call runs, and with which kernel, is its Plan (rnnx.core.plan):
+#   project         the input projection, one GEMM over all rows (where the
+#                   register-blocked kernel does not make each step's products);
 #   recur           the forward time loop of rows r0:r1 (projecting each step's inputs
 #                   itself, or adding to project's output);
 #   backward_steps  the backward time loop of rows r0:r1, adding up their share of db_h,
-#                   and where the own kernel fits of dW_hh, and where it fits D too of
-#                   dW_xh, dx and dh0, as it goes;
-#   backward_gemms  the gradients the loop left: GEMMs over a range of the T*B flattened
-#                   rows (partial sums when there are several ranges).
+#                   and where the register-blocked kernel fits of dW_hh, and where it fits
+#                   D too of dW_xh, dx and dh0, as it goes;
+#   backward_gemms  the gradients the loop left: GEMMs over every step's rows.
+# The time loops make no BLAS call where the plan has blocks, so that they never depend on,
+# nor change, the thread count of scipy's BLAS.
 
 def project(const floating[:, :, ::1] x, const floating[:, ::1] W_xh):
     """h (T, B, H) := x @ W_xh^T: the input projection of every step, one GEMM."""
@@ -314,25 +435,34 @@ def project(const floating[:, :, ::1] x, const floating[:, ::1] W_xh):
     return np.asarray(h)
 
 
-def recur(const floating[:, :, ::1] x, const floating[:, ::1] W_xh_T,
-          floating[:, :, ::1] h, const floating[:, ::1] W_hh_T, const floating[::1] b_h,
-          const floating[:, ::1] h0, Py_ssize_t r0, Py_ssize_t r1,
-          const floating[:, :, ::1] W_xh_P, const floating[:, :, ::1] W_hh_P):
+def recur(const floating[:, :, ::1] x, floating[:, :, ::1] h, const floating[:, ::1] W_hh_T,
+          const floating[::1] b_h, *, Py_ssize_t r0, Py_ssize_t r1,
+          const floating[:, ::1] h0=None, const floating[:, ::1] W_xh_T=None,
+          const floating[:, :, ::1] W_hh_P=None, const floating[:, :, ::1] W_xh_P=None,
+          int[::1] cancel=None):
     """The forward time loop of batch rows r0:r1, in place in h (T, B, H):
     h[t] = tanh(x[t] @ W_xh^T + h[t-1] @ W_hh^T + b_h), h[-1] = h0 (None: zeros).
 
-    With W_xh_T None h already holds the input projection x @ W_xh^T (project()); else
-    each step computes its rows' share. The transposes W_xh_T (D, H) and W_hh_T (H, H)
-    are contiguous, so that each product is c += a @ M with M read row by row. W_xh_P and
-    W_hh_P, the same in panels(), select the own kernel (see _step_acc); None for BLAS.
+    With W_xh_T (D, H) each step computes its rows' input projection; without it h already
+    holds x @ W_xh^T (project()). The transposes W_xh_T and W_hh_T (H, H) are contiguous,
+    so that each product is c += a @ M with M read row by row. W_hh_P and W_xh_P, the same
+    in panels(), select the register-blocked kernel (see _step_acc); None for BLAS.
+    cancel: the one-entry flag the blocks of one call share (see _stop).
+
+    Returns -1; the time step t where a pre-activation was not finite (the loop stops
+    there: tanh would round an overflow to +-1); or STOPPED when another block of the
+    call was interrupted. Raises the exception of a signal handler (Ctrl-C).
     """
     cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], D = x.shape[2], t
-    cdef Py_ssize_t BH = B * H, m = r1 - r0
+    cdef Py_ssize_t BH = B * H, m = r1 - r0, status = -1
     cdef bint projected = W_xh_T is None
-    cdef floating *hp = &h[0, 0, 0] + r0 * H             # row r0 of step 0
+    cdef floating *hp                                    # row r0 of step 0
     cdef const floating *prev                            # h[t-1, r0:r1], NULL for zeros
     cdef const floating *whp = _start(W_hh_P)
     cdef const floating *wxp = _start(W_xh_P)
+    cdef _Interrupt it = _interrupt(cancel)
+    cdef long long step_work = m * H * (H + (0 if projected else D))
+    cdef int stop = _GO_ON
     if not 0 <= r0 < r1 <= B:
         raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
     _check_panels(W_hh_P, H, H, m)
@@ -340,8 +470,13 @@ def recur(const floating[:, :, ::1] x, const floating[:, ::1] W_xh_T,
         _check_panels(W_xh_P, D, H, m)
         if (whp == NULL) != (wxp == NULL):
             raise ValueError("W_xh_P and W_hh_P go together")
+    hp = &h[0, 0, 0] + r0 * H
     with nogil:
         for t in range(T):
+            stop = _stop(&it, step_work)
+            if stop != _GO_ON:
+                status = _STOPPED
+                break
             if t > 0:
                 prev = hp + (t - 1) * BH
             elif h0 is not None:
@@ -358,39 +493,48 @@ def recur(const floating[:, :, ::1] x, const floating[:, ::1] W_xh_T,
                 _step_set(&x[t, r0, 0], &W_xh_T[0, 0], wxp, D, prev, &W_hh_T[0, 0], whp, H,
                           hp + t * BH, m, H)
             # h[t, r0:r1] := tanh(h[t, r0:r1] + b_h)
-            _tanh_bias(hp + t * BH, &b_h[0], m, H)
+            if _tanh_bias(hp + t * BH, &b_h[0], m, H):
+                status = t
+                break
+    if stop == _SIGNALLED:
+        _raise_pending()
+    return status
 
 
 def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                    const floating[:, :, ::1] grad_h, const floating[:, ::1] W_xh,
-                   const floating[:, ::1] W_hh, const floating[:, ::1] h0, Py_ssize_t r0,
-                   Py_ssize_t r1, double max_norm, double clip_delta, floating[::1] work,
-                   floating[:, :, ::1] kept, double[::1] norms, floating[::1] db_h,
-                   floating[:, ::1] dW_hh, floating[:, ::1] dW_xh, floating[:, :, ::1] dx,
-                   floating[:, ::1] dh0, const floating[:, :, ::1] W_hh_P,
-                   const floating[:, :, ::1] W_xh_P):
+                   const floating[:, ::1] W_hh, *, Py_ssize_t r0, Py_ssize_t r1,
+                   double max_norm, double clip_delta, floating[::1] work,
+                   double[::1] norms, floating[::1] db_h, const floating[:, ::1] h0=None,
+                   floating[:, :, ::1] kept=None, floating[:, ::1] dW_hh=None,
+                   floating[:, ::1] dW_xh=None, floating[:, :, ::1] dx=None,
+                   floating[:, ::1] dh0=None, const floating[:, :, ::1] W_hh_P=None,
+                   const floating[:, :, ::1] W_xh_P=None, bint blas=True,
+                   int[::1] cancel=None):
     """The backward time loop of BPTT for batch rows r0:r1.
 
     delta[t] = grad_h[t] + dz[t+1] @ W_hh is the total dL/dh[t] of those rows and
     dz[t] = delta[t] * (1 - h[t]^2). norms[t] := the L2 norm of the rows' delta[t] (after
     clip_delta > 0 clips every entry to [-clip_delta, clip_delta] before it flows further
-    back, Mikolov 2012); kept (T, B, H), unless None, gets delta itself. Returns -1, or
-    the step where the loop stopped: the rows' delta[t] became non-finite or its norm
-    passed max_norm.
+    back, Mikolov 2012); kept (T, B, H), unless None, gets delta itself. Returns -1; the
+    step where the loop stopped because the rows' delta[t] became non-finite or its norm
+    passed max_norm; or STOPPED when another block of the call was interrupted. Raises
+    the exception of a signal handler (Ctrl-C).
 
     The rows' share of the gradients is added up as the loop goes, while dz[t] is in
-    cache: db_h (H,) += sum of dz[t], and, unless dW_hh is None, dW_hh (H, H) +=
-    dz[t]^T @ h[t-1] (h[-1] = h0). Pass dW_hh only where the own kernel fits (H, H).
-    Unless dW_xh is None (pass it only with dW_hh, where the own kernel fits (H, D)),
-    also dW_xh (H, D) += dz[t]^T @ x[t], the rows of dx[t] := dz[t] @ W_xh and of
+    cache: db_h (H,) += sum of dz[t], and with dW_hh (H, H), dW_hh += dz[t]^T @ h[t-1]
+    (h[-1] = h0); pass dW_hh only where the register-blocked kernel fits (H, H). With
+    dW_xh (H, D) (pass it only with dW_hh), also dW_xh += dz[t]^T @ x[t] (by the kernel
+    where it fits (H, D), else by plain loops), the rows of dx[t] := dz[t] @ W_xh and of
     dh0 := dz[0] @ W_hh: then no other pass is needed and work (2 * (r1 - r0) * H
     entries) holds only the dz of the last two steps. Otherwise work (T * B * H entries,
     laid out (T, B, H)) keeps the dz of every step for backward_gemms.
 
     grad_h is (T, B, H), or (1, B, H) for a loss that reads only the last hidden state
     (zero direct gradient at the other steps, with no (T, B, H) array of zeros).
-    W_hh_P and W_xh_P, W_hh and W_xh in panels(), select the own kernel for the products
-    by them (see _step_acc); None for BLAS.
+    W_hh_P and W_xh_P, W_hh and W_xh in panels(), select the register-blocked kernel for
+    the products by them (see _step_acc); None for BLAS, or with blas=False (the loops
+    of blocks, which must not start BLAS's threads) for plain loops. cancel: as in recur.
     """
     cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], D = x.shape[2], t, i
     cdef Py_ssize_t BH = B * H, m = r1 - r0, mH = (r1 - r0) * H
@@ -404,9 +548,16 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
     cdef floating *dz
     cdef floating c = <floating> clip_delta
     cdef double norm
-    cdef Py_ssize_t t_stop = -1
+    cdef Py_ssize_t status = -1
     cdef const floating *whp = _start(W_hh_P)
     cdef const floating *wxp = _start(W_xh_P)
+    cdef _Interrupt it = _interrupt(cancel)
+    cdef long long step_work = mH * (H + (H if dW_hh is not None else 0)
+                                     + (2 * D if fused else 0))
+    cdef int stop = _GO_ON
+    cdef bint x_kernel = rnnx_small_gemm_fits(H, D)
+    cdef floating[:, ::1] dW_xh_T = (None if x_kernel or not fused else
+                                     np.zeros((D, H), dtype=_dtype_of(&h[0, 0, 0])))
     if not 0 <= r0 < r1 <= B:
         raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
     _check_panels(W_hh_P, H, H, m)
@@ -421,17 +572,22 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                          f"({grad_h.shape[0]}, {grad_h.shape[1]}, {grad_h.shape[2]})")
     if db_h.shape[0] != H or (dW_hh is not None and not (
             dW_hh.shape[0] == H and dW_hh.shape[1] == H and rnnx_small_gemm_fits(H, H))):
-        raise ValueError(f"db_h must be ({H},) and dW_hh ({H}, {H}), where the own kernel "
-                         "fits")
+        raise ValueError(f"db_h must be ({H},) and dW_hh ({H}, {H}), where the "
+                         "register-blocked kernel fits")
+    if not blas and whp == NULL:
+        raise ValueError("without BLAS the loop needs W_hh_P")
     if fused and (dW_hh is None or dx is None or dh0 is None
                   or dW_xh.shape[0] != H or dW_xh.shape[1] != D
-                  or not rnnx_small_gemm_fits(H, D)
                   or dx.shape[0] != T or dx.shape[1] != B or dx.shape[2] != D
                   or dh0.shape[0] != B or dh0.shape[1] != H):
         raise ValueError(f"dW_xh ({H}, {D}) goes with dW_hh, dx ({T}, {B}, {D}) and dh0 "
-                         f"({B}, {H}), where the own kernel fits")
+                         f"({B}, {H})")
     with nogil:
         for t in range(T - 1, -1, -1):
+            stop = _stop(&it, step_work)
+            if stop != _GO_ON:
+                status = _STOPPED
+                break
             # delta := grad_h[t, r0:r1] + dz[t+1, r0:r1] @ W_hh   (m, H) = (m, H) @ (H, H)
             if not last_only:
                 memcpy(dp, &grad_h[t, r0, 0], mH * sizeof(floating))
@@ -441,14 +597,14 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                 memset(dp, 0, mH * sizeof(floating))
             if t < T - 1:
                 _step_acc(dz0 + ((t + 1) % slots) * stride, &W_hh[0, 0], whp, dp, m, H, H)
-            norm = _norm(mH, dp)
+            norm = _delta_norm(mH, dp)
             if isfinite(norm) and c > 0:
                 for i in range(mH):
                     dp[i] = c if dp[i] > c else (-c if dp[i] < -c else dp[i])
-                norm = _norm(mH, dp)
+                norm = _delta_norm(mH, dp)
             norms[t] = norm
             if not (isfinite(norm) and norm <= max_norm):
-                t_stop = t
+                status = t
                 break
             if kept is not None:
                 memcpy(&kept[t, r0, 0], dp, mH * sizeof(floating))
@@ -465,56 +621,62 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                     _weight_acc(dz, &h0[r0, 0], &dW_hh[0, 0], H, m, H)
             if fused:
                 # dW_xh += dz[t, r0:r1]^T @ x[t, r0:r1]   (H, D) = (H, m) @ (m, D)
-                _weight_acc(dz, &x[t, r0, 0], &dW_xh[0, 0], H, m, D)
+                if x_kernel:
+                    _weight_acc(dz, &x[t, r0, 0], &dW_xh[0, 0], H, m, D)
+                else:
+                    # dW_xh^T += x[t, r0:r1]^T @ dz[t, r0:r1]   (D, H) = (D, m) @ (m, H):
+                    # the plain loops run along H, not along a short D
+                    _plain_acc(True, &x[t, r0, 0], dz, &dW_xh_T[0, 0], D, m, H)
                 # dx[t, r0:r1] := dz[t, r0:r1] @ W_xh   (m, D) = (m, H) @ (H, D)
-                _step_set(dz, &W_xh[0, 0], wxp, H, NULL, NULL, NULL, 0, &dx[t, r0, 0], m, D)
-        if fused and t_stop < 0:
+                if wxp != NULL or blas:
+                    _step_set(dz, &W_xh[0, 0], wxp, H, NULL, NULL, NULL, 0, &dx[t, r0, 0],
+                              m, D)
+                else:
+                    memset(&dx[t, r0, 0], 0, m * D * sizeof(floating))
+                    _plain_acc(False, dz, &W_xh[0, 0], &dx[t, r0, 0], m, H, D)
+        if fused and status == -1:
             # dh0[r0:r1] := dz[0, r0:r1] @ W_hh   (m, H) = (m, H) @ (H, H)
             _step_set(dz0, &W_hh[0, 0], whp, H, NULL, NULL, NULL, 0, &dh0[r0, 0], m, H)
-    return t_stop
+    if stop == _SIGNALLED:
+        _raise_pending()
+    if dW_xh_T is not None:
+        np.asarray(dW_xh)[...] += np.asarray(dW_xh_T).T
+    return status
 
 
 def backward_gemms(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                    const floating[::1] work, const floating[:, ::1] W_xh,
-                   const floating[:, ::1] W_hh, const floating[:, ::1] h0,
-                   Py_ssize_t k0, Py_ssize_t k1, floating[:, :, ::1] dx,
-                   floating[:, ::1] dh0, bint with_dW_hh):
-    """The gradients from dz (in work, (T, B, H), every row done) over the rows k0:k1 of
-    the T*B flattened (t, b) rows: returns their sums (dW_xh, dW_hh or None unless
-    with_dW_hh), writes those rows of dx (T, B, D), and dh0 (B, H) unless None. Each is a
-    GEMM over the range; several ranges give partial sums that add up to the whole."""
+                   const floating[:, ::1] W_hh, *, floating[:, :, ::1] dx,
+                   floating[:, ::1] dh0, bint with_dW_hh, const floating[:, ::1] h0=None):
+    """The gradients from dz (in work, (T, B, H), every row done), each one GEMM over every
+    step's rows: returns (dW_xh, dW_hh or None unless with_dW_hh), and writes dx (T, B, D)
+    and dh0 (B, H)."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
-    cdef Py_ssize_t n = k1 - k0, s = max(k0, B), n_h0
     cdef object dtype = _dtype_of(&x[0, 0, 0])
     cdef floating[:, ::1] dW_xh = np.empty((H, D), dtype=dtype)
     cdef floating[:, ::1] dW_hh = np.zeros((H, H), dtype=dtype) if with_dW_hh else None
     cdef const floating *dzp = &work[0]
-    cdef const floating *xp = &x[0, 0, 0]
-    cdef const floating *hp = &h[0, 0, 0]
-    if not 0 <= k0 < k1 <= T * B or work.shape[0] < T * B * H:
-        raise ValueError(f"rows {k0}:{k1} are not a range of the {T * B} rows, or work "
-                         f"holds fewer than T*B*H = {T * B * H} entries")
-    n_h0 = min(k1, B) - k0 if h0 is not None and k0 < B else 0
+    if work.shape[0] < T * B * H:
+        raise ValueError(f"work holds fewer than T*B*H = {T * B * H} entries")
     with nogil:
-        if with_dW_hh and s < k1:
-            # dW_hh := sum over rows i >= B of dz[i]^T @ h[i - B] (h of the step before)
-            #   (H, H) = (H, k1-s) @ (k1-s, H)
-            _gemm(True, False, H, H, k1 - s, <floating> 1, dzp + s * H, H, hp + (s - B) * H,
-                  H, <floating> 0, &dW_hh[0, 0], H)
-        if with_dW_hh and n_h0 > 0:
-            # dW_hh += dz[k0:B]^T @ h0[k0:B]   (H, H) = (H, n_h0) @ (n_h0, H)
-            _gemm(True, False, H, H, n_h0, <floating> 1, dzp + k0 * H, H, &h0[k0, 0], H,
+        if with_dW_hh and T > 1:
+            # dW_hh := sum over steps t >= 1 of dz[t]^T @ h[t-1]
+            #   (H, H) = (H, (T-1)*B) @ ((T-1)*B, H)
+            _gemm(True, False, H, H, (T - 1) * B, <floating> 1, dzp + B * H, H,
+                  &h[0, 0, 0], H, <floating> 0, &dW_hh[0, 0], H)
+        if with_dW_hh and h0 is not None:
+            # dW_hh += dz[0]^T @ h0   (H, H) = (H, B) @ (B, H)
+            _gemm(True, False, H, H, B, <floating> 1, dzp, H, &h0[0, 0], H,
                   <floating> 1, &dW_hh[0, 0], H)
-        # dW_xh := dz[k0:k1]^T @ x[k0:k1]   (H, D) = (H, n) @ (n, D)
-        _gemm(True, False, H, D, n, <floating> 1, dzp + k0 * H, H, xp + k0 * D, D,
+        # dW_xh := dz^T @ x   (H, D) = (H, T*B) @ (T*B, D)
+        _gemm(True, False, H, D, T * B, <floating> 1, dzp, H, &x[0, 0, 0], D,
               <floating> 0, &dW_xh[0, 0], D)
-        # dx[k0:k1] := dz[k0:k1] @ W_xh   (n, D) = (n, H) @ (H, D)
-        _gemm(False, False, n, D, H, <floating> 1, dzp + k0 * H, H, &W_xh[0, 0], D,
-              <floating> 0, &dx[0, 0, 0] + k0 * D, D)
-        if dh0 is not None:
-            # dh0 := dz[0] @ W_hh   (B, H) = (B, H) @ (H, H)
-            _gemm(False, False, B, H, H, <floating> 1, dzp, H, &W_hh[0, 0], H,
-                  <floating> 0, &dh0[0, 0], H)
+        # dx := dz @ W_xh   (T*B, D) = (T*B, H) @ (H, D)
+        _gemm(False, False, T * B, D, H, <floating> 1, dzp, H, &W_xh[0, 0], D,
+              <floating> 0, &dx[0, 0, 0], D)
+        # dh0 := dz[0] @ W_hh   (B, H) = (B, H) @ (H, H)
+        _gemm(False, False, B, H, H, <floating> 1, dzp, H, &W_hh[0, 0], H,
+              <floating> 0, &dh0[0, 0], H)
     return np.asarray(dW_xh), (np.asarray(dW_hh) if with_dW_hh else None)
 
 

@@ -1,8 +1,9 @@
-/* Elementwise loops over arrays -- tanh, its derivative, column sums, the non-finite
- * count -- written so the compiler vectorises them.
+/* Elementwise loops over arrays -- tanh, its derivative, column sums, sums of squares, the
+ * non-finite count -- written so the compiler vectorises them.
  *
- * libm's tanh is a scalar call of ~15 ns; the forward pass applies it to every element of
- * h, which costs more than the recurrent GEMM itself for H around 100. These branch-free
+ * libm's tanh is a scalar call per element; the forward pass applies it to every element
+ * of h, where it cost more than the recurrent GEMM itself for H around 100
+ * (benchmarks/core_phases.py times the forward loop). These branch-free
  * versions (both branches computed, then selected) vectorise, and on x86-64 Linux with GCC
  * each loop is compiled for AVX-512, AVX2 and the SSE2 baseline and picked at load time
  * (target_clones), so no -march flag is baked into the wheel.
@@ -104,14 +105,24 @@ static inline float rnnx_tanh_f(float x)
     return copysignf(y < 0.625f ? small : large, x);   /* odd, zeros included */
 }
 
-/* z[r, c] := tanh(z[r, c] + b[c]) for a row-major (rows, cols) block */
-#define RNNX_DEFINE_TANH_BIAS(SUFFIX, T)                                               \
-    RNNX_MULTIVERSION static void rnnx_tanh_bias_##SUFFIX(                             \
+/* z[r, c] := tanh(z[r, c] + b[c]) for a row-major (rows, cols) block. Returns the number
+   of pre-activations z + b that were not finite (an overflow of the products before them,
+   which tanh would hide by rounding it to +-1): the caller reports them. They are counted
+   by their exponent bits, as rnnx_count_nonfinite does, which keeps the loop vectorised. */
+#define RNNX_DEFINE_TANH_BIAS(SUFFIX, T, UINT, EXP_BITS)                               \
+    RNNX_MULTIVERSION static Py_ssize_t rnnx_tanh_bias_##SUFFIX(                       \
         T *restrict z, const T *restrict b, Py_ssize_t rows, Py_ssize_t cols)          \
     {                                                                                  \
+        Py_ssize_t bad = 0;                                                            \
         for (Py_ssize_t i = 0; i < rows; i++, z += cols)                               \
-            for (Py_ssize_t j = 0; j < cols; j++)                                      \
-                z[j] = rnnx_tanh_##SUFFIX(z[j] + b[j]);                                \
+            for (Py_ssize_t j = 0; j < cols; j++) {                                    \
+                const T v = z[j] + b[j];                                               \
+                UINT u;                                                                \
+                memcpy(&u, &v, sizeof u);                                              \
+                bad += (u & EXP_BITS) == EXP_BITS;                                     \
+                z[j] = rnnx_tanh_##SUFFIX(v);                                          \
+            }                                                                          \
+        return bad;                                                                    \
     }
 
 /* dz[i] := delta[i] * (1 - h[i]^2), the backward step through tanh */
@@ -147,13 +158,70 @@ static inline float rnnx_tanh_f(float x)
         return bad;                                                                    \
     }
 
-RNNX_DEFINE_TANH_BIAS(d, double)
-RNNX_DEFINE_TANH_BIAS(f, float)
+/* sum of a[i]^2 in double, in a fixed order (8 running sums, added up at the end): the
+   same bits whatever else runs, unlike a BLAS dot that may split long vectors over its
+   threads. float squares cannot overflow a double; double ones can (the caller checks). */
+#define RNNX_DEFINE_SUM_SQUARES(SUFFIX, T)                                             \
+    RNNX_MULTIVERSION static double rnnx_sum_squares_##SUFFIX(                         \
+        const T *restrict a, Py_ssize_t n)                                             \
+    {                                                                                  \
+        double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                        \
+        Py_ssize_t i = 0;                                                              \
+        for (; i + 8 <= n; i += 8)                                                     \
+            for (int k = 0; k < 8; k++)                                                \
+                s[k] += (double)a[i + k] * (double)a[i + k];                           \
+        for (; i < n; i++)                                                             \
+            s[0] += (double)a[i] * (double)a[i];                                       \
+        return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));      \
+    }
+
+/* the index of the first entry outside [-1, 1] (NaN included), or -1: the check that an
+   array is a tanh output */
+#define RNNX_DEFINE_FIRST_OUTSIDE_UNIT(SUFFIX, T)                                      \
+    static Py_ssize_t rnnx_first_outside_unit_##SUFFIX(const T *a, Py_ssize_t n)       \
+    {                                                                                  \
+        for (Py_ssize_t i = 0; i < n; i++)                                             \
+            if (!(a[i] >= -1 && a[i] <= 1))                                            \
+                return i;                                                              \
+        return -1;                                                                     \
+    }
+
+/* C (m, n) += op(A) @ M for a row-major M (k, n): op(A) = A for A (m, k), or A^T for
+   A (k, m) with a_trans. Plain loops, vectorised over a row of C: the products by W_xh
+   in the time loops of blocks where the register-blocked kernel does not tile D (not a
+   multiple of 32), where a BLAS call would start BLAS's own threads. */
+#define RNNX_DEFINE_PLAIN_GEMM(SUFFIX, T)                                              \
+    RNNX_MULTIVERSION static void rnnx_plain_gemm_##SUFFIX(                            \
+        Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int a_trans, const T *restrict A,    \
+        const T *restrict M, T *restrict C)                                            \
+    {                                                                                  \
+        /* op(A)[i, p] = A[i * si + p * sp] */                                         \
+        const Py_ssize_t si = a_trans ? 1 : k, sp = a_trans ? m : 1;                   \
+        for (Py_ssize_t i = 0; i < m; i++)                                             \
+            for (Py_ssize_t p = 0; p < k; p++) {                                       \
+                const T a = A[i * si + p * sp];                                        \
+                for (Py_ssize_t j = 0; j < n; j++)                                     \
+                    C[i * n + j] += a * M[p * n + j];                                  \
+            }                                                                          \
+    }
+
+/* a flag that several threads share (set by one, read by the others in their loops) */
+static inline int rnnx_flag_get(const int *p) { return *(const volatile int *)p; }
+static inline void rnnx_flag_set(int *p) { *(volatile int *)p = 1; }
+
+RNNX_DEFINE_TANH_BIAS(d, double, uint64_t, 0x7ff0000000000000u)
+RNNX_DEFINE_TANH_BIAS(f, float, uint32_t, 0x7f800000u)
 RNNX_DEFINE_DTANH(d, double)
 RNNX_DEFINE_DTANH(f, float)
 RNNX_DEFINE_ADD_ROWS(d, double)
 RNNX_DEFINE_ADD_ROWS(f, float)
 RNNX_DEFINE_COUNT_NONFINITE(d, double, uint64_t, 52, 0x7ffu)
 RNNX_DEFINE_COUNT_NONFINITE(f, float, uint32_t, 23, 0xffu)
+RNNX_DEFINE_SUM_SQUARES(d, double)
+RNNX_DEFINE_SUM_SQUARES(f, float)
+RNNX_DEFINE_FIRST_OUTSIDE_UNIT(d, double)
+RNNX_DEFINE_FIRST_OUTSIDE_UNIT(f, float)
+RNNX_DEFINE_PLAIN_GEMM(d, double)
+RNNX_DEFINE_PLAIN_GEMM(f, float)
 
 #endif

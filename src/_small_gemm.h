@@ -2,8 +2,8 @@
  * of a tanh RNN.
  *
  * Every time step multiplies a (B, H) block by the same (H, H) matrix. A BLAS GEMM packs M
- * again on every call; at B = 32, H = 64..512 that made OpenBLAS reach 66-87 GFLOP/s in
- * float32 where a 1024^3 GEMM reaches 102 (../shared/bench/anchors.py, GEMM calibration).
+ * again on every call, which keeps a per-step product of a few dozen rows well below the
+ * rate of one large GEMM (benchmarks/core_phases.py prints each phase's GFLOP/s).
  * This register-blocked kernel takes the weights packed once per call, in 32-column
  * panels: a 4 x 32 tile of C stays in registers while p runs over the shared dimension
  * (C[i, j:j+32] += A[i, p] * M[p, j:j+32]), and j-panels are the outer loop so a panel of

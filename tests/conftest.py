@@ -1,8 +1,18 @@
 """Fixtures shared by the core tests."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rnnx
-from _reference import TOL, assert_close, backward, forward
+
+# The tests import the numpy reference (tests/_reference.py) by its bare name. The default
+# import mode puts tests/ on sys.path for them; --import-mode=importlib does not, so this
+# conftest (imported first) does, for every mode.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
+
+from _reference import TOL, assert_close, backward, forward  # noqa: E402
 
 
 @pytest.fixture

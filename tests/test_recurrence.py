@@ -28,11 +28,17 @@ def test_matches_reference(check_core, rng, shape, with_h0, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_large_product_with_one_and_two_blas_threads(check_core, rng, threads, dtype):
-    # B*H*H = 2^21: with one BLAS thread the core's own kernel computes each step's product,
-    # with two BLAS does; both must match the reference
-    with threadpool_limits(threads, user_api="blas"):
-        check_core(*random_problem(3, 32, 2, 256, rng=rng, dtype=dtype, with_h0=True))
+def test_large_product_with_budgets_of_one_and_two_threads(check_core, rng, threads, dtype):
+    # B*H*H = 2^21 in one block (too little work for blocks): with a budget of one thread
+    # the register-blocked kernel computes each step's product, with two BLAS does (on as
+    # many threads as it has, one or two); all must match the reference
+    old = rnnx.core.threads.set_thread_budget(threads)
+    try:
+        for blas in (1, 2):
+            with threadpool_limits(blas, user_api="blas"):
+                check_core(*random_problem(3, 32, 2, 256, rng=rng, dtype=dtype, with_h0=True))
+    finally:
+        rnnx.core.threads.set_thread_budget(old)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -156,7 +162,7 @@ def test_matches_torch(rng, shape, with_h0, dtype):
         assert_close(got[name], want.detach().numpy(), rtol, name)
 
 
-# --- the weights in panels, as the own kernel reads them -----------------------------------
+# --- the weights in panels, as the register-blocked kernel reads them ----------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_panels_are_the_32_column_blocks_in_turn(dtype):
@@ -173,20 +179,22 @@ def test_panels_are_the_32_column_blocks_in_turn(dtype):
 def test_the_core_rejects_panels_of_another_shape(rng):
     from rnnx import _core
     if not _core.small_gemm_fits(4, 32):
-        pytest.skip("the own kernel needs AVX-512")
+        pytest.skip("the register-blocked kernel needs AVX-512")
     T, B, D, H = 3, 4, 32, 64
     x, W_xh, W_hh, b_h, _, G = random_problem(T, B, D, H, rng=rng)
     W_xh_T, W_hh_T = np.ascontiguousarray(W_xh.T), np.ascontiguousarray(W_hh.T)
     h = np.empty((T, B, H))
     wrong = _core.panels(np.zeros((H, 32)))                  # (1, H, 32), not (2, H, 32)
     with pytest.raises(ValueError, match="in panels"):
-        _core.recur(x, W_xh_T, h, W_hh_T, b_h, None, 0, B, _core.panels(W_xh_T), wrong)
+        _core.recur(x, h, W_hh_T, b_h, r0=0, r1=B, W_xh_T=W_xh_T,
+                    W_xh_P=_core.panels(W_xh_T), W_hh_P=wrong)
     with pytest.raises(ValueError, match="go together"):
-        _core.recur(x, W_xh_T, h, W_hh_T, b_h, None, 0, B, None, _core.panels(W_hh_T))
+        _core.recur(x, h, W_hh_T, b_h, r0=0, r1=B, W_xh_T=W_xh_T,
+                    W_hh_P=_core.panels(W_hh_T))
     with pytest.raises(ValueError, match="in panels"):          # 2 rows: the kernel does not fit
-        _core.recur(x, W_xh_T, h, W_hh_T, b_h, None, 0, 2, _core.panels(W_xh_T),
-                    _core.panels(W_hh_T))
+        _core.recur(x, h, W_hh_T, b_h, r0=0, r1=2, W_xh_T=W_xh_T,
+                    W_xh_P=_core.panels(W_xh_T), W_hh_P=_core.panels(W_hh_T))
     with pytest.raises(ValueError, match="in panels"):
-        _core.backward_steps(x, h, G, W_xh, W_hh, None, 0, B, np.inf, 0.0,
-                             np.empty(T * B * H), None, np.empty(T), np.zeros(H), None, None,
-                             None, None, wrong, None)
+        _core.backward_steps(x, h, G, W_xh, W_hh, r0=0, r1=B, max_norm=np.inf,
+                             clip_delta=0.0, work=np.empty(T * B * H), norms=np.empty(T),
+                             db_h=np.zeros(H), W_hh_P=wrong)

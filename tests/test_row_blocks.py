@@ -1,32 +1,32 @@
-"""The time loops on several threads, one block of batch rows each (rnnx.core._row_blocks):
-the same results as one block, checked against the numpy reference; overflow and
-max_norm found across blocks; the BLAS thread count given back."""
+"""The time loops on several threads, one block of batch rows each (the blocks of
+rnnx.core.plan, run by rnnx.core.threads): the same results as one block, checked against
+the numpy reference; overflow and max_norm found across blocks; the BLAS thread count
+untouched."""
 import multiprocessing
 import os
 import threading
-import types
 
 import numpy as np
 import pytest
 import rnnx
-from rnnx.core import _blas_threads
 from rnnx import _core
-from rnnx.core import _row_blocks
+from rnnx.core import plan, threads
 from _reference import backward, orthogonal, random_problem
 
 
 @pytest.fixture(params=[2, 3], ids=["2 threads", "3 threads"])
 def blocks(request, monkeypatch):
     """Blocks for every shape, with a thread budget of 2 or 3 whatever the machine has."""
-    if not (_core.small_gemm_fits(4, 32) and _blas_threads.can_serialise()):
-        pytest.skip("blocks need the AVX-512 kernel and OpenBLAS's quiet thread setter")
-    monkeypatch.setattr(_row_blocks, "_MIN_WORK", 0)
-    monkeypatch.setattr(_row_blocks, "blas_threads", lambda: request.param)
-    return request.param
+    if not _core.small_gemm_fits(4, 32):
+        pytest.skip("blocks need the AVX-512 kernel")
+    monkeypatch.setattr(plan, "MIN_WORK", 0)
+    old = threads.set_thread_budget(request.param)
+    yield request.param
+    threads.set_thread_budget(old)
 
 
 def _split(T, B, H, n):
-    got = _row_blocks.row_blocks(T, B, H, 8)
+    got = plan.make_plan(T, B, 1, H, np.float64).blocks
     assert len(got) == n and got[0][0] == 0 and got[-1][1] == B
     assert all(r1 - r0 >= 4 for r0, r1 in got)
 
@@ -46,14 +46,15 @@ def test_blocks_and_one_block_agree(blocks, monkeypatch, rng):
     x, W_xh, W_hh, b_h, h0, G = random_problem(20, 16, 4, 64, rng=rng, dtype=np.float32)
     h = rnnx.rnn_forward(x, W_xh, W_hh, b_h, h0)
     g = rnnx.rnn_backward(x, h, G, W_xh, W_hh, b_h, h0, return_delta=True)
-    monkeypatch.setattr(_row_blocks, "blas_threads", lambda: 1)
+    threads.set_thread_budget(1)
     h1 = rnnx.rnn_forward(x, W_xh, W_hh, b_h, h0)
     g1 = rnnx.rnn_backward(x, h1, G, W_xh, W_hh, b_h, h0, return_delta=True)
     np.testing.assert_array_equal(h, h1)           # the same per-row arithmetic
     np.testing.assert_array_equal(g.delta, g1.delta)
-    np.testing.assert_array_equal(g.dx, g1.dx)
     np.testing.assert_allclose(g.delta_norms, g1.delta_norms, rtol=1e-6)
-    for k in ("dW_xh", "dW_hh", "db_h", "dh0"):    # partial sums add in another order
+    # partial sums add in another order; blocks make dx by plain loops where one block
+    # uses BLAS (D = 4 is not a multiple of 32)
+    for k in ("dW_xh", "dW_hh", "db_h", "dh0", "dx"):
         want = getattr(g1, k)
         np.testing.assert_allclose(getattr(g, k), want, rtol=1e-5,
                                    atol=1e-6 * np.abs(want).max(), err_msg=k)
@@ -72,12 +73,12 @@ def test_overflow_in_one_block_is_found(blocks, D):
     G[-1, -4:] = 1e-3 * rng.standard_normal((4, H))
     h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
     ref = backward(x, h, G, W_xh, W_hh, b_h)
-    before = _blas_threads.blas_threads()
+    before = threads.blas_threads()
     with pytest.raises(rnnx.GradientOverflowError) as info:
         rnnx.rnn_backward(x, h, G, W_xh, W_hh, b_h)
     assert info.value.time_step == ref["t_fail"] and ref["t_fail"] > 0
     assert np.isnan(info.value.delta_norms[:ref["t_fail"]]).all()
-    assert _blas_threads.blas_threads() == before            # given back after the error
+    assert threads.blas_threads() == before            # untouched, also after the error
 
 
 @pytest.mark.parametrize("D", [2, 32])
@@ -103,24 +104,24 @@ def test_max_norm_counts_every_block(blocks, D):
 
 def test_threads_of_callers_and_blocks_together(blocks, rng):
     """Several callers at once, each splitting its batch: every result correct, and the
-    BLAS thread count given back once all are done."""
+    BLAS thread count unchanged once all are done."""
     problems = [random_problem(15, 12, 3, 32, rng=rng) for _ in range(4)]
     expected = [rnnx.rnn_forward(*p[:5]) for p in problems]
-    before = _blas_threads.blas_threads()
+    before = threads.blas_threads()
     results = [None] * len(problems)
 
     def work(i):
         for _ in range(20):
             results[i] = rnnx.rnn_forward(*problems[i][:5])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(problems))]
-    for th in threads:
+    callers = [threading.Thread(target=work, args=(i,)) for i in range(len(problems))]
+    for th in callers:
         th.start()
-    for th in threads:
+    for th in callers:
         th.join()
     for got, want in zip(results, expected):
         np.testing.assert_array_equal(got, want)
-    assert _blas_threads.blas_threads() == before
+    assert threads.blas_threads() == before
 
 
 def _split_forward_in_child(problem, expected):
@@ -143,35 +144,63 @@ def test_a_forked_child_makes_its_own_threads(blocks, rng):
     assert child.exitcode == 0
 
 
+def _blocks(T, B, H, dtype, threads=2, min_work=None):
+    return plan.make_plan(T, B, 1, H, dtype, threads=threads, min_work=min_work).blocks
+
+
 def test_one_block_where_threads_do_not_pay():
-    for itemsize in (4, 8):
-        assert _row_blocks.row_blocks(100, 7, 64, itemsize) == [(0, 7)]   # fewer than 8 rows
-        assert _row_blocks.row_blocks(2, 32, 32, itemsize) == [(0, 32)]   # too little work
-        assert _row_blocks.row_blocks(10 ** 6, 32, 33, itemsize) == [(0, 32)]   # H % 32 != 0
+    for dtype in (np.float32, np.float64):
+        assert _blocks(100, 7, 64, dtype) == ((0, 7),)               # fewer than 8 rows
+        assert _blocks(2, 32, 32, dtype) == ((0, 32),)               # too little work
+        assert _blocks(10 ** 6, 32, 33, dtype) == ((0, 32),)         # H % 32 != 0
+        assert _blocks(10 ** 6, 32, 64, dtype, threads=1) == ((0, 32),)
+
+
+class _AnyCPU:
+    """Stands in for rnnx._core on a CPU with AVX-512: the register-blocked kernel's rule
+    on shapes."""
+
+    @staticmethod
+    def small_gemm_fits(m, n):
+        return m >= 4 and n % 32 == 0
+
+
+def _any_cpu(monkeypatch):
+    monkeypatch.setattr(plan, "_core", _AnyCPU)
 
 
 def test_float64_work_counts_double(monkeypatch):
     # T*B*H*H = 50*32*64*64 = 6.6e6 is below the threshold in float32 and, doubled, above
     # it in float64
-    monkeypatch.setattr(_row_blocks, "blas_threads", lambda: 2)
-    monkeypatch.setattr(_row_blocks, "can_serialise", lambda: True)
-    monkeypatch.setattr(_row_blocks, "_core", types.SimpleNamespace(
-        small_gemm_fits=lambda m, k: m >= 4))
-    assert 50 * 32 * 64 * 64 < _row_blocks._MIN_WORK <= 2 * 50 * 32 * 64 * 64
-    assert _row_blocks.row_blocks(50, 32, 64, 4) == [(0, 32)]
-    assert _row_blocks.row_blocks(50, 32, 64, 8) == [(0, 16), (16, 32)]
+    _any_cpu(monkeypatch)
+    assert 50 * 32 * 64 * 64 < plan.MIN_WORK <= 2 * 50 * 32 * 64 * 64
+    assert _blocks(50, 32, 64, np.float32) == ((0, 32),)
+    assert _blocks(50, 32, 64, np.float64) == ((0, 16), (16, 32))
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
 def test_blocks_cover_the_batch_in_tiles_of_at_least_4_rows(n, monkeypatch):
-    monkeypatch.setattr(_row_blocks, "_MIN_WORK", 0)
-    monkeypatch.setattr(_row_blocks, "blas_threads", lambda: n)
-    monkeypatch.setattr(_row_blocks, "can_serialise", lambda: True)
-    monkeypatch.setattr(_row_blocks, "_core", types.SimpleNamespace(
-        small_gemm_fits=lambda m, k: m >= 4))
+    _any_cpu(monkeypatch)
     for B in range(8, 100):
-        got = _row_blocks.row_blocks(100, B, 32, 4)
+        got = _blocks(100, B, 32, np.float32, threads=n, min_work=0)
         assert len(got) == min(n, B // 4)
         assert got[0][0] == 0 and got[-1][1] == B
         assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
         assert all(r1 - r0 >= 4 for r0, r1 in got), (B, got)
+
+
+def test_the_plan_of_blocks_uses_the_kernel_everywhere(monkeypatch):
+    """Blocks make no BLAS call in their time loops: each step's products, and where D
+    fits the weight gradients and dx, are the register-blocked kernel's."""
+    _any_cpu(monkeypatch)
+    p = plan.make_plan(100, 64, 64, 256, np.float32, threads=2)
+    assert len(p.blocks) == 2 and p.step_kernel and p.all_in_loop and p.dx_kernel
+    # D = 8: plain loops make the products by W_xh in the blocks' loops; one block
+    # leaves them to GEMMs after its loop
+    p = plan.make_plan(100, 64, 8, 256, np.float32, threads=2)
+    assert p.step_kernel and p.all_in_loop and not p.dx_kernel
+    assert not plan.make_plan(100, 64, 8, 256, np.float32, threads=2,
+                              min_work=float("inf")).all_in_loop
+    # one block of a large product: BLAS's threads make it, unless the budget is 1
+    assert not plan.make_plan(10, 4, 8, 1024, np.float32, threads=2).step_kernel
+    assert plan.make_plan(10, 4, 8, 1024, np.float32, threads=1).step_kernel

@@ -3,24 +3,25 @@
     h[t] = tanh(x[t] @ W_xh.T + h[t-1] @ W_hh.T + b_h),   h[-1] = h0
 
 Time-major shapes, like PyTorch's default: x (T, B, D), h (T, B, H), W_xh (H, D),
-W_hh (H, H), b_h (H,), h0 (B, H) or None for zeros. The work happens in rnnx._core; this
-module checks the arguments and turns kernel statuses into exceptions.
+W_hh (H, H), b_h (H,), h0 (B, H) or None for zeros; batch_first=True takes and gives x, h,
+grad_h, dx and delta as (B, T, ...) instead. The work happens in rnnx._core, as a Plan
+(rnnx.core.plan) says; this module checks the arguments, runs the plan and turns kernel
+statuses into exceptions.
 """
 from __future__ import annotations
 
 import functools
 import numbers
 import threading
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import _core
-from .._checks import compute_dtype, float_array, positive_or_none
-from ._blas_threads import blas_threads, serial_blas
-from ._row_blocks import row_blocks, run_blocks
+from .._checks import compute_dtype, float_array, positive_or_none, tanh_output
 from ..errors import GradientOverflowError
+from .plan import make_plan
+from .threads import run_blocks
 
 __all__ = ["BackwardResult", "rnn_forward", "rnn_backward", "jacobian_log_norms"]
 
@@ -33,7 +34,7 @@ class BackwardResult:
     delta_norms (T,) float64: ||delta[t]||_2 over the whole batch, where
     delta[t] = dL/dh[t] in total (the direct part grad_h[t] plus what flows back through
     the recurrence); delta (T, B, H) itself when rnn_backward was asked for it
-    (return_delta=True), else None.
+    (return_delta=True), else None. With batch_first=True, dx and delta are (B, T, ...).
     """
 
     dW_xh: np.ndarray
@@ -46,56 +47,37 @@ class BackwardResult:
 
 
 _scratch = threading.local()
+# The largest scratch buffer a thread keeps between calls. A fresh buffer per call is given
+# back to the OS on free and page-faulted in again on the next call, which costs most at
+# small shapes (benchmarks/core_speed.py measures it); a larger buffer is made per call,
+# so that no thread holds a (T, B, H) array of a long call after it returns.
+_KEEP_BYTES = 4 << 20
 
 
 def _work_buffer(n, dtype):
-    """A flat scratch buffer of n entries, kept per thread and per dtype between calls.
-
-    A fresh (T, B, H) buffer per call is returned to the OS on free and page-faulted back in
-    on the next call; at (T, B, D, H) = (100, 32, 8, 64) in float64 that was 40% of a
-    forward + backward (benchmarks/core_speed.py, with and without this buffer). The buffer
-    only grows, so a thread keeps one buffer of the largest T*B*H it has seen.
-    """
-    key = np.dtype(dtype).char
-    buf = getattr(_scratch, key, None)
+    """A flat scratch buffer of n entries: kept per thread and per dtype between calls up
+    to _KEEP_BYTES, made for the call above that."""
+    dtype = np.dtype(dtype)
+    if n * dtype.itemsize > _KEEP_BYTES:
+        return np.empty(n, dtype)
+    buf = getattr(_scratch, dtype.char, None)
     if buf is None or buf.size < n:
         buf = np.empty(n, dtype)
-        setattr(_scratch, key, buf)
+        setattr(_scratch, dtype.char, buf)
     return buf
 
 
-# B*H*H from which a BLAS running several threads beats the core's single-threaded kernel
-# for the per-step product: at (B, H) = (32, 128) the kernel was faster than 2 BLAS
-# threads, at (64, 256) slower (../shared/bench/anchors.py, 2T rows).
-_THREADED_PRODUCT = 1 << 21
+def _time_major(a, batch_first):
+    """a (B, T, ...) as a contiguous (T, B, ...) array when batch_first, else a."""
+    return np.ascontiguousarray(a.swapaxes(0, 1)) if batch_first else a
 
 
-def _own_kernel_alone(B, H):
-    """Whether one block's per-step product may use the core's own kernel rather than
-    BLAS (which wins once it runs several threads on a large product)."""
-    return B * H * H < _THREADED_PRODUCT or blas_threads() == 1
-
-
-def _plan(T, B, H, itemsize):
-    """(own_kernel, blocks): whether the per-step product may use the core's own kernel
-    rather than BLAS, and the blocks of batch rows whose time loops run on threads of
-    their own (rnnx.core._row_blocks). With several blocks each uses the kernel, also where one
-    block would use BLAS: with 2 threads at (T, B, D, H) = (100, 64, 64, 256) two blocks
-    took 0.76 of the time of BLAS's threads on every step's whole product (both dtypes),
-    at (50, 64, 128, 512) 0.89 (float32) and 0.98 (float64) (benchmarks/row_blocks.py)."""
-    blocks = row_blocks(T, B, H, itemsize)
-    return len(blocks) > 1 or _own_kernel_alone(B, H), blocks
-
-
-def _kernel_fits(own, blocks, n):
-    """Whether the own kernel makes every block's per-step products of n columns."""
-    return own and _core.small_gemm_fits(min(r1 - r0 for r0, r1 in blocks), n)
-
-
-def _parameters(x, W_xh, W_hh, b_h, h0):
-    """Checked, contiguous (x, W_xh, W_hh, b_h, h0) in the compute dtype set by x."""
+def _parameters(x, W_xh, W_hh, b_h, h0, batch_first=False):
+    """Checked, contiguous, time-major (x, W_xh, W_hh, b_h, h0) in the compute dtype set
+    by x."""
     dtype = compute_dtype(x)
-    x = float_array("x", x, dtype, ("T", "B", "D"))
+    x = float_array("x", x, dtype, ("B", "T", "D") if batch_first else ("T", "B", "D"))
+    x = _time_major(x, batch_first)
     T, B, D = x.shape
     W_hh = float_array("W_hh", W_hh, dtype, ("H", "H"))
     H = W_hh.shape[0]
@@ -108,106 +90,112 @@ def _parameters(x, W_xh, W_hh, b_h, h0):
     return x, W_xh, W_hh, b_h, h0
 
 
-def _forward(x, W_xh, W_hh, b_h, h0):
-    """rnn_forward on arguments already checked."""
-    T, B, _ = x.shape
+def _forward(x, W_xh, W_hh, b_h, h0, plan=None):
+    """rnn_forward on arguments already checked, time-major, run as plan says (default:
+    make_plan's for the shape)."""
+    T, B, D = x.shape
     H = W_hh.shape[0]
-    own, blocks = _plan(T, B, H, x.dtype.itemsize)
+    plan = plan or make_plan(T, B, D, H, x.dtype)
     W_hh_T = np.ascontiguousarray(W_hh.T)
-    if not _kernel_fits(own, blocks, H):
-        h = _core.project(x, W_xh)                 # one GEMM, then the loop adds to it
-        _core.recur(x, None, h, W_hh_T, b_h, h0, 0, B, None, None)
-    else:
-        # the own kernel makes both products of a step in one pass over h[t], which beat
-        # the projection as one GEMM before the loop (benchmarks/core_phases.py)
+    if plan.step_kernel:
+        # the register-blocked kernel makes both products of a step in one pass over h[t]
         h = np.empty((T, B, H), x.dtype)
         W_xh_T = np.ascontiguousarray(W_xh.T)
         W_xh_P, W_hh_P = _core.panels(W_xh_T), _core.panels(W_hh_T)
-        with serial_blas() if len(blocks) > 1 else nullcontext():
-            run_blocks(lambda k, r0, r1: _core.recur(x, W_xh_T, h, W_hh_T, b_h, h0, r0, r1,
-                                                     W_xh_P, W_hh_P), blocks)
-    if _core.first_nonfinite([h]) >= 0:
+        cancel = np.zeros(1, np.intc) if len(plan.blocks) > 1 else None
+        statuses = run_blocks(lambda k, r0, r1: _core.recur(
+            x, h, W_hh_T, b_h, r0=r0, r1=r1, h0=h0, W_xh_T=W_xh_T, W_hh_P=W_hh_P,
+            W_xh_P=W_xh_P, cancel=cancel), plan.blocks)
+    else:
+        h = _core.project(x, W_xh)                 # one GEMM, then the loop adds to it
+        statuses = [_core.recur(x, h, W_hh_T, b_h, r0=0, r1=B, h0=h0)]
+    failed = [t for t in statuses if t >= 0]
+    if failed:
         raise FloatingPointError(
-            "rnn_forward: the pre-activation x @ W_xh.T + h @ W_hh.T + b_h overflowed to "
-            "NaN; the weights are too large for the dtype (use smaller weights or float64)")
+            f"rnn_forward: the pre-activation x[t] @ W_xh.T + h[t-1] @ W_hh.T + b_h is not "
+            f"finite at time step t={min(failed)}: a product overflowed {x.dtype.name} "
+            "(tanh would have rounded it to +-1 silently). Use smaller inputs or weights, "
+            "or float64.")
     return h
 
 
-def rnn_forward(x, W_xh, W_hh, b_h, h0=None):
-    """Hidden states h (T, B, H) of the tanh RNN.
+def rnn_forward(x, W_xh, W_hh, b_h, h0=None, *, batch_first=False):
+    """Hidden states h (T, B, H) of the tanh RNN ((B, T, H) with batch_first=True, for x
+    given as (B, T, D), as PyTorch's batch_first).
 
     h[t] = tanh(x[t] @ W_xh.T + h[t-1] @ W_hh.T + b_h) with h[-1] = h0 (zeros if None).
     float32 and float64 x compute in their own dtype; any other real x in float64, and the
     other arrays are converted to that dtype. Raises TypeError/ValueError naming the
-    argument for a wrong dtype, ndim or shape, an empty dimension, or NaN/inf in any input.
+    argument for a wrong dtype, ndim or shape, an empty dimension, or NaN/inf in any input,
+    and FloatingPointError when a pre-activation overflows the dtype (in float32, at
+    about 3.4e38).
     """
-    return _forward(*_parameters(x, W_xh, W_hh, b_h, h0))
+    h = _forward(*_parameters(x, W_xh, W_hh, b_h, h0, batch_first))
+    return _time_major(h, batch_first)
 
 
 def rnn_backward(x, h, grad_h, W_xh, W_hh, b_h, h0=None, *, max_norm=None, clip_delta=None,
-                 return_delta=False):
+                 return_delta=False, batch_first=False):
     """Backpropagation through time for the tanh RNN.
 
     grad_h (T, B, H) is the loss's direct gradient dL/dh[t] (not through the recurrence);
-    h is rnn_forward's output for the same arguments. Returns a BackwardResult.
+    h is rnn_forward's output for the same arguments (every entry in [-1, 1]). Returns a
+    BackwardResult. With batch_first=True, x, h and grad_h are (B, T, ...), and so are the
+    result's dx and delta.
 
     The backward signal delta[t] = grad_h[t] + (delta[t+1] * (1 - h[t+1]^2)) @ W_hh is
     checked at every step inside the kernel: if it becomes non-finite, or its norm exceeds
     max_norm (when given), the pass stops and GradientOverflowError is raised with that
-    time step. clip_delta (when given) clips every entry of delta[t] to
-    [-clip_delta, clip_delta] before it flows further back (Mikolov's clipping of the
-    temporal components); delta_norms then holds the norms after clipping.
-    return_delta=True also returns delta itself (one more (T, B, H) array), which
-    regularisers of the gradient flow need.
+    time step. Every gradient returned is checked too: one with a non-finite entry raises
+    GradientOverflowError naming it (its output attribute). clip_delta (when given) clips
+    every entry of delta[t] to [-clip_delta, clip_delta] before it flows further back
+    (Mikolov's clipping of the temporal components); delta_norms then holds the norms after
+    clipping. return_delta=True also returns delta itself (one more (T, B, H) array),
+    which regularisers of the gradient flow need.
     """
-    x, W_xh, W_hh, b_h, h0 = _parameters(x, W_xh, W_hh, b_h, h0)
+    x, W_xh, W_hh, b_h, h0 = _parameters(x, W_xh, W_hh, b_h, h0, batch_first)
     T, B, _ = x.shape
     H = W_hh.shape[0]
-    h = float_array("h", h, x.dtype, (T, B, H))
-    grad_h = float_array("grad_h", grad_h, x.dtype, (T, B, H))
+    shape = (B, T, H) if batch_first else (T, B, H)
+    h = _time_major(tanh_output("h", h, x.dtype, shape), batch_first)
+    grad_h = _time_major(float_array("grad_h", grad_h, x.dtype, shape),
+                         batch_first)
     return _backward(x, h, grad_h, W_xh, W_hh, h0, positive_or_none("max_norm", max_norm),
-                     positive_or_none("clip_delta", clip_delta), return_delta)
+                     positive_or_none("clip_delta", clip_delta), return_delta,
+                     batch_first=batch_first)
 
 
-def _backward(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_delta):
-    """rnn_backward on arguments already checked (the model checks its own once per step)."""
+def _backward(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_delta, plan=None,
+              *, batch_first=False):
+    """rnn_backward on arguments already checked, time-major (the model checks its own once
+    per step), run as plan says (default: make_plan's for the shape); batch_first: dx and
+    delta are returned (B, T, ...)."""
     T, B, D = x.shape
     H = W_hh.shape[0]
-    own, blocks = _plan(T, B, H, x.dtype.itemsize)
-    with serial_blas() if len(blocks) > 1 else nullcontext():
-        return _backward_blocks(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta,
-                                return_delta, own, blocks)
-
-
-def _backward_blocks(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_delta, own,
-                     blocks):
-    T, B, D = x.shape
-    H = W_hh.shape[0]
+    plan = plan or make_plan(T, B, D, H, x.dtype)
+    blocks, fused, n = plan.blocks, plan.all_in_loop, len(plan.blocks)
     limit = np.inf if max_norm is None else max_norm
-    clip = 0.0 if clip_delta is None else clip_delta
     kept = np.empty((T, B, H), x.dtype) if return_delta else None
-    n = len(blocks)
     norms = np.full((n, T), np.nan)               # each block's part of ||delta[t]||
-    # Where the own kernel fits, the time loop adds up each block's share of the weight
-    # gradients while dz[t] is in cache (db_h always): dW_hh, and where D fits too, dW_xh,
-    # dx and dh0, so that no pass over every step's dz is left. Else GEMMs over every step
-    # (backward_gemms) make the rest.
-    in_loop = own and _core.small_gemm_fits(H, H)
-    fused = in_loop and _core.small_gemm_fits(H, D)
+    # The time loop adds up each block's share of db_h, and as the plan says of dW_hh, and
+    # of dW_xh, dx and dh0; backward_gemms makes the rest from every step's dz.
     db_parts = np.zeros((n, H), x.dtype)
-    dW_parts = np.zeros((n, H, H), x.dtype) if in_loop else [None] * n
+    dW_parts = np.zeros((n, H, H), x.dtype) if plan.dW_hh_in_loop else [None] * n
     dW_xh_parts = np.zeros((n, H, D), x.dtype) if fused else [None] * n
     dx, dh0 = np.empty((T, B, D), x.dtype), np.empty((B, H), x.dtype)
+    outputs = {"dx": dx, "dh0": dh0} if fused else {}
     # dz of the last two steps per block, or of every step
     work = _work_buffer(2 * B * H if fused else T * B * H, x.dtype)
-    W_hh_P = _core.panels(W_hh) if _kernel_fits(own, blocks, H) else None
-    W_xh_P = _core.panels(W_xh) if fused and _kernel_fits(own, blocks, D) else None
+    W_hh_P = _core.panels(W_hh) if plan.step_kernel else None
+    W_xh_P = _core.panels(W_xh) if plan.dx_kernel else None
+    cancel = np.zeros(1, np.intc) if n > 1 else None
     stops = run_blocks(lambda k, r0, r1: _core.backward_steps(
-        x, h, grad_h, W_xh, W_hh, h0, r0, r1, limit, clip,
-        work[2 * r0 * H:2 * r1 * H] if fused else work, kept, norms[k], db_parts[k],
-        dW_parts[k], dW_xh_parts[k], dx if fused else None, dh0 if fused else None,
-        W_hh_P, W_xh_P), blocks)
-    if len(blocks) == 1:
+        x, h, grad_h, W_xh, W_hh, r0=r0, r1=r1, max_norm=limit,
+        clip_delta=0.0 if clip_delta is None else clip_delta,
+        work=work[2 * r0 * H:2 * r1 * H] if fused else work, norms=norms[k],
+        db_h=db_parts[k], h0=h0, kept=kept, dW_hh=dW_parts[k], dW_xh=dW_xh_parts[k],
+        W_hh_P=W_hh_P, W_xh_P=W_xh_P, blas=n == 1, cancel=cancel, **outputs), blocks)
+    if n == 1:
         delta_norms, t_fail = norms[0], stops[0]
     else:
         # a block stops where its own part fails; the whole delta[t] fails at the first
@@ -219,19 +207,36 @@ def _backward_blocks(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_
         delta_norms[:t_fail] = np.nan              # steps the backward pass never reached
         raise GradientOverflowError(t_fail, delta_norms[t_fail], max_norm=max_norm,
                                     delta_norms=delta_norms)
-    if not fused:
-        # as many ranges of the T*B rows, each a partial sum of the gradients
-        TB = T * B
-        parts = run_blocks(lambda k, k0, k1: _core.backward_gemms(
-            x, h, work, W_xh, W_hh, h0, k0, k1, dx, dh0 if k == 0 else None, not in_loop),
-            [(TB * k // n, TB * (k + 1) // n) for k in range(n)])
-        dW_xh_parts, dW_hh_parts = zip(*parts)
-        if not in_loop:
-            dW_parts = dW_hh_parts
-    dW_xh = functools.reduce(np.add, dW_xh_parts)
-    dW_hh = functools.reduce(np.add, dW_parts)
+    if fused:
+        dW_xh = functools.reduce(np.add, dW_xh_parts)
+    else:
+        dW_xh, dW_hh = _core.backward_gemms(x, h, work, W_xh, W_hh, dx=dx, dh0=dh0,
+                                            with_dW_hh=not plan.dW_hh_in_loop, h0=h0)
+    if plan.dW_hh_in_loop:
+        dW_hh = functools.reduce(np.add, dW_parts)
     db_h = functools.reduce(np.add, db_parts)
+    gradients = {"dW_xh": dW_xh, "dW_hh": dW_hh, "db_h": db_h, "dx": dx, "dh0": dh0}
+    _check_gradients(gradients, delta_norms, batch_first)
+    if batch_first:
+        dx = np.ascontiguousarray(dx.swapaxes(0, 1))
+        kept = None if kept is None else np.ascontiguousarray(kept.swapaxes(0, 1))
     return BackwardResult(dW_xh, dW_hh, db_h, dx, dh0, delta_norms, kept)
+
+
+def _check_gradients(gradients, delta_norms, batch_first):
+    """GradientOverflowError naming the first of the gradients (time-major) with a
+    non-finite entry, and where (dx's index as the caller's layout has it): the kernel
+    scans them with the GIL released."""
+    k = _core.first_nonfinite(list(gradients.values()))
+    if k < 0:
+        return
+    name, a = list(gradients.items())[k]
+    index = np.unravel_index(int(np.flatnonzero(~np.isfinite(a))[0]), a.shape)
+    t = index[0] if name == "dx" else 0 if name == "dh0" else -1
+    value = a[index]
+    if batch_first and name == "dx":
+        index = (index[1], index[0], index[2])
+    raise GradientOverflowError(t, value, delta_norms=delta_norms, output=name, index=index)
 
 
 def jacobian_log_norms(x, W_xh, W_hh, b_h, h0=None, *, ord=2):

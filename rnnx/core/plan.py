@@ -1,0 +1,103 @@
+"""The kernel plan of one call: which kernel makes the per-step products, which gradients
+the backward time loop adds up itself, and which blocks of batch rows run on threads.
+
+Decided in one place, make_plan, from the shape, the dtype, the CPU (whether the
+register-blocked kernel of src/_small_gemm.h runs here: AVX-512, and shapes it tiles) and
+the thread budget (rnnx.core.threads.thread_budget, fixed per process). The wrappers of
+rnnx.core.recurrence and the benchmarks both run what a Plan says; nothing in the plan
+depends on what other threads do, so neither does any bit of a result.
+
+The figures behind the thresholds are measured by benchmarks/row_blocks.py (blocks
+against one block, BLAS against the register-blocked kernel) and quoted in the README.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _core
+from .threads import thread_budget
+
+__all__ = ["Plan", "make_plan", "MIN_ROWS", "MIN_WORK", "THREADED_PRODUCT"]
+
+MIN_ROWS = 4                # the register-blocked kernel's tile height
+# The work T * B * H * H (twice that in float64, whose multiply-adds take about twice as
+# long) below which one block is faster than several: a forward + backward hands two or
+# three jobs to the threads, and each hand-off costs.
+MIN_WORK = 1 << 23
+# B*H*H from which a BLAS running several threads beats the register-blocked kernel (one
+# thread) for one block's per-step product.
+THREADED_PRODUCT = 1 << 21
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one forward + backward of a (T, B, D, H) problem runs.
+
+    blocks: ((r0, r1), ...) the blocks of batch rows whose time loops run at once, one per
+        thread (rnnx.core.threads.run_blocks); a single (0, B) for one thread.
+    step_kernel: the register-blocked kernel makes each step's products by W_hh (and, in
+        the forward pass, by W_xh: each step projects its own inputs); else BLAS, after one
+        GEMM that projects every step's inputs.
+    dW_hh_in_loop: the backward time loop adds up dW_hh while dz[t] is in cache.
+    all_in_loop: it also makes dW_xh, dx and dh0, so no pass over every step's dz is left
+        (backward_gemms makes them otherwise): where the register-blocked kernel fits D,
+        and always with blocks, whose loops make no BLAS call (plain loops make the
+        products by W_xh the kernel does not tile).
+    dx_kernel: dx's per-step product is the register-blocked kernel's (else BLAS).
+    """
+
+    blocks: tuple[tuple[int, int], ...]
+    step_kernel: bool
+    dW_hh_in_loop: bool
+    all_in_loop: bool
+    dx_kernel: bool
+
+
+def _row_blocks(T, B, H, itemsize, threads, min_work, core):
+    """The blocks of batch rows for a budget of threads: as many as the threads and the
+    rows allow, each at least MIN_ROWS high and with the register-blocked kernel, where
+    the work pays for the hand-offs; else one block of every row."""
+    one = ((0, B),)
+    if B < 2 * MIN_ROWS or T * B * H * H * (itemsize // 4) < min_work:
+        return one
+    n = min(threads, B // MIN_ROWS)
+    if n < 2 or not core.small_gemm_fits(B // n, H):
+        return one
+    # edges on multiples of the tile height, as even as that allows; rounding down keeps
+    # every block at least B // n >= 4 rows high
+    edges = [0] + [MIN_ROWS * (B * k // (n * MIN_ROWS)) for k in range(1, n)] + [B]
+    return tuple(zip(edges[:-1], edges[1:]))
+
+
+def make_plan(T, B, D, H, dtype, *, threads=None, min_work=None):
+    """The Plan of a (T, B, D, H) forward + backward in dtype (float32 or float64).
+
+    threads: the thread budget (default rnnx.core.threads.thread_budget()); min_work: the
+    work from which blocks are used (default MIN_WORK; benchmarks/row_blocks.py passes 0
+    to time blocks everywhere they can run).
+    """
+    return _plan(T, B, D, H, np.dtype(dtype).itemsize,
+                 thread_budget() if threads is None else threads,
+                 MIN_WORK if min_work is None else min_work, _core)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(T, B, D, H, itemsize, threads, min_work, core):
+    """make_plan's Plan, kept for the next call of the same shape (a training loop makes
+    two per step). core: the compiled module, whose small_gemm_fits says where the
+    register-blocked kernel runs on this CPU (tests stand in another CPU's)."""
+    blocks = _row_blocks(T, B, H, itemsize, threads, min_work, core)
+    rows = min(r1 - r0 for r0, r1 in blocks)
+    # With several blocks each uses the register-blocked kernel, also where one block would
+    # use BLAS's threads on every step's whole product.
+    kernel = len(blocks) > 1 or B * H * H < THREADED_PRODUCT or threads == 1
+    in_loop = kernel and core.small_gemm_fits(H, H)
+    all_in_loop = in_loop and (core.small_gemm_fits(H, D) or len(blocks) > 1)
+    return Plan(blocks=blocks,
+                step_kernel=kernel and core.small_gemm_fits(rows, H),
+                dW_hh_in_loop=in_loop,
+                all_in_loop=all_in_loop,
+                dx_kernel=all_in_loop and core.small_gemm_fits(rows, D))
