@@ -8,7 +8,7 @@ Local engine: ``concurrent.futures.ProcessPoolExecutor`` with the "forkserver" s
 (where the platform has it; "spawn" elsewhere), rather than joblib/loky or fork:
 
 * not fork: the parent has usually imported rnnx and scipy by then, and with them
-  OpenBLAS's thread pool and rnnx's row-block threads (rnnx.core._row_blocks); forking a
+  OpenBLAS's thread pool and rnnx's row-block threads (rnnx.core.threads); forking a
   process that has threads copies their locks in whatever state they are, and a child can
   hang on a lock no thread will ever release. A forkserver child is forked from a small
   server process that has started no threads; spawn starts a fresh interpreter. (So the
