@@ -11,7 +11,8 @@ from rnnx.training.history import load_history
 from rnnx.model.rnn import RNN
 from rnnx.optim.optimizers import SGD, Adam
 from rnnx.optim.schedules import cosine
-from rnnx.training.loop import Callback, DivergenceError, Trainer
+from rnnx.errors import DivergenceError
+from rnnx.training.loop import Callback, Trainer
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mse", "softmax_cross_entropy"]
+__all__ = ["mse", "softmax_cross_entropy", "LOSSES"]
 
 
 def _float_array(name, value):
@@ -66,3 +66,7 @@ def softmax_cross_entropy(logits, labels):
                       np.take_along_axis(dlogits, labels[..., None], axis=-1) - 1, axis=-1)
     dlogits *= logits.dtype.type(1.0 / n)
     return loss, dlogits
+
+
+# the losses by the name the model and the Trainer take (loss="mse" | "cross_entropy")
+LOSSES = {"mse": mse, "cross_entropy": softmax_cross_entropy}

@@ -18,15 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _core
 from .._checks import positive
+from .norms import array_norm, array_norms, norm_of_norms
 
 __all__ = ["ClipReport", "Transform", "global_norm", "array_norm", "array_norms",
            "norm_of_norms", "clip_by_global_norm", "clip_by_value", "clip_by_parameter_norm",
            "adaptive_clip", "autoclip", "chain"]
-
-
-_FLOATS = (np.float32, np.float64)
 
 
 @dataclass(frozen=True)
@@ -51,34 +48,10 @@ def _arrays(grads):
 def global_norm(grads):
     """sqrt(sum of squares of every entry of every array), as a float.
 
-    Neither overflows nor underflows (a float64 gradient of 1e200 has a finite norm): each
-    array's norm comes from the compiled core, which rescales when a plain sum of squares
-    would overflow, and math.hypot combines them the same way. NaN if any entry is NaN,
-    else inf if any is inf.
+    Neither overflows nor underflows (a float64 gradient of 1e200 has a finite norm; see
+    rnnx.optim.norms). NaN if any entry is NaN, else inf if any is inf.
     """
     return norm_of_norms(array_norms(_arrays(grads).values()))
-
-
-def norm_of_norms(norms):
-    """The global norm from the arrays' norms: hypot, but NaN wins over inf."""
-    return math.nan if any(n != n for n in norms) else math.hypot(*norms)
-
-
-def array_norms(arrays):
-    """[||g||_2 over all entries of g for g in arrays] (see global_norm), in one call to
-    the compiled core: it runs on every gradient of every training step."""
-    return _core.l2_norms([g if type(g) is np.ndarray and g.dtype in _FLOATS
-                           and g.flags.c_contiguous else _float_copy(g) for g in arrays])
-
-
-def array_norm(g):
-    """||g||_2 over all entries of one array (see global_norm)."""
-    return array_norms([g])[0]
-
-
-def _float_copy(g):
-    g = np.asarray(g)
-    return np.ascontiguousarray(g, dtype=np.float32 if g.dtype == np.float32 else np.float64)
 
 
 def _scaled(g, scale):

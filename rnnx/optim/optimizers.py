@@ -57,7 +57,9 @@ class Optimizer:
         """The learning rate the next step will use: schedule(t) * lr_scale."""
         return float(self.schedule(self.t)) * self.lr_scale
 
-    def _check(self, params, grads):
+    def check(self, params, grads):
+        """Raise, naming the key, unless grads fit params (same keys among them, shapes,
+        finite) and the state buffers fit too; changes nothing."""
         for key, g in grads.items():
             if key not in params:
                 raise KeyError(f"grads[{key!r}] has no parameter in params "
@@ -86,15 +88,16 @@ class Optimizer:
 
         Raises FloatingPointError, changing nothing, when the update would make a weight
         or a state entry non-finite."""
-        self._check(params, grads)
-        self._apply(params, grads)
+        self.check(params, grads)
+        self.update(params, grads)
 
-    def _apply(self, params, grads, scale=1.0, lr=None):
-        """step() on arguments already checked: the Trainer's grads come from the model,
-        with its keys, shapes and dtypes, and are finite (their global norm is). scale
-        multiplies every gradient first, exactly as multiplying the arrays would (the
-        coefficient of a clipping transformation that only rescales); lr, when the caller
-        has it, is this step's learning_rate."""
+    def update(self, params, grads, scale=1.0, lr=None):
+        """step() without check(): the fast path of a training loop whose grads are known
+        to fit (they come from the model, with its keys, shapes and dtypes, and are finite,
+        as their global norm is), or passed check(). scale multiplies every gradient first,
+        exactly as multiplying the arrays would (the coefficient of a clipping
+        transformation that only rescales); lr, when the caller has it, is this step's
+        learning_rate. Raises FloatingPointError, changing nothing, like step()."""
         if lr is None:
             lr = self.learning_rate
         if not (0 < lr < np.inf):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 
 __all__ = ["COLUMNS", "History", "LogWriter", "load_history", "delta_norms_path"]
 
@@ -135,10 +135,15 @@ class History:
         return history
 
     def save(self, path):
-        """Write the history as a log file (CSV or JSON-lines by suffix) plus its .npy."""
-        with LogWriter(path) as writer:
+        """Write the history as a log file (CSV or JSON-lines by suffix) plus its .npy,
+        each atomically: a run killed meanwhile leaves the old file whole."""
+        fmt = _format(path)
+
+        def write(f):
+            writer = LogWriter(path, file=f, format=fmt)
             for record in self.records():
                 writer.write(record)
+        atomic_write(path, write, text=True)
         save_delta_norms(path, self.delta_norms)
 
 
@@ -158,16 +163,19 @@ class LogWriter:
     """Streams records to a CSV or JSON-lines file, flushing after each one.
 
     mode "w" starts a new file; "a" appends to an existing one (no second CSV header).
+    file: write to this open text file instead (opened with newline=""), which the
+    caller closes.
     """
 
-    def __init__(self, path, mode="w"):
+    def __init__(self, path, mode="w", *, file=None, format=None):
         self.path = Path(path)
-        self.format = _format(path)
+        self.format = format or _format(path)
         if mode not in ("w", "a"):
             raise ValueError(f"mode must be 'w' or 'a'; got {mode!r}")
         self._header = mode == "a" and self.path.exists() and self.path.stat().st_size > 0
-        self._file = open(self.path, mode, newline="" if self.format == "csv" else None,
-                          encoding="utf-8")
+        self._owned = file is None
+        self._file = file if file is not None else open(
+            self.path, mode, newline="" if self.format == "csv" else None, encoding="utf-8")
         self._csv = csv.writer(self._file) if self.format == "csv" else None
 
     @staticmethod
@@ -187,7 +195,8 @@ class LogWriter:
         self._file.flush()
 
     def close(self):
-        self._file.close()
+        if self._owned:
+            self._file.close()
 
     def __enter__(self):
         return self
