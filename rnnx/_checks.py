@@ -156,3 +156,12 @@ def seed(value, name="seed"):
             value, (numbers.Integral, np.random.Generator))):
         raise TypeError(f"{name} must be an int, a numpy Generator or None; got {value!r}")
     return value
+
+
+def instance(name, value, types, expected, *, none=False):
+    """value if it is an instance of types (or None with none), else a TypeError saying
+    what was expected."""
+    if not (isinstance(value, types) or (none and value is None)):
+        raise TypeError(f"{name} must be {expected}{' or None' if none else ''}; got "
+                        f"{type(value).__name__}")
+    return value

@@ -23,7 +23,7 @@ from .norms import array_norm, array_norms, norm_of_norms
 
 __all__ = ["ClipReport", "Transform", "global_norm", "array_norm", "array_norms",
            "norm_of_norms", "clip_by_global_norm", "clip_by_value", "clip_by_parameter_norm",
-           "adaptive_clip", "autoclip", "chain"]
+           "adaptive_clip", "autoclip", "chain", "clip_for_update"]
 
 
 @dataclass(frozen=True)
@@ -263,3 +263,21 @@ class chain(Transform):
             parts[int(i)][key] = v
         for t, part in zip(self.transforms, parts):
             t.load_state_dict(part)
+
+
+def clip_for_update(clip, optimizer, params, grads, norm):
+    """grads clipped by clip (a Transform or None) for optimizer.update: (grads, scale,
+    global norm after clipping, coefficient), the update's gradient being grads * scale.
+
+    grads are the model's (its keys, shapes and dtype) and finite, norm their global norm.
+    A clip that only rescales is folded into the optimizer's compiled update as scale (no
+    scaled copies); what any other transformation returns is checked by the optimizer.
+    """
+    if clip is None:
+        return grads, 1.0, norm, 1.0
+    c = clip.coefficient(norm)
+    if c is not None:
+        return grads, c, c * norm, c
+    grads, report = clip(grads, params, norm=norm)
+    optimizer.check(params, grads)
+    return grads, 1.0, report.norm_after, report.coefficient

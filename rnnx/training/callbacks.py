@@ -24,11 +24,16 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
+
+from .._checks import whole_number
+from ..model.losses import LOSSES
+from .data import pairs
 from .files import check_writable
 from .history import LogWriter, save_delta_norms
 
 __all__ = ["Callback", "EVENTS", "Diagnostics", "EarlyStopping", "LogFile", "Checkpointing",
-           "ProgressBar"]
+           "ProgressBar", "as_callbacks", "hook_table", "evaluate", "standard_callbacks"]
 
 log = logging.getLogger("rnnx")
 
@@ -52,6 +57,60 @@ class FunctionCallback(Callback):
 
     def __init__(self, fn):
         self.on_step_end = fn
+
+
+def as_callbacks(callbacks):
+    """The Trainer's callbacks argument as a list of callbacks."""
+    if callable(callbacks) or isinstance(callbacks, Callback):
+        callbacks = [callbacks]
+    out = []
+    for cb in callbacks:
+        if isinstance(cb, Callback) or any(hasattr(cb, h) for h in HOOKS + ("state_dict",)):
+            out.append(cb)
+        elif callable(cb):
+            out.append(FunctionCallback(cb))
+        else:
+            raise TypeError(f"each callback must be a Callback or a function "
+                            f"on_step_end(trainer, record); got {cb!r}")
+    return out
+
+
+def standard_callbacks(early_stopping, user, diag_every, log_path, checkpoint_path,
+                       checkpoint_every):
+    """The Trainer's callbacks in the order they run: diagnostics and evaluation fill the
+    record, then the user's callbacks see it, then it is checkpointed and logged."""
+    checkpoint_every = whole_number("checkpoint_every", checkpoint_every, none=True)
+    if checkpoint_every is not None and checkpoint_path is None:
+        raise ValueError("checkpoint_every needs a checkpoint_path")
+    return ([Diagnostics(diag_every)] if diag_every else []) + [early_stopping, *user] + (
+        [Checkpointing(checkpoint_path, checkpoint_every)] if checkpoint_path else []) + (
+        [LogFile(log_path)] if log_path is not None else [])
+
+
+def hook_table(callbacks):
+    """{hook name: the bound methods of the callbacks that have it, in order}."""
+    return {h: [getattr(cb, h) for cb in callbacks if hasattr(cb, h)] for h in HOOKS}
+
+
+def evaluate(model, loss, data, accuracy=None):
+    """{"loss": mean loss, "accuracy": mean accuracy(y, target) or NaN} of model over data
+    (one time-major (x, target) pair or an iterable of pairs), weighted by batch size.
+    A forward pass that overflows gives loss inf."""
+    total = acc = 0.0
+    n = 0
+    for x, target in pairs(data, "eval_data"):
+        b = np.shape(x)[1]
+        try:
+            y = model.predict(x)
+        except FloatingPointError:
+            return {"loss": math.inf, "accuracy": math.nan}
+        total += LOSSES[loss](y, target)[0] * b
+        if accuracy is not None:
+            acc += accuracy(y, target) * b
+        n += b
+    if n == 0:
+        raise ValueError("eval_data holds no batches")
+    return {"loss": total / n, "accuracy": acc / n if accuracy is not None else math.nan}
 
 
 class Diagnostics(Callback):

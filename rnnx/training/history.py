@@ -19,7 +19,8 @@ import numpy as np
 
 from .files import atomic_write
 
-__all__ = ["COLUMNS", "History", "LogWriter", "load_history", "delta_norms_path"]
+__all__ = ["COLUMNS", "History", "LogWriter", "load_history", "delta_norms_path",
+           "blank_record", "peak_delta"]
 
 # name -> kind. "int" columns use -1 for "none"; "float" columns NaN for "not measured".
 COLUMNS = {
@@ -44,6 +45,30 @@ COLUMNS = {
 }
 _DTYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_}
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+_BLANK = {"int": -1, "float": math.nan, "bool": False}
+
+
+def blank_record(param_keys):
+    """A record with every column at its "not measured" value (NaN, -1, False); the
+    per-parameter gradient norms follow the omega column."""
+    record = {}
+    for column, kind in COLUMNS.items():
+        record[column] = _BLANK[kind]
+        if column == "omega":
+            record.update(("grad_norm_" + k, math.nan) for k in param_keys)
+    return record
+
+
+def peak_delta(delta_norms):
+    """(largest delta norm, its time step) of a partial delta_norms (NaN where BPTT did
+    not reach); (nan, -1) when there is none."""
+    if delta_norms is None or not len(delta_norms):
+        return math.nan, -1
+    d = np.where(np.isnan(delta_norms), -np.inf, delta_norms)
+    t = int(np.argmax(d))
+    return (float(d[t]), t) if d[t] > -np.inf else (math.nan, -1)
 
 
 def _kind(column):

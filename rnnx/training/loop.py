@@ -1,21 +1,13 @@
 """rnnx.Trainer: the training loop -- one step, and fit over the data.
 
-One step: loss and gradients by BPTT (model.objective, the compiled core), their norms,
-judgement, clipping and the optimizer update, then one record for the History. A step is
-judged before any weight changes; it is rejected when
-
-* it failed -- rnn_backward raised GradientOverflowError (delta[t] non-finite or above
-  max_norm), the forward pass overflowed, or the loss or a gradient is non-finite; an
-  update that would make a weight non-finite is undone by the optimizer and fails too;
-* it is a spike -- the robust z-score of the global gradient norm over a rolling window
-  (rnnx.training.spikes.SpikeDetector) passes the threshold, though everything is finite,
-  and the spike policy does not let spikes through.
-
-A rejected step goes to a policy object (rnnx.training.policies: Raise, Skip, Rollback;
-Log for spikes) which returns the error to raise, if any, once the step is logged. All
-else -- diagnostics, evaluation and early stopping, the log file, checkpoints, the
-progress bar -- is done by callbacks (rnnx.training.callbacks). Whatever happens, the
-weights stay finite and the step is logged before any error is raised.
+One step: loss and gradients by BPTT (model.objective: readout, loss, the compiled core),
+their norms, the judgement, clipping and the optimizer update, one History record. A step
+is judged before any weight changes: it fails (GradientOverflowError from BPTT, a forward
+overflow, a non-finite loss, gradient or update) or is a gradient-norm spike (robust
+z-score, rnnx.training.spikes). A rejected step goes to a policy object
+(rnnx.training.policies), which returns the error to raise, if any, once the step is
+logged. Everything else -- diagnostics, evaluation, the log file, checkpoints, the progress
+bar -- is a callback (rnnx.training.callbacks). The weights always stay finite.
 """
 from __future__ import annotations
 
@@ -25,19 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .._checks import choice, positive, whole_number
+from .._checks import choice, instance, positive, whole_number
 from ..errors import GradientOverflowError
 from ..model.losses import LOSSES
 from ..model.rnn import RNN
-from ..optim.clipping import Transform
+from ..optim.clipping import Transform, clip_for_update
 from ..optim.norms import array_norms, norm_of_norms
 from ..optim.optimizers import Optimizer
 from ..tasks import Task
-from .callbacks import (EVENTS, HOOKS, Callback, Checkpointing, Diagnostics, EarlyStopping,
-                        FunctionCallback, LogFile, ProgressBar)
+from .callbacks import (EVENTS, Callback, EarlyStopping, ProgressBar, as_callbacks, evaluate,
+                        hook_table, standard_callbacks)
 from .checkpoint import save_checkpoint
-from .data import batches, pairs, time_major, windows
-from .history import History
+from .data import FitPlan, steps_of
+from .history import History, blank_record, peak_delta
 from .policies import POLICIES, SPIKE_POLICIES, Failure, Rollback, resolve
 from .spikes import SpikeDetector
 from .state import load_trainer_state, trainer_config, trainer_state
@@ -81,15 +73,11 @@ class Trainer:
                  rollback_depth=3, max_retries=5, log_path=None, diag_every=50,
                  checkpoint_path=None, checkpoint_every=None, callbacks=(), progress=True,
                  seed=None):
-        if not isinstance(model, RNN):
-            raise TypeError(f"model must be an rnnx.RNN; got {type(model).__name__}")
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be an rnnx optimizer (rnnx.optim.optimizers); "
-                            f"got {type(optimizer).__name__}")
-        if clip is not None and not isinstance(clip, Transform):
-            raise TypeError(f"clip must be a transformation from rnnx.optim.clipping (a "
-                            f"rnnx.optim.clipping.Transform) or None; got {clip!r}")
-        self.model, self.optimizer, self.clip = model, optimizer, clip
+        self.model = instance("model", model, RNN, "an rnnx.RNN")
+        self.optimizer = instance("optimizer", optimizer, Optimizer,
+                                  "an rnnx optimizer (rnnx.optim.optimizers)")
+        self.clip = instance("clip", clip, Transform, "a transformation from "
+                             "rnnx.optim.clipping (a Transform)", none=True)
         self.loss = choice("loss", loss, tuple(LOSSES))
         self.max_norm = positive("max_norm", max_norm, none=True)
         self.clip_delta = positive("clip_delta", clip_delta, none=True)
@@ -105,16 +93,10 @@ class Trainer:
         self.diag_every = whole_number("diag_every", diag_every, none=True)
         self.log_path = None if log_path is None else Path(log_path)
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
-        checkpoint_every = whole_number("checkpoint_every", checkpoint_every, none=True)
-        if checkpoint_every is not None and checkpoint_path is None:
-            raise ValueError("checkpoint_every needs a checkpoint_path")
         self.early_stopping = EarlyStopping()
-        self.callbacks = ([Diagnostics(self.diag_every)] if self.diag_every else []) + [
-            self.early_stopping, *_user_callbacks(callbacks)]
-        if checkpoint_path is not None:
-            self.callbacks.append(Checkpointing(checkpoint_path, checkpoint_every))
-        if log_path is not None:
-            self.callbacks.append(LogFile(log_path))
+        self.callbacks = standard_callbacks(self.early_stopping, as_callbacks(callbacks),
+                                            self.diag_every, log_path, checkpoint_path,
+                                            checkpoint_every)
         self.progress, self.seed = bool(progress), seed
         self.rng = np.random.default_rng(seed)
         self.history = History()
@@ -122,7 +104,7 @@ class Trainer:
         self.carry = None              # hidden state carried between windows (TBPTT)
         self.stop_training = False
         self._blank = None             # (param keys, a blank record), see _blank_record
-        self._hooks = _hooks(self.callbacks)
+        self._hooks = hook_table(self.callbacks)
 
     @property
     def policy(self):
@@ -177,7 +159,7 @@ class Trainer:
                 g = self._objective(x, target, h0)
         except GradientOverflowError as e:
             record["overflow_t"] = e.time_step
-            record["max_delta_norm"], record["max_delta_t"] = _peak(e.delta_norms)
+            record["max_delta_norm"], record["max_delta_t"] = peak_delta(e.delta_norms)
             return Failure("overflow", str(e), e, e.time_step), e.delta_norms, None
         except FloatingPointError as e:       # the forward pass overflowed
             return Failure("forward", str(e), e), None, None
@@ -204,45 +186,19 @@ class Trainer:
                 if not self.on_spike.lets_through:
                     return Failure("spike", f"gradient norm {norm:.6g} is a spike (robust "
                                    f"z-score above {self.detector.threshold:g})"), deltas, g
-        return self._update(g, norm, record), deltas, g
-
-    def _update(self, g, norm, record):
-        """Clip and apply the update: None, or the Failure of an update that would make a
-        weight non-finite (the optimizer then changed nothing)."""
-        params, grads, scale = self.model.params, g.grads, 1.0
-        if self.clip is not None:
-            c = self.clip.coefficient(norm)
-            if c is None:
-                grads, report = self.clip(grads, params, norm=norm)
-                self.optimizer.check(params, grads)   # what a transformation returned
-                record["clipped_norm"], record["clip_coef"] = (report.norm_after,
-                                                               report.coefficient)
-            else:      # a pure rescale: the optimizer multiplies as it updates
-                scale = c
-                record["clipped_norm"], record["clip_coef"] = c * norm, c
-        else:
-            record["clipped_norm"], record["clip_coef"] = norm, 1.0
+        params = self.model.params
+        grads, scale, record["clipped_norm"], record["clip_coef"] = clip_for_update(
+            self.clip, self.optimizer, params, g.grads, norm)
         try:
-            # the grads are the model's (its keys, shapes and dtype) and finite (their
-            # global norm is), or were checked above
             self.optimizer.update(params, grads, scale, record["lr"])
-        except FloatingPointError as e:
-            return Failure("nonfinite", str(e))
-        return None
+        except FloatingPointError as e:    # the update would make a weight non-finite;
+            return Failure("nonfinite", str(e)), deltas, g     # it changed nothing
+        return None, deltas, g
 
     def _blank_record(self):
-        """A record with every column at its "not measured" value (NaN, -1, False)."""
         keys = tuple(self.model.params)
         if self._blank is None or self._blank[0] != keys:
-            record = {"step": self.step, "loss": math.nan, "grad_norm": math.nan,
-                      "clipped_norm": math.nan, "clip_coef": math.nan, "lr": math.nan,
-                      "max_delta_norm": math.nan, "max_delta_t": -1, "overflow_t": -1,
-                      "nonfinite": False, "spike": False, "skipped": False,
-                      "rolled_back": False, "omega": math.nan}
-            record.update(("grad_norm_" + k, math.nan) for k in keys)
-            record.update(spectral_radius=math.nan, sigma_max=math.nan, eval_loss=math.nan,
-                          eval_accuracy=math.nan)
-            self._blank = keys, record
+            self._blank = keys, blank_record(keys)
         return dict(self._blank[1])
 
     def _policies(self):
@@ -262,21 +218,7 @@ class Trainer:
         """{"loss": mean loss, "accuracy": mean accuracy(y, target) or NaN} over data: one
         (x, target) pair or an iterable of pairs, weighted by batch size. Omega is not
         included. A forward pass that overflows gives loss inf."""
-        total = acc = 0.0
-        n = 0
-        for x, target in pairs(data, "eval_data"):
-            b = np.shape(x)[1]
-            try:
-                y = self.model.predict(x)
-            except FloatingPointError:
-                return {"loss": math.inf, "accuracy": math.nan}
-            total += LOSSES[self.loss](y, target)[0] * b
-            if accuracy is not None:
-                acc += accuracy(y, target) * b
-            n += b
-        if n == 0:
-            raise ValueError("eval_data holds no batches")
-        return {"loss": total / n, "accuracy": acc / n if accuracy is not None else math.nan}
+        return evaluate(self.model, self.loss, data, accuracy)
 
     def fit(self, data, *, steps=None, epochs=None, batch_size=None, eval_data=None,
             eval_every=None, patience=None, tbptt=None, carry_state=False, batch_first=False):
@@ -299,60 +241,29 @@ class Trainer:
         persist), so a trainer restored by load_checkpoint continues the run it was saved
         from; what one fit is given (eval data, patience, ...) ends with it.
         """
-        steps = whole_number("steps", steps, none=True)
-        epochs = whole_number("epochs", epochs, none=True)
-        tbptt = whole_number("tbptt", tbptt, none=True)
-        eval_every = whole_number("eval_every", eval_every, none=True)
-        patience = whole_number("patience", patience, none=True)
-        if isinstance(data, Task):
-            if steps is None or epochs is not None:
-                raise ValueError("fit(task) draws endless fresh batches: give steps=, not "
-                                 "epochs=")
-            whole_number("batch_size", batch_size)
-            if batch_first:
-                raise ValueError("batch_first applies to batches you pass; a Task's batches "
-                                 "are time-major already")
-        elif batch_size is not None:
-            raise ValueError("batch_size applies to a Task only; an iterable already yields "
-                             "its batches")
-        if (eval_every is None) != (eval_data is None):
-            raise ValueError("eval_data and eval_every go together")
-        if patience is not None and eval_every is None:
-            raise ValueError("patience (early stopping) needs eval_data and eval_every")
         per_step = self.model.readout == "all"
-        if tbptt is not None and not per_step:
-            raise ValueError("tbptt needs per-step targets: a model with readout='all'")
-        if eval_data is not None:
-            eval_data = pairs(eval_data, "eval_data")
-            if batch_first:
-                eval_data = [time_major(x, t, per_step) for x, t in eval_data]
-        self.early_stopping.start(eval_data, eval_every, patience,
+        plan = FitPlan.make(data, steps=steps, epochs=epochs, batch_size=batch_size,
+                            eval_data=eval_data, eval_every=eval_every, patience=patience,
+                            tbptt=tbptt, per_step=per_step, batch_first=batch_first)
+        self.early_stopping.start(plan.eval_data, plan.eval_every, plan.patience,
                                   data.accuracy if isinstance(data, Task) else None)
         self.stop_training = False
-        self._hooks = _hooks(self.callbacks + ([ProgressBar(steps)] if self.progress else []))
+        bar = [ProgressBar(plan.steps)] if self.progress else []
+        self._hooks = hook_table(self.callbacks + bar)
         try:
             for policy in self._policies():
                 policy.on_fit_start(self)
             for hook in self._hooks["on_fit_start"]:
                 hook(self)
             done = 0
-            for new_epoch, x, target in batches(data, batch_size, epochs, self.rng):
-                if batch_first:
-                    x, target = time_major(x, target, per_step)
-                if new_epoch or not carry_state:
-                    self.carry = None
-                for xw, tw in (windows(x, target, tbptt) if tbptt else ((x, target),)):
-                    h0 = self.carry if (tbptt or carry_state) else None
-                    if h0 is not None and h0.shape[0] != np.shape(xw)[1]:
-                        raise ValueError(f"carry_state needs batches of equal size; the "
-                                         f"carried state has {h0.shape[0]} rows, the batch "
-                                         f"{np.shape(xw)[1]}")
-                    record = self.train_step(xw, tw, h0)
-                    done += 1
-                    for hook in self._hooks["on_step_end"]:
-                        hook(self, record)
-                    if self.stop_training or done == steps:
-                        return self.history
+            for x, target, h0 in steps_of(self, data, plan, per_step=per_step,
+                                          carry_state=carry_state, batch_first=batch_first):
+                record = self.train_step(x, target, h0)
+                done += 1
+                for hook in self._hooks["on_step_end"]:
+                    hook(self, record)
+                if self.stop_training or done == plan.steps:
+                    return self.history
             if done == 0:
                 raise ValueError("data yielded no batches")
             return self.history
@@ -360,7 +271,7 @@ class Trainer:
             for hook in self._hooks["on_fit_end"]:
                 hook(self)
             self.early_stopping.stop()
-            self._hooks = _hooks(self.callbacks)
+            self._hooks = hook_table(self.callbacks)
 
     # --- checkpoints ---------------------------------------------------------------------
 
@@ -393,32 +304,3 @@ class Trainer:
     def n_skipped(self):
         """Steps whose update was not applied (skipped or rolled back)."""
         return int(self.history["skipped"].sum()) if len(self.history) else 0
-
-
-def _user_callbacks(callbacks):
-    if callable(callbacks) or isinstance(callbacks, Callback):
-        callbacks = [callbacks]
-    out = []
-    for cb in callbacks:
-        if isinstance(cb, Callback) or any(hasattr(cb, h) for h in HOOKS):
-            out.append(cb)
-        elif callable(cb):
-            out.append(FunctionCallback(cb))
-        else:
-            raise TypeError(f"each callback must be a Callback or a function "
-                            f"on_step_end(trainer, record); got {cb!r}")
-    return out
-
-
-def _hooks(callbacks):
-    """{hook name: the bound methods of the callbacks that have it, in order}."""
-    return {h: [getattr(cb, h) for cb in callbacks if hasattr(cb, h)] for h in HOOKS}
-
-
-def _peak(delta_norms):
-    """(largest delta norm, its time step), (nan, -1) when there is none."""
-    if delta_norms is None or not len(delta_norms):
-        return math.nan, -1
-    d = np.where(np.isnan(delta_norms), -np.inf, delta_norms)
-    t = int(np.argmax(d))
-    return (float(d[t]), t) if d[t] > -np.inf else (math.nan, -1)
