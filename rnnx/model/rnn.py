@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import copy as _copy
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import _core
-from .._checks import (all_finite, float_array, float_dtype, positive, positive_or_none,
-                       whole_number)
+from .._checks import (all_finite, choice, float_array, float_dtype, positive,
+                       positive_or_none, whole_number)
+from .._checks import seed as checked_seed
 from .init import (RECURRENT_INITS, _spectral_radius, init_params)
 from .losses import LOSSES
 from ..core.recurrence import _backward, _forward, jacobian_log_norms
@@ -89,14 +89,9 @@ class RNN:
         self.input_size = whole_number("input_size", input_size)
         self.hidden_size = whole_number("hidden_size", hidden_size)
         self.output_size = whole_number("output_size", output_size)
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}; got {readout!r}")
-        if init not in RECURRENT_INITS:
-            raise ValueError(f"init must be one of {RECURRENT_INITS}; got {init!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(
-                seed, (numbers.Integral, np.random.Generator))):
-            raise TypeError(f"seed must be an int, a numpy Generator or None; got {seed!r}")
-        self.readout = readout
+        self.readout = choice("readout", readout, READOUTS)
+        choice("init", init, RECURRENT_INITS)
+        seed = checked_seed(seed)
         self.dtype = float_dtype(dtype)
         self.init = init
         self.spectral_radius = positive("spectral_radius", spectral_radius, none=True)
@@ -201,8 +196,7 @@ class RNN:
                   batch_first=False):
         """loss_and_gradients with its settings checked once: a function
         (x, target, h0=None) -> Gradients, for a training loop that calls it every step."""
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {loss!r}")
+        choice("loss", loss, tuple(LOSSES))
         max_norm = positive_or_none("max_norm", max_norm)
         clip_delta = positive_or_none("clip_delta", clip_delta)
         omega = positive("omega", omega, zero=True)

@@ -12,13 +12,12 @@ norms; {} for the stateless ones).
 from __future__ import annotations
 
 import math
-import numbers
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import positive
+from .._checks import number_in, positive, whole_number
 from .norms import array_norm, array_norms, norm_of_norms
 
 __all__ = ["ClipReport", "Transform", "global_norm", "array_norm", "array_norms",
@@ -200,14 +199,8 @@ class autoclip(_Rescale):
     """
 
     def __init__(self, percentile=10.0, window=None):
-        if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not (
-                0 <= percentile <= 100):
-            raise ValueError(f"percentile must be a number in [0, 100]; got {percentile!r}")
-        if window is not None and (isinstance(window, bool) or not isinstance(
-                window, numbers.Integral) or window < 1):
-            raise ValueError(f"window must be a positive int or None; got {window!r}")
-        self.percentile = float(percentile)
-        self.window = None if window is None else int(window)
+        self.percentile = number_in("percentile", percentile, 0, 100, closed="both")
+        self.window = whole_number("window", window, none=True)
         self._history = deque(maxlen=self.window)
 
     @property

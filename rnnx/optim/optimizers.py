@@ -14,21 +14,18 @@ make a weight or a state entry non-finite raises FloatingPointError and changes 
 """
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
 from .. import _updates
-from .._checks import all_finite, positive
+from .._checks import all_finite, number_in, positive, whole_number
 from .schedules import constant
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Adagrad"]
 
 
 def _unit_interval(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 <= value < 1):
-        raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
-    return float(value)
+    return number_in(name, value, 0, 1)
 
 
 class Optimizer:
@@ -164,10 +161,9 @@ class Optimizer:
         t = d["t"]
         if isinstance(t, np.ndarray):
             t = t.item()
-        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
-            raise ValueError(f"state_dict['t'] must be an int >= 0; got {t!r}")
+        t = whole_number("state_dict['t']", t, low=0)
         self.lr_scale = float(d["lr_scale"])
-        self.t = int(t)
+        self.t = t
         self.state = state
 
 

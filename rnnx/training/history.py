@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import choice
 from .files import atomic_write
 
 __all__ = ["COLUMNS", "History", "LogWriter", "load_history", "delta_norms_path",
@@ -195,8 +196,7 @@ class LogWriter:
     def __init__(self, path, mode="w", *, file=None, format=None):
         self.path = Path(path)
         self.format = format or _format(path)
-        if mode not in ("w", "a"):
-            raise ValueError(f"mode must be 'w' or 'a'; got {mode!r}")
+        choice("mode", mode, ("w", "a"))
         self._header = mode == "a" and self.path.exists() and self.path.stat().st_size > 0
         self._owned = file is None
         self._file = file if file is not None else open(
