@@ -127,7 +127,7 @@ def expect_array(path, key, value, shape, dtype):
     if not isinstance(value, np.ndarray) or value.shape != tuple(shape) or (
             dtype is not None and value.dtype != dtype):
         got = (f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray)
-               else type(value).__name__)
+               else f"a scalar {type(value).__name__}")
         want = f"{np.dtype(dtype).name} " if dtype is not None else ""
         raise CheckpointError(f"checkpoint {str(path)!r}: {key} must be {want}"
                               f"{tuple(shape)}; got {got}")

@@ -93,7 +93,7 @@ def load_trainer_state(trainer, path, *, weights_only=False, new_policy=False):
     rng = copy.deepcopy(trainer.rng)
     try:
         rng.bit_generator.state = bad.get(state, "rng")
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
         bad.fail(f"rng is not a state of {type(rng.bit_generator).__name__} ({e})")
     norms = bad.array("spikes/norms", bad.get(bad.get(state, "spikes"), "norms"), None,
                       np.float64, ndim=1)
