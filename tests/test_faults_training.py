@@ -61,13 +61,15 @@ def _tamper(state, how):
         state["carry"] = np.zeros((2, 99), np.float32)
     elif how == "snapshot W_hh scalar":
         state["policies"]["policy"]["snapshots"][0]["params"]["W_hh"] = np.float32(1)
+    elif how == "damaged rng state":
+        state["rng"] = {"bit_generator": "PCG64", "state": {"state": -1}}
     return state
 
 
 STRUCTURAL = ["missing config", "missing W_hh", "scalar W_hh", "W_hh of another dtype",
               "W_hh of another shape", "optimizer buffer of another shape",
               "non-finite W_xh", "torn history", "carry of another shape",
-              "snapshot W_hh scalar"]
+              "snapshot W_hh scalar", "damaged rng state"]
 BYTES = ["empty", "truncated", "random bytes", "torn settings document"]
 
 
