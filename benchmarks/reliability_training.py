@@ -1,8 +1,9 @@
 """Reliability of `rnnx train` checkpoints, resume and logs under kills and damaged files.
 
 1. Kills: a run is started with a checkpoint every few steps and a CSV log, then resumed
-   again and again, each resume killed with SIGKILL at a random moment (a bounded number
-   of times). After every kill the checkpoint must load, and the log must hold every step
+   again and again, each resume killed with SIGKILL (a bounded number of times) once it
+   reaches the log: every other one at once, the others at a random moment up to 1.5 s
+   later. After every kill the checkpoint must load, and the log must hold every step
    up to the checkpoint's once, in order, with no torn row (a torn last line, which the
    log reader drops and the next resume rewrites, is counted apart). A last resume runs
    to the end, and its weights must equal those of a run never interrupted, bit for bit.
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnx.training.checkpoint import load_checkpoint, save_checkpoint
+from rnnx.training.files import stale_temp_files
 
 STEPS = 2000
 SETTINGS = ["--task", "adding", "--length", "30", "--hidden", "24", "--optimizer", "adam",
@@ -58,16 +60,24 @@ def _log_rows(path):
 def kills(folder, n, rng):
     ckpt, log = folder / "run.npz", folder / "run.csv"
     ref = folder / "ref.npz"
-    out = {"kills": 0, "finished before the kill": 0, "lost rows": 0, "torn rows": 0,
+    out = {"kills": 0, "during training": 0, "finished before the kill": 0, "lost rows": 0, "torn rows": 0,
            "torn last lines": 0, "unreadable checkpoints": 0, "tracebacks": 0}
     first = _rnnx(["train", "--steps", "50", "--checkpoint", str(ckpt), "--log", str(log)]
                   + SETTINGS)
     assert first.returncode == 0, first.stderr
     for _ in range(n):
+        before = (load_checkpoint(ckpt)["step"], log.stat().st_size, log.stat().st_mtime_ns)
         proc = subprocess.Popen([sys.executable, "-m", "rnnx", "train", "--steps", str(STEPS),
                                  "--checkpoint", str(ckpt), "--resume"], stderr=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, text=True)
-        time.sleep(rng.uniform(0.2, 2.5))
+        # Python and numpy take seconds to start here: wait until the resume reaches the log
+        # (its rewrite's temporary file, or the log itself, changes), then kill it at once
+        # (every other kill: mid-rewrite when the timing allows) or a random moment later.
+        while proc.poll() is None and not stale_temp_files(log) and (
+                log.stat().st_size, log.stat().st_mtime_ns) == before[1:]:
+            time.sleep(0.001)
+        if out["kills"] % 2:
+            time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             out["kills"] += 1
@@ -80,6 +90,9 @@ def kills(folder, n, rng):
         except Exception:  # noqa: BLE001 -- counted, the table reports it
             out["unreadable checkpoints"] += 1
             continue
+        # the resume had started on the log (rewrite or new rows) before it was killed
+        out["during training"] += (step, log.stat().st_size,
+                                   log.stat().st_mtime_ns) != before
         whole, torn, last_torn = _log_rows(log)
         out["torn rows"] += torn
         out["torn last lines"] += last_torn
@@ -179,8 +192,9 @@ def main():
     print("| check | cases | clean one-line errors | tracebacks | silent accepts | "
           "lost / torn rows |")
     print("|---|---|---|---|---|---|")
-    print(f"| SIGKILL of a resumed `rnnx train` | {k['kills']} kills "
-          f"(+{k['finished before the kill']} finished first) | - | {k['tracebacks']} | - | "
+    print(f"| SIGKILL of a resumed `rnnx train` | {k['kills']} kills ({k['during training']} "
+          f"after the resume had touched the log, +{k['finished before the kill']} finished "
+          f"first) | - | {k['tracebacks']} | - | "
           f"{k['lost rows']} / {k['torn rows']} |")
     print(f"| damaged checkpoint under `--resume` | {len(d)} | {sum(r[2] for r in d)} | "
           f"{sum(r[3] for r in d)} | {sum(r[4] for r in d)} | - |")

@@ -268,9 +268,8 @@ class Trainer:
                 raise ValueError("data yielded no batches")
             return self.history
         finally:
-            for hook in self._hooks["on_fit_end"]:
+            for hook in self._hooks["on_fit_end"]:     # EarlyStopping forgets the fit's data
                 hook(self)
-            self.early_stopping.stop()
             self._hooks = hook_table(self.callbacks)
 
     # --- checkpoints ---------------------------------------------------------------------
