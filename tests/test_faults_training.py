@@ -385,3 +385,24 @@ def test_a_version_1_checkpoint_still_resumes_bit_identically(tmp_path):
     resumed.fit(task, steps=10, batch_size=8)
     for k in full.model.params:
         np.testing.assert_array_equal(resumed.model.params[k], full.model.params[k])
+
+
+def test_a_rollback_shared_by_failures_and_spikes_resumes_bit_identically(tmp_path):
+    data = _batches([10, 10, 10, 10, 10, LONG, 10, LONG, 10])
+
+    def make():
+        return _trainer(_exploding(), SGD(0.05), policy="rollback", spikes="rollback",
+                        checkpoint_path=tmp_path / "c.npz")
+    full = make()
+    full.fit(data)
+    part = make()
+    part.fit(data[:5])
+    part.save_checkpoint()
+    assert "spikes" not in load_checkpoint(tmp_path / "c.npz")["policies"]   # saved once
+    resumed = make().load_checkpoint(tmp_path / "c.npz")
+    assert resumed.on_failure is resumed.on_spike
+    resumed.fit(data[5:])
+    assert list(resumed.history["rolled_back"]) == list(full.history["rolled_back"])
+    assert full.history["rolled_back"].sum() == 2
+    for k in full.model.params:
+        np.testing.assert_array_equal(resumed.model.params[k], full.model.params[k])

@@ -52,7 +52,12 @@ def trainer_config(trainer):
 
 
 def _policies(trainer):
-    return {"policy": trainer.on_failure, "spikes": trainer.on_spike}
+    """The policies by the argument that set them; a Rollback shared by both is saved and
+    restored once, as "policy"."""
+    policies = {"policy": trainer.on_failure, "spikes": trainer.on_spike}
+    if trainer.on_spike is trainer.on_failure:
+        del policies["spikes"]
+    return policies
 
 
 def trainer_state(trainer):
