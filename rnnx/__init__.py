@@ -20,6 +20,9 @@ from .model.regularizers import pascanu_omega
 from .optim.schedules import constant, cosine, step_decay
 from .training.spikes import SpikeDetector
 from .training import Callback, Trainer
+# after the rest: rnnx.sweep is the function from here on (its package stays importable
+# as rnnx.sweep.<module> through sys.modules)
+from .sweep import sweep
 
 __all__ = [
     "__version__",
@@ -35,4 +38,6 @@ __all__ = [
     "save_checkpoint", "load_checkpoint", "tasks",
     # diagnostics
     "diagnose",
+    # sweeps
+    "sweep",
 ]
