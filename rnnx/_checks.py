@@ -144,3 +144,44 @@ def generator(rng, name="rng"):
     if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
         return np.random.default_rng(rng)
     raise TypeError(f"{name} must be a numpy Generator, an int seed or None; got {rng!r}")
+
+
+def choice(name, value, choices):
+    """value if it is one of choices."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}")
+    return value
+
+
+def number_in(name, value, low, high, *, closed="low"):
+    """value as a float in the interval from low to high; closed: which ends belong to it,
+    "low" [low, high), "high" (low, high], "both" [low, high] or "neither" (low, high)."""
+    left, right = closed in ("low", "both"), closed in ("high", "both")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            (low <= value if left else low < value) and (value <= high if right else
+                                                          value < high)):
+        interval = f"{'[' if left else '('}{low:g}, {high:g}{']' if right else ')'}"
+        raise ValueError(f"{name} must be a number in {interval}; got {value!r}")
+    return float(value)
+
+
+def open_unit_interval(name, value):
+    """value as a float in (0, 1)."""
+    return number_in(name, value, 0, 1, closed="neither")
+
+
+def seed(value, name="seed"):
+    """value if it is an int, a numpy Generator or None."""
+    if value is not None and (isinstance(value, bool) or not isinstance(
+            value, (numbers.Integral, np.random.Generator))):
+        raise TypeError(f"{name} must be an int, a numpy Generator or None; got {value!r}")
+    return value
+
+
+def instance(name, value, types, expected, *, none=False):
+    """value if it is an instance of types (or None with none), else a TypeError saying
+    what was expected."""
+    if not (isinstance(value, types) or (none and value is None)):
+        raise TypeError(f"{name} must be {expected}{' or None' if none else ''}; got "
+                        f"{type(value).__name__}")
+    return value

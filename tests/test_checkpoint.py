@@ -70,3 +70,28 @@ def test_bad_paths(tmp_path):
     np.savez(tmp_path / "other.npz", a=np.ones(1))
     with pytest.raises(ValueError, match="not an rnnx checkpoint"):
         load_checkpoint(tmp_path / "other.npz")
+
+
+@pytest.mark.parametrize("content", ["empty", "truncated", "random", "npy", "torn meta"])
+def test_unreadable_files_are_one_checkpoint_error_naming_the_file(tmp_path, content):
+    from rnnx.training.checkpoint import CheckpointError
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, {"a": np.arange(100.0), "b": {"c": 1}})
+    data = path.read_bytes()
+    if content == "empty":
+        path.write_bytes(b"")
+    elif content == "truncated":
+        path.write_bytes(data[:len(data) // 2])
+    elif content == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(1000))
+    elif content == "npy":
+        with open(path, "wb") as f:
+            np.save(f, np.ones(3))
+    else:
+        arrays = dict(np.load(path))
+        arrays["__meta__"] = np.array(str(arrays["__meta__"])[:-5])
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    with pytest.raises(CheckpointError, match="ck.npz") as info:
+        load_checkpoint(path)
+    assert "pickle" not in str(info.value) and "\n" not in str(info.value)

@@ -416,3 +416,43 @@ def test_params_of_another_dtype_or_layout_are_stored_back_converted():
     kept = model.params["W_hh"]
     model.loss_and_gradients(x, target)
     assert model.params["W_hh"] is kept                  # converted once, then used as is
+
+
+# --- batch_first (issue 11, item 16) -------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("readout,loss", [("last", "mse"), ("all", "mse"),
+                                          ("all", "cross_entropy"), ("last", "cross_entropy")])
+@pytest.mark.parametrize("T,B", [(5, 3), (1, 1), (4, 1)])
+def test_batch_first_is_the_time_major_computation_transposed(dtype, readout, loss, T, B):
+    rng = np.random.default_rng(1)
+    model = RNN(3, 4, 2, readout=readout, seed=0, dtype=dtype)
+    x = rng.standard_normal((T, B, 3))
+    h0 = rng.standard_normal((B, 4)) * 0.1
+    if loss == "mse":
+        target = rng.standard_normal((T, B, 2) if readout == "all" else (B, 2))
+    else:
+        target = rng.integers(0, 2, size=(T, B) if readout == "all" else (B,))
+    xb = x.transpose(1, 0, 2).copy()
+    tb = target.swapaxes(0, 1).copy() if readout == "all" else target
+    y, h = model.forward(x, h0)
+    yb, hb = model.forward(xb, h0, batch_first=True)
+    np.testing.assert_array_equal(hb, h.transpose(1, 0, 2))
+    np.testing.assert_array_equal(yb, y.swapaxes(0, 1) if readout == "all" else y)
+    np.testing.assert_array_equal(model.predict(xb, h0, batch_first=True), yb)
+    g = model.loss_and_gradients(x, target, loss=loss, h0=h0)
+    gb = model.loss_and_gradients(xb, tb, loss=loss, h0=h0, batch_first=True)
+    assert gb.loss == g.loss
+    for k in g.grads:
+        np.testing.assert_array_equal(gb.grads[k], g.grads[k], err_msg=k)
+    np.testing.assert_array_equal(gb.delta_norms, g.delta_norms)
+    np.testing.assert_array_equal(gb.h_last, g.h_last)
+
+
+def test_batch_first_shape_errors_name_the_layout():
+    model = RNN(3, 4, 2, readout="all", seed=0)
+    with pytest.raises(ValueError, match="x must"):
+        model.predict(np.zeros((2, 5, 4)), batch_first=True)       # D = 4, not 3
+    with pytest.raises(ValueError, match="batch-first"):
+        model.loss_and_gradients(np.zeros((2, 5, 3)), np.zeros(2, int),
+                                 loss="cross_entropy", batch_first=True)

@@ -11,7 +11,8 @@ from rnnx.training.history import load_history
 from rnnx.model.rnn import RNN
 from rnnx.optim.optimizers import SGD, Adam
 from rnnx.optim.schedules import cosine
-from rnnx.training.loop import Callback, DivergenceError, Trainer
+from rnnx.errors import DivergenceError
+from rnnx.training.loop import Callback, Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -534,3 +535,32 @@ def test_a_transformation_returning_a_wrong_shape_is_named():
         trainer.fit(_batches([10]))
     for k, v in model.params.items():
         np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.parametrize("tbptt", [None, 3])
+def test_fit_batch_first_equals_fit_time_major(tbptt):
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((7, 3, 2)), rng.integers(0, 2, size=(7, 3)))
+               for _ in range(3)]
+    eval_pair = (rng.standard_normal((7, 4, 2)), rng.integers(0, 2, size=(7, 4)))
+    runs = []
+    for batch_first in (False, True):
+        data = [(x.transpose(1, 0, 2), t.T) if batch_first else (x, t) for x, t in batches]
+        ev = (eval_pair[0].transpose(1, 0, 2), eval_pair[1].T) if batch_first else eval_pair
+        trainer = _trainer(RNN(2, 5, 2, readout="all", seed=0), SGD(0.1),
+                           loss="cross_entropy")
+        trainer.fit(data, tbptt=tbptt, eval_data=ev, eval_every=2, batch_first=batch_first)
+        runs.append(trainer)
+    _same_rows(runs[0].history, runs[1].history)
+    for k in runs[0].model.params:
+        np.testing.assert_array_equal(runs[0].model.params[k], runs[1].model.params[k])
+    with pytest.raises(ValueError, match="time-major already"):
+        runs[0].fit(tasks.make("adding", 8), steps=1, batch_size=2, batch_first=True)
+
+
+def test_evaluate_batch_first():
+    task = tasks.make("adding", 10, jitter="batch")
+    trainer = _trainer(RNN(2, 4, 1, seed=0))
+    pairs = [task.sample(5, 1), task.sample(3, 2)]
+    flipped = [(x.transpose(1, 0, 2), t) for x, t in pairs]
+    assert trainer.evaluate(flipped, batch_first=True) == trainer.evaluate(pairs)

@@ -111,6 +111,10 @@ def _add_train(sub):
                "  rnnx train --spectral-radius 1.5 --lr 0.3 --policy skip --log run.csv --json\n"
                "  rnnx train --steps 2000 --checkpoint run.npz --checkpoint-every 100\n"
                "  rnnx train --steps 4000 --checkpoint run.npz --resume   # continue it")
+    # the flags record that they were given, so that --resume tells them from the defaults
+    for kind, action in ((None, argparse._StoreAction), ("store", argparse._StoreAction),
+                         ("store_true", argparse._StoreTrueAction)):
+        p.register("action", kind, _recording(action))
     g = p.add_argument_group("task and model")
     g.add_argument("--task", choices=_task_names(), default="adding", help="built-in task")
     g.add_argument("--length", "-T", type=_positive(int), default=50, help="sequence length T")
@@ -153,7 +157,12 @@ def _add_train(sub):
     g.add_argument("--checkpoint", metavar="PATH", help="checkpoint file, .npz (default: none)")
     g.add_argument("--checkpoint-every", type=_positive(int), default=None,
                    help="save a checkpoint every N steps (default: at the end only)")
-    g.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --checkpoint, with its settings (flags "
+                        "given override only " + ", ".join("--" + k.replace("_", "-") for k
+                                                           in _RESUME_MAY_CHANGE) + ")")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --checkpoint with a new run")
     g.add_argument("--quiet", action="store_true", help="no progress bar or table")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
     g.add_argument("--explain", action="store_true",
@@ -161,6 +170,60 @@ def _add_train(sub):
                         "overflow and its time step, growth of the backward signal per time "
                         "step, what the policy and clipping did")
     p.set_defaults(run=_run_train)
+
+
+# the settings a resumed run may change; the others are read from the checkpoint
+_RESUME_MAY_CHANGE = ("steps", "checkpoint_every", "log", "policy", "spikes")
+_NOT_SAVED = ("checkpoint", "resume", "overwrite", "quiet", "json", "explain", "run", "command",
+              "given_flags")
+
+
+def _recording(action):
+    """action, also adding its dest to the namespace's given_flags when it is given."""
+    class Recording(action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            namespace.given_flags = getattr(namespace, "given_flags", set()) | {self.dest}
+    return Recording
+
+
+class _SavedSettings:
+    """A callback whose checkpoint state is the command line's settings, so that
+    `rnnx train --resume` can read them back."""
+
+    state_key = "rnnx_train"
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def state_dict(self):
+        return {"settings": json.dumps(self.settings)}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def _resume_settings(args, given):
+    """Fill args from the checkpoint's saved settings: a flag given may change only what
+    _RESUME_MAY_CHANGE lists. True when the failure or spike policy changes."""
+    from ..training.checkpoint import CheckpointError, load_checkpoint
+    try:
+        state = load_checkpoint(args.checkpoint)
+        saved = json.loads(state["callbacks"]["rnnx_train"]["settings"])
+    except CheckpointError as e:
+        raise OSError(str(e)) from None
+    except (KeyError, TypeError, ValueError):
+        return False     # not written by rnnx train: the flags must match its settings
+    for k, v in saved.items():
+        if k in given and k not in _RESUME_MAY_CHANGE and getattr(args, k, v) != v:
+            flag = "--" + k.replace("_", "-")
+            raise UsageError(f"{flag} {getattr(args, k)} differs from the checkpoint's "
+                             f"{v!r}; a resumed run keeps its settings (only "
+                             + ", ".join("--" + m.replace("_", "-") for m in _RESUME_MAY_CHANGE)
+                             + " may change; or start a new run with --overwrite)")
+        if k not in given:
+            setattr(args, k, v)
+    return any(k in given and getattr(args, k) != saved.get(k) for k in ("policy", "spikes"))
 
 
 def _clip(args):
@@ -180,12 +243,23 @@ def _run_train(args):
     from .report import (format_table, logged_sigma_max, narrate, quiet_training,
                          read_story, summarize, wrap)
     from ..training.loop import Trainer
+    from ..training.checkpoint import CheckpointError
+    given = getattr(args, "given_flags", set())
     if args.resume and not args.checkpoint:
         raise UsageError("--resume needs --checkpoint PATH")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+    new_policy = False
+    if args.resume:
+        if not Path(args.checkpoint).exists():
+            raise FileNotFoundError(f"no checkpoint to resume at {args.checkpoint!r}")
+        new_policy = _resume_settings(args, given)
+    elif args.checkpoint and Path(args.checkpoint).exists() and not args.overwrite:
+        raise UsageError(f"checkpoint {args.checkpoint!r} exists: pass --resume to continue "
+                         "that run, or --overwrite to replace it with a new one")
     if args.checkpoint_every and not args.checkpoint:
         raise UsageError("--checkpoint-every needs --checkpoint PATH")
-    if args.resume and not Path(args.checkpoint).exists():
-        raise FileNotFoundError(f"no checkpoint to resume at {args.checkpoint!r}")
+    settings = {k: v for k, v in vars(args).items() if k not in _NOT_SAVED}
     _check_memory(args.length, args.batch_size, args.hidden, *_task_sizes(args.task),
                   args.dtype, training=True)
     task = make_task(args.task, args.length, dtype=args.dtype)
@@ -196,9 +270,13 @@ def _run_train(args):
                       omega=args.omega, spikes=None if args.spikes == "off" else args.spikes,
                       log_path=args.log, checkpoint_path=args.checkpoint,
                       checkpoint_every=args.checkpoint_every,
+                      callbacks=[_SavedSettings(settings)],
                       progress=not (args.quiet or args.json), seed=args.seed)
     if args.resume:
-        trainer.load_checkpoint(args.checkpoint)
+        try:
+            trainer.load_checkpoint(args.checkpoint, new_policy=new_policy)
+        except CheckpointError as e:
+            raise OSError(str(e)) from None
     remaining = args.steps - trainer.step
     if remaining > 0:
         with quiet_training():

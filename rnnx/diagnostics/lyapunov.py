@@ -130,8 +130,8 @@ def diagnose(model, x, h0=None, *, k=None, discard=None, tol=EDGE_TOLERANCE):
 
     discard defaults to T // 10 (transient steps not counted in the exponents).
     """
-    x, h0 = model._inputs(x, h0)
-    p = model._checked()
+    x, h0 = model.checked_inputs(x, h0)
+    p = model.checked_params()
     d = model.diagnostics()
     T, B = x.shape[:2]
     discard = T // 10 if discard is None else discard

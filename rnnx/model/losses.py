@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mse", "softmax_cross_entropy", "IGNORE_LABEL"]
+__all__ = ["mse", "softmax_cross_entropy", "IGNORE_LABEL", "LOSSES"]
 
 IGNORE_LABEL = -1     # a class label with nothing to fit (PyTorch's ignore_index)
 
@@ -91,3 +91,7 @@ def softmax_cross_entropy(logits, labels):
     if n < labels.size:
         dlogits[~kept] = 0.0
     return loss, dlogits
+
+
+# the losses by the name the model and the Trainer take (loss="mse" | "cross_entropy")
+LOSSES = {"mse": mse, "cross_entropy": softmax_cross_entropy}

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import copy as _copy
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import _core
-from .._checks import (all_finite, float_array, float_dtype, positive, positive_or_none,
-                       whole_number)
+from .._checks import (all_finite, choice, float_array, float_dtype, positive,
+                       positive_or_none, whole_number)
+from .._checks import seed as checked_seed
 from .init import (RECURRENT_INITS, _spectral_radius, init_params)
-from .losses import mse, softmax_cross_entropy
+from .losses import LOSSES
 from ..core.recurrence import _backward, _forward, jacobian_log_norms
 from ..errors import GradientOverflowError
 from .regularizers import OMEGA_FORMS
@@ -28,7 +28,6 @@ from .regularizers import OMEGA_FORMS
 __all__ = ["RNN", "Gradients"]
 
 READOUTS = ("last", "all")
-LOSSES = {"mse": mse, "cross_entropy": softmax_cross_entropy}
 
 
 @dataclass
@@ -46,6 +45,15 @@ class Gradients:
     delta_norms: np.ndarray
     h_last: np.ndarray
     omega: float
+
+
+def _time_major(name, value):
+    """A batch-first (B, T, ...) array as a time-major (T, B, ...) view."""
+    arr = np.asarray(value)
+    if arr.ndim < 2:
+        raise ValueError(f"{name} must be batch-first (B, T, ...) with batch_first=True, at "
+                         f"least 2-D; got shape {arr.shape}")
+    return arr.swapaxes(0, 1)
 
 
 def _readout_overflow(value, grad_h, T):
@@ -86,14 +94,9 @@ class RNN:
         self.input_size = whole_number("input_size", input_size)
         self.hidden_size = whole_number("hidden_size", hidden_size)
         self.output_size = whole_number("output_size", output_size)
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}; got {readout!r}")
-        if init not in RECURRENT_INITS:
-            raise ValueError(f"init must be one of {RECURRENT_INITS}; got {init!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(
-                seed, (numbers.Integral, np.random.Generator))):
-            raise TypeError(f"seed must be an int, a numpy Generator or None; got {seed!r}")
-        self.readout = readout
+        self.readout = choice("readout", readout, READOUTS)
+        choice("init", init, RECURRENT_INITS)
+        seed = checked_seed(seed)
         self.dtype = float_dtype(dtype)
         self.init = init
         self.spectral_radius = positive("spectral_radius", spectral_radius, none=True)
@@ -106,7 +109,7 @@ class RNN:
                 f"output_size={self.output_size}, readout={self.readout!r}, "
                 f"dtype={self.dtype.name!r})")
 
-    def _checked(self):
+    def checked_params(self):
         """The params, checked: finite, of the model's shapes, and writeable C-contiguous
         arrays of its dtype. One that is finite and of the right shape but not such an array
         (a list, another dtype or layout, read-only) is converted and stored back, so that
@@ -131,7 +134,11 @@ class RNN:
                 params[k] = arr if arr.flags.writeable and arr.base is None else arr.copy()
         return params
 
-    def _inputs(self, x, h0):
+    def checked_inputs(self, x, h0=None, *, batch_first=False):
+        """(x, h0) checked and converted to the model's dtype: x (T, B, D) time-major (given
+        as (B, T, D) with batch_first=True), h0 (B, H) or None."""
+        if batch_first:
+            x = _time_major("x", x)
         x = float_array("x", x, self.dtype, ("T", "B", self.input_size))
         if h0 is not None:
             h0 = float_array("h0", h0, self.dtype, (x.shape[1], self.hidden_size))
@@ -145,14 +152,22 @@ class RNN:
         y = np.dot(h.reshape(-1, self.hidden_size), p["W_hy"].T) + p["b_y"]
         return y.reshape(h.shape[:2] + (self.output_size,)), h
 
-    def forward(self, x, h0=None):
-        """(y, h): y (B, O) for readout "last" or (T, B, O) for "all"; h (T, B, H)."""
-        x, h0 = self._inputs(x, h0)
-        return self._forward(self._checked(), x, h0)
+    def forward(self, x, h0=None, *, batch_first=False):
+        """(y, h): y (B, O) for readout "last" or (T, B, O) for "all"; h (T, B, H).
 
-    def predict(self, x, h0=None):
-        """The readout y of forward(x, h0)."""
-        return self.forward(x, h0)[0]
+        batch_first=True: x is (B, T, D), and y of readout "all" and h come back
+        batch-first too, (B, T, O) and (B, T, H), as torch.nn.RNN(batch_first=True)."""
+        x, h0 = self.checked_inputs(x, h0, batch_first=batch_first)
+        y, h = self._forward(self.checked_params(), x, h0)
+        if batch_first:
+            h = h.swapaxes(0, 1)
+            if self.readout == "all":
+                y = y.swapaxes(0, 1)
+        return y, h
+
+    def predict(self, x, h0=None, *, batch_first=False):
+        """The readout y of forward(x, h0, batch_first=batch_first)."""
+        return self.forward(x, h0, batch_first=batch_first)[0]
 
     def _check_target(self, loss, target, y):
         if loss == "cross_entropy":
@@ -171,7 +186,7 @@ class RNN:
                              f"and readout={self.readout!r}; got {np.shape(target)}")
 
     def loss_and_gradients(self, x, target, *, loss="mse", h0=None, max_norm=None,
-                           clip_delta=None, omega=0.0):
+                           clip_delta=None, omega=0.0, batch_first=False):
         """The loss and its gradient with respect to every parameter, by BPTT.
 
         loss: "mse" (target shaped like y) or "cross_entropy" (integer class labels:
@@ -179,19 +194,31 @@ class RNN:
         rnn_backward; its rnnx.GradientOverflowError propagates unchanged (and a loss or
         readout gradient that is already non-finite raises one too). omega > 0 adds
         omega * Omega (the form self.omega_form names in rnnx.model.regularizers.OMEGA_FORMS)
-        to the loss and its gradient to grads["W_hh"]. Returns a Gradients.
+        to the loss and its gradient to grads["W_hh"]. batch_first=True: x is (B, T, D) and a
+        per-step target (readout "all") is (B, T, O) or (B, T) labels. Returns a Gradients.
         """
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {loss!r}")
-        return self._gradients(x, target, loss, h0, positive_or_none("max_norm", max_norm),
-                               positive_or_none("clip_delta", clip_delta),
-                               positive("omega", omega, zero=True))
+        return self.objective(loss, max_norm=max_norm, clip_delta=clip_delta, omega=omega,
+                              batch_first=batch_first)(x, target, h0)
+
+    def objective(self, loss="mse", *, max_norm=None, clip_delta=None, omega=0.0,
+                  batch_first=False):
+        """loss_and_gradients with its settings checked once: a function
+        (x, target, h0=None) -> Gradients, for a training loop that calls it every step."""
+        choice("loss", loss, tuple(LOSSES))
+        max_norm = positive_or_none("max_norm", max_norm)
+        clip_delta = positive_or_none("clip_delta", clip_delta)
+        omega = positive("omega", omega, zero=True)
+        per_step = self.readout == "all"
+
+        def evaluate(x, target, h0=None):
+            x, h0 = self.checked_inputs(x, h0, batch_first=batch_first)
+            if batch_first and per_step:
+                target = _time_major("target", target)
+            return self._gradients(x, target, loss, h0, max_norm, clip_delta, omega)
+        return evaluate
 
     def _gradients(self, x, target, loss, h0, max_norm, clip_delta, omega):
-        """loss_and_gradients with loss, max_norm, clip_delta and omega already checked
-        (the Trainer checks its settings once, not every step)."""
-        x, h0 = self._inputs(x, h0)
-        p = self._checked()
+        p = self.checked_params()
         y, h = self._forward(p, x, h0)
         self._check_target(loss, target, y)
         value, dy = LOSSES[loss](y, target)
@@ -210,9 +237,7 @@ class RNN:
         g = _backward(x, h, grad_h, p["W_xh"], p["W_hh"], h0, max_norm, clip_delta, omega > 0)
         dW_hh, omega_value = g.dW_hh, 0.0
         if omega > 0:
-            if self.omega_form not in OMEGA_FORMS:
-                raise ValueError(f"omega_form must be one of {tuple(OMEGA_FORMS)}; got "
-                                 f"{self.omega_form!r}")
+            choice("omega_form", self.omega_form, tuple(OMEGA_FORMS))
             omega_value, dOmega = OMEGA_FORMS[self.omega_form](h, g.delta, p["W_hh"])
             value += float(omega) * omega_value
             dW_hh = dW_hh + self.dtype.type(omega) * dOmega
@@ -223,8 +248,8 @@ class RNN:
     def jacobian_log_norms(self, x, h0=None, *, ord=2):
         """rnnx.jacobian_log_norms along this model's trajectory on the batch x: (T+1, B)
         float64, ln ||dh[T-1] / dh[T-1-k]|| per lag k and sequence."""
-        x, h0 = self._inputs(x, h0)
-        p = self._checked()
+        x, h0 = self.checked_inputs(x, h0)
+        p = self.checked_params()
         return jacobian_log_norms(x, p["W_xh"], p["W_hh"], p["b_h"], h0, ord=ord)
 
     def diagnostics(self):

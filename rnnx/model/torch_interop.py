@@ -80,7 +80,7 @@ def from_torch(module, readout=None, *, outputs="last"):
                else _numpy(readout.bias).astype(dtype))
     model = RNN(D, H, W_hy.shape[0], readout=outputs, dtype=dtype, seed=0)
     model.params = {"W_xh": W_xh, "W_hh": W_hh, "b_h": b_h, "W_hy": W_hy, "b_y": b_y}
-    model._checked()      # non-finite weights are refused here, naming the parameter
+    model.checked_params()      # non-finite weights are refused here, naming the parameter
     return model
 
 
@@ -91,7 +91,7 @@ def to_torch(model, *, batch_first=False):
     sets the returned module's input layout; the weights do not depend on it.
     """
     torch = _torch()
-    p = model._checked()
+    p = model.checked_params()
     dtype = getattr(torch, model.dtype.name)
     rnn = torch.nn.RNN(model.input_size, model.hidden_size, nonlinearity="tanh",
                        batch_first=bool(batch_first), dtype=dtype)

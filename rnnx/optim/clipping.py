@@ -12,21 +12,17 @@ norms; {} for the stateless ones).
 from __future__ import annotations
 
 import math
-import numbers
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _core
-from .._checks import positive
+from .._checks import number_in, positive, whole_number
+from .norms import array_norm, array_norms, norm_of_norms
 
 __all__ = ["ClipReport", "Transform", "global_norm", "array_norm", "array_norms",
            "norm_of_norms", "clip_by_global_norm", "clip_by_value", "clip_by_parameter_norm",
-           "adaptive_clip", "autoclip", "chain"]
-
-
-_FLOATS = (np.float32, np.float64)
+           "adaptive_clip", "autoclip", "chain", "clip_for_update"]
 
 
 @dataclass(frozen=True)
@@ -51,34 +47,10 @@ def _arrays(grads):
 def global_norm(grads):
     """sqrt(sum of squares of every entry of every array), as a float.
 
-    Neither overflows nor underflows (a float64 gradient of 1e200 has a finite norm): each
-    array's norm comes from the compiled core, which rescales when a plain sum of squares
-    would overflow, and math.hypot combines them the same way. NaN if any entry is NaN,
-    else inf if any is inf.
+    Neither overflows nor underflows (a float64 gradient of 1e200 has a finite norm; see
+    rnnx.optim.norms). NaN if any entry is NaN, else inf if any is inf.
     """
     return norm_of_norms(array_norms(_arrays(grads).values()))
-
-
-def norm_of_norms(norms):
-    """The global norm from the arrays' norms: hypot, but NaN wins over inf."""
-    return math.nan if any(n != n for n in norms) else math.hypot(*norms)
-
-
-def array_norms(arrays):
-    """[||g||_2 over all entries of g for g in arrays] (see global_norm), in one call to
-    the compiled core: it runs on every gradient of every training step."""
-    return _core.l2_norms([g if type(g) is np.ndarray and g.dtype in _FLOATS
-                           and g.flags.c_contiguous else _float_copy(g) for g in arrays])
-
-
-def array_norm(g):
-    """||g||_2 over all entries of one array (see global_norm)."""
-    return array_norms([g])[0]
-
-
-def _float_copy(g):
-    g = np.asarray(g)
-    return np.ascontiguousarray(g, dtype=np.float32 if g.dtype == np.float32 else np.float64)
 
 
 def _scaled(g, scale):
@@ -227,14 +199,8 @@ class autoclip(_Rescale):
     """
 
     def __init__(self, percentile=10.0, window=None):
-        if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not (
-                0 <= percentile <= 100):
-            raise ValueError(f"percentile must be a number in [0, 100]; got {percentile!r}")
-        if window is not None and (isinstance(window, bool) or not isinstance(
-                window, numbers.Integral) or window < 1):
-            raise ValueError(f"window must be a positive int or None; got {window!r}")
-        self.percentile = float(percentile)
-        self.window = None if window is None else int(window)
+        self.percentile = number_in("percentile", percentile, 0, 100, closed="both")
+        self.window = whole_number("window", window, none=True)
         self._history = deque(maxlen=self.window)
 
     @property
@@ -290,3 +256,21 @@ class chain(Transform):
             parts[int(i)][key] = v
         for t, part in zip(self.transforms, parts):
             t.load_state_dict(part)
+
+
+def clip_for_update(clip, optimizer, params, grads, norm):
+    """grads clipped by clip (a Transform or None) for optimizer.update: (grads, scale,
+    global norm after clipping, coefficient), the update's gradient being grads * scale.
+
+    grads are the model's (its keys, shapes and dtype) and finite, norm their global norm.
+    A clip that only rescales is folded into the optimizer's compiled update as scale (no
+    scaled copies); what any other transformation returns is checked by the optimizer.
+    """
+    if clip is None:
+        return grads, 1.0, norm, 1.0
+    c = clip.coefficient(norm)
+    if c is not None:
+        return grads, c, c * norm, c
+    grads, report = clip(grads, params, norm=norm)
+    optimizer.check(params, grads)
+    return grads, 1.0, report.norm_after, report.coefficient

@@ -14,21 +14,18 @@ make a weight or a state entry non-finite raises FloatingPointError and changes 
 """
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
 from .. import _updates
-from .._checks import all_finite, positive
+from .._checks import all_finite, number_in, positive, whole_number
 from .schedules import constant
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Adagrad", "OPTIMIZERS"]
 
 
 def _unit_interval(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 <= value < 1):
-        raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
-    return float(value)
+    return number_in(name, value, 0, 1)
 
 
 class Optimizer:
@@ -57,7 +54,9 @@ class Optimizer:
         """The learning rate the next step will use: schedule(t) * lr_scale."""
         return float(self.schedule(self.t)) * self.lr_scale
 
-    def _check(self, params, grads):
+    def check(self, params, grads):
+        """Raise, naming the key, unless grads fit params (same keys among them, shapes,
+        finite) and the state buffers fit too; changes nothing."""
         for key, g in grads.items():
             if key not in params:
                 raise KeyError(f"grads[{key!r}] has no parameter in params "
@@ -86,15 +85,16 @@ class Optimizer:
 
         Raises FloatingPointError, changing nothing, when the update would make a weight
         or a state entry non-finite."""
-        self._check(params, grads)
-        self._apply(params, grads)
+        self.check(params, grads)
+        self.update(params, grads)
 
-    def _apply(self, params, grads, scale=1.0, lr=None):
-        """step() on arguments already checked: the Trainer's grads come from the model,
-        with its keys, shapes and dtypes, and are finite (their global norm is). scale
-        multiplies every gradient first, exactly as multiplying the arrays would (the
-        coefficient of a clipping transformation that only rescales); lr, when the caller
-        has it, is this step's learning_rate."""
+    def update(self, params, grads, scale=1.0, lr=None):
+        """step() without check(): the fast path of a training loop whose grads are known
+        to fit (they come from the model, with its keys, shapes and dtypes, and are finite,
+        as their global norm is), or passed check(). scale multiplies every gradient first,
+        exactly as multiplying the arrays would (the coefficient of a clipping
+        transformation that only rescales); lr, when the caller has it, is this step's
+        learning_rate. Raises FloatingPointError, changing nothing, like step()."""
         if lr is None:
             lr = self.learning_rate
         if not (0 < lr < np.inf):
@@ -161,10 +161,9 @@ class Optimizer:
         t = d["t"]
         if isinstance(t, np.ndarray):
             t = t.item()
-        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
-            raise ValueError(f"state_dict['t'] must be an int >= 0; got {t!r}")
+        t = whole_number("state_dict['t']", t, low=0)
         self.lr_scale = float(d["lr_scale"])
-        self.t = int(t)
+        self.t = t
         self.state = state
 
 

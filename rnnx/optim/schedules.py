@@ -5,17 +5,14 @@ An optimizer's step k (counting from 0) uses schedule(k), so every schedule star
 from __future__ import annotations
 
 import math
-import numbers
 
-from .._checks import positive
+from .._checks import positive, whole_number
 
 __all__ = ["constant", "step_decay", "cosine"]
 
 
 def _step(step):
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-        raise ValueError(f"step must be an int >= 0; got {step!r}")
-    return int(step)
+    return whole_number("step", step, low=0)
 
 
 def constant(lr):
@@ -32,9 +29,7 @@ def step_decay(lr, step_size, gamma=0.1):
     """lr * gamma ** (step // step_size), like torch.optim.lr_scheduler.StepLR."""
     lr = positive("lr", lr)
     gamma = positive("gamma", gamma)
-    if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) or (
-            step_size < 1):
-        raise ValueError(f"step_size must be a positive int; got {step_size!r}")
+    step_size = whole_number("step_size", step_size)
 
     def schedule(step):
         return lr * gamma ** (_step(step) // step_size)
@@ -51,9 +46,7 @@ def cosine(lr, total_steps, min_lr=0.0):
     min_lr = positive("min_lr", min_lr, zero=True)
     if min_lr > lr:
         raise ValueError(f"min_lr must be <= lr = {lr}; got {min_lr}")
-    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or (
-            total_steps < 1):
-        raise ValueError(f"total_steps must be a positive int; got {total_steps!r}")
+    total_steps = whole_number("total_steps", total_steps)
 
     def schedule(step):
         frac = min(_step(step), total_steps) / total_steps

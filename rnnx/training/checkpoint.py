@@ -11,13 +11,15 @@ previous checkpoint intact and never a torn one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["save_checkpoint", "load_checkpoint", "atomic_write"]
+from .files import atomic_write
+
+__all__ = ["save_checkpoint", "load_checkpoint", "atomic_write", "CheckpointError",
+           "expect_array"]
 
 _META = "__meta__"
 
@@ -71,29 +73,62 @@ def save_checkpoint(path, state):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def atomic_write(path, write):
-    """Call write(f) on a temporary binary file beside path, sync it, then move it over
-    path: readers see the old file or the new one, never a torn one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, or not what the trainer saved.
+    The message names the file and what is wrong."""
 
 
 def load_checkpoint(path):
-    """The state dict saved by save_checkpoint at path."""
+    """The state dict saved by save_checkpoint at path.
+
+    Raises FileNotFoundError, or CheckpointError naming the file when it is not a readable
+    rnnx checkpoint (empty, truncated, random bytes, a torn JSON document).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-    with np.load(path, allow_pickle=False) as archive:
-        if _META not in archive.files:
-            raise ValueError(f"{str(path)!r} is not an rnnx checkpoint (no {_META} entry)")
-        arrays = {k: archive[k] for k in archive.files}
-    return _join(json.loads(str(arrays.pop(_META))), arrays)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {str(path)!r} is a folder")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"checkpoint {str(path)!r} is a single array, not an rnnx "
+                                  "checkpoint")
+        with archive:
+            if _META not in archive.files:
+                raise CheckpointError(f"checkpoint {str(path)!r} is not an rnnx checkpoint "
+                                      f"(no {_META} entry)")
+            arrays = {k: archive[k] for k in archive.files}
+        meta = json.loads(str(arrays.pop(_META)))
+        return _join(meta, arrays)
+    except CheckpointError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile,
+            RecursionError) as e:
+        # numpy reports a file that is not an archive as "pickled data" (allow_pickle
+        # advice that would be unsafe here): say what happened instead
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not an .npz written "
+                              f"by rnnx ({_reason(e)})") from None
+
+
+def _reason(error):
+    if isinstance(error, ValueError) and "pickle" in str(error):
+        return "not a zip archive of arrays"
+    if isinstance(error, EOFError) or (isinstance(error, zipfile.BadZipFile)):
+        return "truncated or not a zip archive"
+    if isinstance(error, json.JSONDecodeError):
+        return "its settings document is torn"
+    return f"{type(error).__name__}: {error}"
+
+
+def expect_array(path, key, value, shape, dtype):
+    """value if it is an array of exactly shape and dtype, else CheckpointError naming the
+    file and the key (a scalar where a matrix belongs would otherwise broadcast)."""
+    if not isinstance(value, np.ndarray) or value.shape != tuple(shape) or (
+            dtype is not None and value.dtype != dtype):
+        got = (f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray)
+               else f"a scalar {type(value).__name__}")
+        want = f"{np.dtype(dtype).name} " if dtype is not None else ""
+        raise CheckpointError(f"checkpoint {str(path)!r}: {key} must be {want}"
+                              f"{tuple(shape)}; got {got}")
+    return value

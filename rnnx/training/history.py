@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from .._checks import choice
+from .files import atomic_write
 
-__all__ = ["COLUMNS", "History", "LogWriter", "load_history", "delta_norms_path"]
+__all__ = ["COLUMNS", "History", "LogWriter", "load_history", "delta_norms_path",
+           "blank_record", "peak_delta"]
 
 # name -> kind. "int" columns use -1 for "none"; "float" columns NaN for "not measured".
 COLUMNS = {
@@ -45,6 +47,30 @@ COLUMNS = {
 }
 _DTYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_}
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+_BLANK = {"int": -1, "float": math.nan, "bool": False}
+
+
+def blank_record(param_keys):
+    """A record with every column at its "not measured" value (NaN, -1, False); the
+    per-parameter gradient norms follow the omega column."""
+    record = {}
+    for column, kind in COLUMNS.items():
+        record[column] = _BLANK[kind]
+        if column == "omega":
+            record.update(("grad_norm_" + k, math.nan) for k in param_keys)
+    return record
+
+
+def peak_delta(delta_norms):
+    """(largest delta norm, its time step) of a partial delta_norms (NaN where BPTT did
+    not reach); (nan, -1) when there is none."""
+    if delta_norms is None or not len(delta_norms):
+        return math.nan, -1
+    d = np.where(np.isnan(delta_norms), -np.inf, delta_norms)
+    t = int(np.argmax(d))
+    return (float(d[t]), t) if d[t] > -np.inf else (math.nan, -1)
 
 
 def _kind(column):
@@ -136,10 +162,15 @@ class History:
         return history
 
     def save(self, path):
-        """Write the history as a log file (CSV or JSON-lines by suffix) plus its .npy."""
-        with LogWriter(path) as writer:
+        """Write the history as a log file (CSV or JSON-lines by suffix) plus its .npy,
+        each atomically: a run killed meanwhile leaves the old file whole."""
+        fmt = _format(path)
+
+        def write(f):
+            writer = LogWriter(path, file=f, format=fmt)
             for record in self.records():
                 writer.write(record)
+        atomic_write(path, write, text=True)
         save_delta_norms(path, self.delta_norms)
 
 
@@ -159,16 +190,18 @@ class LogWriter:
     """Streams records to a CSV or JSON-lines file, flushing after each one.
 
     mode "w" starts a new file; "a" appends to an existing one (no second CSV header).
+    file: write to this open text file instead (opened with newline=""), which the
+    caller closes.
     """
 
-    def __init__(self, path, mode="w"):
+    def __init__(self, path, mode="w", *, file=None, format=None):
         self.path = Path(path)
-        self.format = _format(path)
-        if mode not in ("w", "a"):
-            raise ValueError(f"mode must be 'w' or 'a'; got {mode!r}")
+        self.format = format or _format(path)
+        choice("mode", mode, ("w", "a"))
         self._header = mode == "a" and self.path.exists() and self.path.stat().st_size > 0
-        self._file = open(self.path, mode, newline="" if self.format == "csv" else None,
-                          encoding="utf-8")
+        self._owned = file is None
+        self._file = file if file is not None else open(
+            self.path, mode, newline="" if self.format == "csv" else None, encoding="utf-8")
         self._csv = csv.writer(self._file) if self.format == "csv" else None
 
     @staticmethod
@@ -188,7 +221,8 @@ class LogWriter:
         self._file.flush()
 
     def close(self):
-        self._file.close()
+        if self._owned:
+            self._file.close()
 
     def __enter__(self):
         return self

@@ -11,11 +11,11 @@ exploding-gradient problem is about growth.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from .. import _core
+from .._checks import positive, whole_number
 
 __all__ = ["SpikeDetector"]
 
@@ -31,16 +31,11 @@ class SpikeDetector:
     """
 
     def __init__(self, window=100, threshold=10.0, min_history=10):
-        for name, value, low in (("window", window, 3), ("min_history", min_history, 3)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+        self.window = whole_number("window", window, low=3)
+        self.min_history = whole_number("min_history", min_history, low=3)
         if min_history > window:
             raise ValueError(f"min_history ({min_history}) must not exceed window ({window})")
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
-                0 < threshold < math.inf):
-            raise ValueError(f"threshold must be a positive finite number; got {threshold!r}")
-        self.window, self.threshold, self.min_history = int(window), float(threshold), int(
-            min_history)
+        self.threshold = positive("threshold", threshold)
         # the window as a ring buffer: the last n norms (in no particular order, which the
         # median and MAD do not need); the next one overwrites the entry at _next
         self._ring = np.empty(self.window)
