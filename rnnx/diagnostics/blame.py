@@ -1,9 +1,9 @@
 """Blame for an exploding step: which parameter, which time step, which sequences.
 
 * The parameter: the first whose gradient is non-finite, else the one with the largest
-  ratio ||grad|| / max(||weight||, eps) -- the size of the step a plain update would take
-  relative to the weight (the eps floor, as in adaptive clipping, keeps a zero bias from
-  dividing by zero).
+  ratio ||grad|| / max(||weight||, 1) -- the size of the step a plain update would take
+  relative to the weight; weights smaller than 1 in norm count as 1, so that a bias that
+  is still zero is compared by its gradient's size rather than divided by zero.
 * The time step: where BPTT's backward signal delta[t] = dL/dh[t] first became non-finite
   (the pass runs from t = T-1 down to 0, so the largest such t), else where its norm peaks.
 * The batch elements: the rows b of delta[t] (B, H) at that time step that are
@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = ["Blame", "blame_parameter", "blame_time_step", "blame_rows"]
 
-EPS = 1e-3          # floor on ||weight|| in the relative gradient size
+FLOOR = 1.0         # floor on ||weight|| in the relative gradient size
 MAX_ROWS = 5        # batch elements named at most
 
 
@@ -29,14 +29,14 @@ def _norm(a):
 
 def blame_parameter(grads, params):
     """The name of the parameter to blame: the first (in grads' order) whose gradient
-    holds a non-finite value, else the largest ||grads[k]|| / max(||params[k]||, EPS).
+    holds a non-finite value, else the largest ||grads[k]|| / max(||params[k]||, FLOOR).
     None for no gradients."""
     best, best_ratio = None, -1.0
     for k, g in grads.items():
         g = np.asarray(g)
         if not np.all(np.isfinite(g)):
             return k
-        ratio = _norm(g) / max(_norm(params[k]), EPS)
+        ratio = _norm(g) / max(_norm(params[k]), FLOOR)
         if ratio > best_ratio:
             best, best_ratio = k, ratio
     return best

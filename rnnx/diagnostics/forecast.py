@@ -86,7 +86,7 @@ class Forecast:
     """Where the gradient norm is heading. steps: {threshold name: predicted training steps
     until the norm crosses it} (inf: not at the current trend; 0: already above); trend:
     the slope of ln ||grad|| per training step behind the nearest crossing (nats/step;
-    NaN when none is predicted); rise: ln of the latest norm over the median of the
+    the steepest window's when all are crossed; NaN while the norm is not rising); rise: ln of the latest norm over the median of the
     recent ones; growth: the latest growth rate per time step (nats/step)."""
 
     steps: dict
@@ -151,11 +151,12 @@ class TrendForecaster:
                 logs)) < math.log(self.rise):
             return Forecast(steps, math.nan, math.nan, self.growth)
         x = np.fromiter(self._steps, np.float64, len(self._steps))
-        best, trend = math.inf, math.nan
+        best, trend, slopes = math.inf, math.nan, []
         for w in self.windows:
             a, b = theil_sen(x[-w:], logs[-w:])
             if not a > 0:
                 continue
+            slopes.append(a)
             start = max(a * x[-1] + b, last)
             for name, value in thresholds.items():
                 if steps[name] > 0:
@@ -163,6 +164,8 @@ class TrendForecaster:
                     steps[name] = min(steps[name], k)
                     if k < best:
                         best, trend = k, a
+        if slopes and math.isnan(trend):       # every threshold already crossed
+            trend = max(slopes)
         return Forecast(steps, trend, float(last - np.median(logs)), self.growth)
 
     def state_dict(self):

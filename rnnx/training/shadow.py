@@ -5,7 +5,7 @@ through the public API: RNN.copy, RNN.objective, RNN.forward, rnn_backward) and 
 
 * "real": the float64 gradient is non-finite or also too large (above the threshold that
   flagged the float32 step: max_norm for an overflow, the spike detector's for a spike,
-  float32's largest value for a non-finite float32 step), and the float32 norm, where
+  float32's largest value, for the gradient, after a non-finite float32 step), and the float32 norm, where
   finite, agrees with it within AGREE;
 * "disputed": too large in float64 too, but the finite float32 norm differs by more;
 * "artefact": the float64 gradient is finite and moderate -- float32 ran out of range or
@@ -62,27 +62,30 @@ def _batch64(x, h0):
             None if h0 is None else np.asarray(h0, np.float64))
 
 
-def _delta(model64, loss, x, target, h0, clip_delta):
-    """delta (T, B, H) of the step up to a positive scale, or None when even the
-    smallest scale overflows (or the forward pass does)."""
+def _backward(model64, loss, x, target, h0, clip_delta):
+    """rnn_backward's BackwardResult, with delta, of the step up to a positive scale (the
+    same for every array), or None when even the smallest scale overflows (or the
+    forward pass does)."""
     try:
         y, h = model64.forward(x, h0)
     except FloatingPointError:
         return None
     p = model64.params
     dy = LOSSES[loss](y, target)[1]
-    grad_h = np.zeros_like(h)
-    if model64.readout == "last":
-        grad_h[-1] = dy @ p["W_hy"]
-    else:
-        grad_h[:] = dy @ p["W_hy"]
-    for scale in _SCALES:
+    # clipping delta element-wise is not linear: with clip_delta only the unscaled pass
+    for scale in _SCALES if clip_delta is None else _SCALES[:1]:
+        grad_h = np.zeros_like(h)
         with np.errstate(all="ignore"):
-            g = grad_h * scale
+            if model64.readout == "last":
+                grad_h[-1] = (dy * scale) @ p["W_hy"]
+            else:
+                grad_h[:] = (dy * scale) @ p["W_hy"]
+        if not np.all(np.isfinite(grad_h)):
+            continue
         try:
             with np.errstate(all="ignore"):
-                return rnn_backward(x, h, g, p["W_xh"], p["W_hh"], p["b_h"], h0,
-                                    clip_delta=clip_delta, return_delta=True).delta
+                return rnn_backward(x, h, grad_h, p["W_xh"], p["W_hh"], p["b_h"], h0,
+                                    clip_delta=clip_delta, return_delta=True)
         except FloatingPointError:
             continue
     return None
@@ -96,10 +99,14 @@ def blame_step(model, loss, batch, *, grads=None, time_step=-1, clip_delta=None,
     x, target, h0 = batch
     model64 = model64 if model64 is not None else float64_copy(model)
     x, h0 = _batch64(x, h0)
-    delta = _delta(model64, loss, x, target, h0, clip_delta)
+    r = _backward(model64, loss, x, target, h0, clip_delta)
+    if grads is None and r is not None:
+        # the ranking of ||grad|| / max(||weight||, 1) does not depend on the common scale
+        grads = {"W_xh": r.dW_xh, "W_hh": r.dW_hh, "b_h": r.db_h}
     parameter = blame_parameter(grads, model.params) if grads is not None else None
-    if delta is None:
-        return Blame(parameter or "W_hh", time_step, ())
+    if r is None:
+        return Blame(parameter, time_step, ())
+    delta = r.delta
     norms = np.sqrt(np.sum(delta * delta, axis=(1, 2)))
     t = time_step if time_step >= 0 else blame_time_step(norms)
     return Blame(parameter, t, blame_rows(delta[t]) if t >= 0 else ())

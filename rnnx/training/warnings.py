@@ -21,8 +21,8 @@ import math
 import numpy as np
 
 from .._checks import choice, open_unit_interval, positive, whole_number
-from ..diagnostics.blame import EPS, Blame
-from ..diagnostics.forecast import TrendForecaster
+from ..diagnostics.blame import FLOOR, Blame
+from ..diagnostics.forecast import TrendForecaster, overflow_horizon
 from .callbacks import Callback
 from .shadow import blame_step
 
@@ -125,14 +125,15 @@ class EarlyWarning(Callback):
         target = "threshold" if self.threshold is not None else "range"
         steps = forecast.steps[target]
         record["warn_steps"] = steps
-        if record["skipped"] or steps > self.lead or (
+        if record["skipped"] or not 0 < steps <= self.lead or (
                 trainer.step - self.last_warning < self.cooldown):
             return
         self.last_warning = trainer.step
         record["warning"] = True
+        horizon = overflow_horizon(forecast.growth, trainer.model.dtype)
         event = {"predicted_steps": dict(forecast.steps), "trend": forecast.trend,
                  "growth": forecast.growth, "sigma_max": self.sigma_max,
-                 "overflow_horizon": record["overflow_horizon"]}
+                 "overflow_horizon": horizon}
         evidence = (f"ln||grad|| rises {forecast.trend:+.3g} per training step, the "
                     f"backward signal grows {forecast.growth:+.3g} nats per time step")
         if math.isfinite(self.sigma_max):
@@ -148,7 +149,7 @@ class EarlyWarning(Callback):
             where = "; " + b.describe()
         message = (f"step {trainer.step}: gradient norm {record['grad_norm']:.4g} predicted "
                    f"to cross the {target} in {steps:.0f} steps ({evidence}; overflow "
-                   f"horizon {record['overflow_horizon']:.0f} time steps){where}")
+                   f"horizon {horizon:.0f} time steps){where}")
         log.warning(message)
         self.policy(trainer, event)
         trainer.emit("warning", message, policy=self.policy.name, **event)
@@ -162,8 +163,8 @@ class EarlyWarning(Callback):
 
 
 def _largest_relative(norms, params):
-    """The parameter with the largest ||grad|| / max(||weight||, EPS) from the record's
-    per-parameter gradient norms."""
-    ratios = {k: n / max(float(np.linalg.norm(np.ravel(params[k]).astype(np.float64))), EPS)
+    """The parameter with the largest ||grad|| / max(||weight||, FLOOR) from the record's
+    per-parameter gradient norms (rnnx.diagnostics.blame's rule)."""
+    ratios = {k: n / max(float(np.linalg.norm(np.ravel(params[k]).astype(np.float64))), FLOOR)
               for k, n in norms.items()}
     return max(ratios, key=ratios.get)
