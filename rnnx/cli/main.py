@@ -290,10 +290,24 @@ def _run_train(args):
     summary = summarize("train", trainer, task, seed=args.seed + 2)
     summary["resumed_from_step"] = args.steps - remaining if args.resume else None
     if args.json:
+        summary["forensics"] = _forensics(trainer.history)
         print(json.dumps(_jsonable(summary)))
     elif not args.quiet:
         print(format_table([summary]))
+        print(_forensics_line(_forensics(trainer.history)))
     return EXIT_OK
+
+
+def _forensics(history):
+    from ..training.forensics import forensics_summary
+    return forensics_summary(history)
+
+
+def _forensics_line(counts):
+    """One line: the early warnings and the float64 verdicts on spikes and failures."""
+    return (f"forensics: {counts['warnings']} early warning(s); float64 second opinion on "
+            f"spikes/failures: {counts['real']} real, {counts['artefact']} float32 "
+            f"artefact(s), {counts['disputed']} disputed")
 
 
 def _jsonable(value):
@@ -367,6 +381,22 @@ def _load_model(path):
     return model
 
 
+def _overflow_horizons(rate):
+    """{dtype: time steps until a backward signal of norm 1 growing by rate nats per step
+    overflows it} (inf when it does not grow)."""
+    from ..diagnostics.forecast import overflow_horizon
+    return {dt: overflow_horizon(rate, dt) for dt in ("float32", "float64")}
+
+
+def _overflow_horizon_line(rate):
+    h = _overflow_horizons(rate)
+    if not math.isfinite(h["float32"]):
+        return "overflow horizon: none (lambda_1 <= 0: the backward signal does not grow)"
+    return (f"overflow horizon at lambda_1 = {rate:+.4f}/step: a backward signal overflows "
+            f"float32 after {h['float32']:.0f} time steps, float64 after "
+            f"{h['float64']:.0f}")
+
+
 def _run_diagnose(args):
     from ..diagnostics.lyapunov import diagnose
     from ..model.rnn import RNN
@@ -394,6 +424,7 @@ def _run_diagnose(args):
     if args.json:
         out = d.to_dict()
         out["plot"] = args.plot
+        out["overflow_horizon"] = _overflow_horizons(d.lambda_max)
         print(json.dumps(_jsonable(out)))
         return EXIT_OK
     s, L = d.singular_values, d.log_norms
@@ -408,6 +439,7 @@ def _run_diagnose(args):
           + ", ".join(f"{v:+.4f}" for v in e[:5]) + (" ..." if len(e) > 5 else "")
           + f"   sum {e.sum():+.4f}")
     print(f"verdict: {d.explain()}")
+    print(_overflow_horizon_line(d.lambda_max))
     if args.plot:
         print(f"figure: {args.plot}")
     return EXIT_OK

@@ -19,6 +19,7 @@ Two rates say where the gradient is heading.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -31,9 +32,18 @@ __all__ = ["log_max", "growth_rate", "overflow_horizon", "line_fit", "theil_sen"
            "TrendForecaster", "Forecast"]
 
 
+@functools.lru_cache(maxsize=None)
 def log_max(dtype):
     """ln of the largest finite value of a float dtype (88.72 for float32)."""
     return float(np.log(np.finfo(np.dtype(dtype)).max))
+
+
+@functools.lru_cache(maxsize=64)
+def _centred_lags(T):
+    """(k - mean k, sum of its squares) for the lags k = T-1-t, t = 0..T-1."""
+    k = np.arange(T - 1, -1, -1, dtype=np.float64)
+    k -= k.mean()
+    return k, float(k @ k)
 
 
 def line_fit(x, y):
@@ -64,6 +74,11 @@ def growth_rate(delta_norms):
     entries of delta_norms (T,) (NaN where BPTT stopped early). NaN with fewer than two
     such entries."""
     d = np.asarray(delta_norms, np.float64).reshape(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(d)
+    if len(d) > 1 and np.isfinite(logs.sum()):       # the usual case: every norm > 0
+        k, kk = _centred_lags(len(d))
+        return float(k @ logs) / kk
     ok = np.isfinite(d) & (d > 0)
     if np.count_nonzero(ok) < 2:
         return math.nan
@@ -146,8 +161,13 @@ class TrendForecaster:
         for name, value in thresholds.items():
             if last >= math.log(value):
                 steps[name] = 0.0
+        if len(self._logs) < max(self.windows) or min(
+                self._logs[-i] for i in range(1, self.persist + 1)) - min(
+                self._logs) < math.log(self.rise):
+            # not rising even above the smallest recent norm (a cheap bound on the median)
+            return Forecast(steps, math.nan, math.nan, self.growth)
         logs = np.fromiter(self._logs, np.float64, len(self._logs))
-        if len(logs) < max(self.windows) or float(logs[-self.persist:].min() - np.median(
+        if float(logs[-self.persist:].min() - np.median(
                 logs)) < math.log(self.rise):
             return Forecast(steps, math.nan, math.nan, self.growth)
         x = np.fromiter(self._steps, np.float64, len(self._steps))

@@ -90,11 +90,13 @@ def _threshold(trainer, kind):
         return lambda norm, delta: detector.score(norm) > detector.threshold
     if kind == "overflow" and trainer.max_norm is not None:
         return lambda norm, delta: delta > trainer.max_norm
-    # a float32 failure is real when the float64 gradient itself does not fit float32 (a
-    # backward signal that overflowed float32 on its way yet left a gradient in range is
-    # float32's limitation, not the model's)
+    # A float32 failure is real when the float64 gradient does not fit float32 either, or
+    # is a spike against the run's recent norms; a backward signal that overflowed
+    # float32 on its way yet left a gradient in range and in line with the run is
+    # float32's limitation, not the model's.
     top = float(np.finfo(trainer.model.dtype).max)
-    return lambda norm, delta: norm >= top
+    detector = trainer.detector
+    return lambda norm, delta: norm >= top or detector.is_spike(norm)
 
 
 def fill_growth(record, delta_norms, dtype):
@@ -104,10 +106,12 @@ def fill_growth(record, delta_norms, dtype):
     if delta_norms is None or not len(delta_norms):
         return
     g = record["growth"] = growth_rate(delta_norms)
+    if not g > 0:
+        record["overflow_horizon"] = math.inf
+        return
     d = np.asarray(delta_norms, np.float64)
     ok = np.flatnonzero(np.isfinite(d) & (d > 0))
-    start = float(d[ok[-1]]) if ok.size else 1.0
-    record["overflow_horizon"] = overflow_horizon(g, dtype, start)
+    record["overflow_horizon"] = overflow_horizon(g, dtype, float(d[ok[-1]]))
 
 
 def forensics_summary(history):

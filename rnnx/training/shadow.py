@@ -5,7 +5,8 @@ through the public API: RNN.copy, RNN.objective, RNN.forward, rnn_backward) and 
 
 * "real": the float64 gradient is non-finite or also too large (above the threshold that
   flagged the float32 step: max_norm for an overflow, the spike detector's for a spike,
-  float32's largest value, for the gradient, after a non-finite float32 step), and the float32 norm, where
+  float32's largest value or a spike against the run's recent norms, for the gradient,
+  after a non-finite float32 step), and the float32 norm, where
   finite, agrees with it within AGREE;
 * "disputed": too large in float64 too, but the finite float32 norm differs by more;
 * "artefact": the float64 gradient is finite and moderate -- float32 ran out of range or

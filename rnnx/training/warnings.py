@@ -22,7 +22,7 @@ import numpy as np
 
 from .._checks import choice, open_unit_interval, positive, whole_number
 from ..diagnostics.blame import FLOOR, Blame
-from ..diagnostics.forecast import TrendForecaster, overflow_horizon
+from ..diagnostics.forecast import TrendForecaster, log_max, overflow_horizon
 from .callbacks import Callback
 from .shadow import blame_step
 
@@ -115,7 +115,7 @@ class EarlyWarning(Callback):
     def thresholds(self, trainer):
         clip = getattr(trainer.clip, "max_norm", None)
         return {"clip": clip, "threshold": self.threshold,
-                "range": float(np.finfo(trainer.model.dtype).max)}
+                "range": math.exp(log_max(trainer.model.dtype))}
 
     def on_record(self, trainer, record):
         if math.isfinite(record["sigma_max"]):
