@@ -67,15 +67,20 @@ def kills(folder, n, rng):
     assert first.returncode == 0, first.stderr
     for _ in range(n):
         before = (load_checkpoint(ckpt)["step"], log.stat().st_size, log.stat().st_mtime_ns)
+        old_temps = set(stale_temp_files(log))
         proc = subprocess.Popen([sys.executable, "-m", "rnnx", "train", "--steps", str(STEPS),
                                  "--checkpoint", str(ckpt), "--resume"], stderr=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, text=True)
         # Python and numpy take seconds to start here: wait until the resume reaches the log
         # (its rewrite's temporary file, or the log itself, changes), then kill it at once
         # (every other kill: mid-rewrite when the timing allows) or a random moment later.
-        while proc.poll() is None and not stale_temp_files(log) and (
-                log.stat().st_size, log.stat().st_mtime_ns) == before[1:]:
+        def reached():
+            return (set(stale_temp_files(log)) - old_temps or (
+                log.stat().st_size, log.stat().st_mtime_ns) != before[1:])
+
+        while proc.poll() is None and not reached():
             time.sleep(0.001)
+        out["during training"] += bool(reached())
         if out["kills"] % 2:
             time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is None:
@@ -90,9 +95,6 @@ def kills(folder, n, rng):
         except Exception:  # noqa: BLE001 -- counted, the table reports it
             out["unreadable checkpoints"] += 1
             continue
-        # the resume had started on the log (rewrite or new rows) before it was killed
-        out["during training"] += (step, log.stat().st_size,
-                                   log.stat().st_mtime_ns) != before
         whole, torn, last_torn = _log_rows(log)
         out["torn rows"] += torn
         out["torn last lines"] += last_torn
@@ -107,6 +109,7 @@ def kills(folder, n, rng):
         np.array_equal(a[k], b[k]) for k in b)
     whole, torn, last_torn = _log_rows(log)
     out["final log complete"] = whole == list(range(1, STEPS + 1)) and not torn
+    out["temp files left"] = len(stale_temp_files(log)) + len(stale_temp_files(ckpt))
     return out
 
 
@@ -193,7 +196,7 @@ def main():
           "lost / torn rows |")
     print("|---|---|---|---|---|---|")
     print(f"| SIGKILL of a resumed `rnnx train` | {k['kills']} kills ({k['during training']} "
-          f"after the resume had touched the log, +{k['finished before the kill']} finished "
+          f"once the resume had reached the log, +{k['finished before the kill']} finished "
           f"first) | - | {k['tracebacks']} | - | "
           f"{k['lost rows']} / {k['torn rows']} |")
     print(f"| damaged checkpoint under `--resume` | {len(d)} | {sum(r[2] for r in d)} | "
@@ -202,7 +205,8 @@ def main():
     print(f"unreadable checkpoints after a kill: {k['unreadable checkpoints']}; torn last "
           f"lines (dropped by the reader, rewritten on resume): {k['torn last lines']}; "
           f"final run bit-identical to an uninterrupted one: {k['final run bit-identical']}; "
-          f"final log complete: {k['final log complete']}")
+          f"final log complete: {k['final log complete']}; temporary files left after it: "
+          f"{k['temp files left']}")
     if args.verbose:
         for how, code, clean, tb, accepted, last in d:
             print(f"- {how}: exit {code}{'' if clean else ' (NOT CLEAN)'}: {last}")

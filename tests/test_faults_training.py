@@ -360,3 +360,49 @@ def test_a_custom_policy_decides_and_the_step_is_logged_first():
     assert list(trainer.history["nonfinite"]) == [False, True, False, True]
     with pytest.raises(ValueError, match="spikes only"):
         _trainer(policy=rnnx.training.Log())
+
+
+def test_a_version_1_checkpoint_still_resumes_bit_identically(tmp_path):
+    """Version 1 was written when the Trainer was one class: its rollback ring, failure
+    count and early-stopping state were top-level entries."""
+    def make(name):
+        return Trainer(RNN(2, 12, 1, seed=5), Adam(3e-3), policy="rollback", spikes="skip",
+                       progress=False, seed=11, checkpoint_path=tmp_path / name)
+    task = tasks.make("adding", 12)
+    full = make("full.npz")
+    full.fit(task, steps=20, batch_size=8)
+    part = make("part.npz")
+    part.fit(task, steps=10, batch_size=8)
+    part.save_checkpoint()
+    state = load_checkpoint(tmp_path / "part.npz")
+    ring = state.pop("policies")["policy"]
+    early = state.pop("callbacks")["early_stopping"]
+    state.update(version=1, failures=ring["failures"], snapshots=ring["snapshots"],
+                 best_eval=early["best_eval"], bad_evals=early["bad_evals"],
+                 lr_scale=float(state["optimizer"]["lr_scale"]))
+    save_checkpoint(tmp_path / "v1.npz", state)
+    resumed = make("v1.npz").load_checkpoint(tmp_path / "v1.npz")
+    resumed.fit(task, steps=10, batch_size=8)
+    for k in full.model.params:
+        np.testing.assert_array_equal(resumed.model.params[k], full.model.params[k])
+
+
+def test_a_rollback_shared_by_failures_and_spikes_resumes_bit_identically(tmp_path):
+    data = _batches([10, 10, 10, 10, 10, LONG, 10, LONG, 10])
+
+    def make():
+        return _trainer(_exploding(), SGD(0.05), policy="rollback", spikes="rollback",
+                        checkpoint_path=tmp_path / "c.npz")
+    full = make()
+    full.fit(data)
+    part = make()
+    part.fit(data[:5])
+    part.save_checkpoint()
+    assert "spikes" not in load_checkpoint(tmp_path / "c.npz")["policies"]   # saved once
+    resumed = make().load_checkpoint(tmp_path / "c.npz")
+    assert resumed.on_failure is resumed.on_spike
+    resumed.fit(data[5:])
+    assert list(resumed.history["rolled_back"]) == list(full.history["rolled_back"])
+    assert full.history["rolled_back"].sum() == 2
+    for k in full.model.params:
+        np.testing.assert_array_equal(resumed.model.params[k], full.model.params[k])

@@ -556,3 +556,11 @@ def test_fit_batch_first_equals_fit_time_major(tbptt):
         np.testing.assert_array_equal(runs[0].model.params[k], runs[1].model.params[k])
     with pytest.raises(ValueError, match="time-major already"):
         runs[0].fit(tasks.make("adding", 8), steps=1, batch_size=2, batch_first=True)
+
+
+def test_evaluate_batch_first():
+    task = tasks.make("adding", 10)
+    trainer = _trainer(RNN(2, 4, 1, seed=0))
+    pairs = [task.sample(5, 1), task.sample(3, 2)]
+    flipped = [(x.transpose(1, 0, 2), t) for x, t in pairs]
+    assert trainer.evaluate(flipped, batch_first=True) == trainer.evaluate(pairs)

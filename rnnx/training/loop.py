@@ -28,7 +28,7 @@ from ..tasks import Task
 from .callbacks import (EVENTS, Callback, EarlyStopping, ProgressBar, as_callbacks, evaluate,
                         hook_table, standard_callbacks)
 from .checkpoint import save_checkpoint
-from .data import FitPlan, steps_of
+from .data import FitPlan, pairs, steps_of, time_major
 from .forensics import Forensics, fill_growth
 from .history import History, blank_record, peak_delta
 from .policies import POLICIES, SPIKE_POLICIES, Failure, Rollback, resolve
@@ -235,10 +235,14 @@ class Trainer:
 
     # --- evaluation and fitting ----------------------------------------------------------
 
-    def evaluate(self, data, *, accuracy=None):
+    def evaluate(self, data, *, accuracy=None, batch_first=False):
         """{"loss": mean loss, "accuracy": mean accuracy(y, target) or NaN} over data: one
-        (x, target) pair or an iterable of pairs, weighted by batch size. Omega is not
-        included. A forward pass that overflows gives loss inf."""
+        (x, target) pair or an iterable of pairs (batch-first with batch_first=True),
+        weighted by batch size. Omega is not included. A forward pass that overflows gives
+        loss inf."""
+        if batch_first:
+            data = [time_major(x, t, self.model.readout == "all")
+                    for x, t in pairs(data, "eval_data")]
         return evaluate(self.model, self.loss, data, accuracy)
 
     def fit(self, data, *, steps=None, epochs=None, batch_size=None, eval_data=None,

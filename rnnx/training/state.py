@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import numbers
 
 import numpy as np
@@ -51,7 +52,12 @@ def trainer_config(trainer):
 
 
 def _policies(trainer):
-    return {"policy": trainer.on_failure, "spikes": trainer.on_spike}
+    """The policies by the argument that set them; a Rollback shared by both is saved and
+    restored once, as "policy"."""
+    policies = {"policy": trainer.on_failure, "spikes": trainer.on_spike}
+    if trainer.on_spike is trainer.on_failure:
+        del policies["spikes"]
+    return policies
 
 
 def trainer_state(trainer):
@@ -78,6 +84,7 @@ def load_trainer_state(trainer, path, *, weights_only=False, new_policy=False):
     bad = _Checker(path)
     if not isinstance(state, dict):
         bad.fail("it holds no settings document")
+    state = _upgrade(state)
     model = trainer.model
     if weights_only:
         _restore_params(trainer, bad.params("params", bad.get(state, "params"), model))
@@ -137,6 +144,18 @@ def load_trainer_state(trainer, path, *, weights_only=False, new_policy=False):
             policy.load_state_dict(policies[name])
     for key, cb in saved_callbacks.items():
         cb.load_state_dict(callbacks[key])
+
+
+def _upgrade(state):
+    """A version-1 checkpoint (written when the Trainer was one class) in this layout."""
+    if state.get("version") != 1:
+        return state
+    ring = {"failures": state.pop("failures", 0), "snapshots": state.pop("snapshots", [])}
+    state["policies"] = {"policy": ring, "spikes": ring}
+    state["callbacks"] = {"early_stopping": {"best_eval": state.pop("best_eval", math.inf),
+                                             "bad_evals": state.pop("bad_evals", 0)}}
+    state.pop("lr_scale", None)            # the optimizer's state holds it too
+    return {**state, "version": VERSION}
 
 
 def _restore_params(trainer, params):
