@@ -109,9 +109,11 @@ def fill_growth(record, delta_norms, dtype):
     if not g > 0:
         record["overflow_horizon"] = math.inf
         return
-    d = np.asarray(delta_norms, np.float64)
-    ok = np.flatnonzero(np.isfinite(d) & (d > 0))
-    record["overflow_horizon"] = overflow_horizon(g, dtype, float(d[ok[-1]]))
+    start = float(delta_norms[-1])          # the last time step, where BPTT starts
+    if not (start > 0 and math.isfinite(start)):
+        d = np.asarray(delta_norms, np.float64)
+        start = float(d[np.flatnonzero(np.isfinite(d) & (d > 0))[-1]])
+    record["overflow_horizon"] = overflow_horizon(g, dtype, start)
 
 
 def forensics_summary(history):
