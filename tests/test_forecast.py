@@ -160,3 +160,27 @@ def test_warning_arguments_checked():
     with pytest.raises((TypeError, ValueError), match="warnings"):
         rnnx.Trainer(m, rnnx.SGD(0.1), warnings="sometimes")
     assert "warning" in rnnx.training.EVENTS
+
+
+def test_diagnose_prints_the_overflow_horizons(capsys):
+    import json
+
+    from rnnx.cli.main import main
+    assert main(["diagnose", "--hidden", "16", "--spectral-radius", "4", "--length", "40",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    lam = out["lyapunov_exponents"][0]
+    assert lam > 0
+    assert out["overflow_horizon"]["float32"] == pytest.approx(log_max("float32") / lam)
+    assert out["overflow_horizon"]["float64"] == pytest.approx(log_max("float64") / lam)
+    assert main(["diagnose", "--hidden", "16", "--spectral-radius", "4", "--length",
+                 "40"]) == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("overflow")]
+    assert len(line) == 1 and f"float32 after {log_max('float32') / lam:.0f}" in line[0]
+
+
+def test_train_prints_the_forensics_line(capsys):
+    from rnnx.cli.main import main
+    assert main(["train", "--steps", "5", "--hidden", "8", "--length", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "forensics: 0 early warning(s); float64 second opinion on spikes/failures" in out
