@@ -133,7 +133,7 @@ class TrendForecaster:
     extrapolating to a crossing.
     """
 
-    def __init__(self, windows=(5, 10), rise=10.0, baseline=50, persist=2):
+    def __init__(self, windows=(5, 10), rise=20.0, baseline=50, persist=1):
         if isinstance(windows, int):
             windows = (windows,)
         self.windows = tuple(whole_number("windows", w, low=3) for w in windows)
