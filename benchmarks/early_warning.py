@@ -99,7 +99,8 @@ def table(name, rows, seconds):
     false = sum(r[5] is not None for r in stable) / len(stable) if stable else float("nan")
     median = float(np.median(leads)) if leads else float("nan")
     p10 = float(np.percentile(leads, 10)) if leads else float("nan")
-    return (f"| {name} | {len(rows)} | {len(early)} | {len(exploding)} | {recall:.0%} | {median:.0f} | "
+    return (f"| {name} | {len(rows)} | {len(early)} | {len(exploding)} | {recall:.0%} | "
+            f"{median:.0f} | "
             f"{p10:.0f} | {false:.0%} ({sum(r[5] is not None for r in stable)}/"
             f"{len(stable)}) | {seconds:.0f} s |")
 
@@ -111,7 +112,8 @@ def main():
     args = p.parse_args()
     logging.getLogger("rnnx").setLevel(logging.ERROR)
     names = ("tune", "holdout") if args.suite == "both" else (args.suite,)
-    lines = ["| suite | runs | exploded by step 5 | exploding later | recall | median lead (steps) | 10th pct lead | "
+    lines = ["| suite | runs | exploded by step 5 | exploding later | recall | "
+             "median lead (steps) | 10th pct lead | "
              "false alarms | time |", "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         t0 = time.perf_counter()

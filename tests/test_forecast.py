@@ -184,3 +184,16 @@ def test_train_prints_the_forensics_line(capsys):
     assert main(["train", "--steps", "5", "--hidden", "8", "--length", "10"]) == 0
     out = capsys.readouterr().out
     assert "forensics: 0 early warning(s); float64 second opinion on spikes/failures" in out
+
+
+def test_tighten_clip_policy_and_the_clip_threshold():
+    from rnnx.training.warnings import TightenClip
+    events = Events()
+    tr, task = _exploding_trainer([events], EarlyWarning(threshold=1e6,
+                                                         policy=TightenClip(0.5)))
+    tr.clip = rnnx.clip_by_global_norm(1e9)
+    tr.fit(task, steps=40, batch_size=16)
+    n = int(tr.history["warning"].sum())
+    assert n >= 1 and tr.clip.max_norm == pytest.approx(1e9 * 0.5 ** n)
+    w = [e for e in events.events if e["event"] == "warning"]
+    assert "clip" in w[0]["predicted_steps"] and w[0]["clip_max_norm"] == 5e8

@@ -49,6 +49,7 @@ def test_blame_rows():
     assert blame_rows(d) == (1, 3)
     d = np.array([[1.0, 0.0], [0.0, 4.0], [3.0, 0.0], [0.0, 1.9]])
     assert blame_rows(d) == (1, 2)            # norms >= half of the largest, largest first
+    assert blame_rows(d * 1e200) == (1, 2)    # squares beyond float64's range
 
 
 def test_blame_describe_is_one_line():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Blame", "blame_parameter", "blame_time_step", "blame_rows"]
+__all__ = ["Blame", "blame_parameter", "blame_time_step", "blame_rows", "safe_norms"]
 
 FLOOR = 1.0         # floor on ||weight|| in the relative gradient size
 MAX_ROWS = 5        # batch elements named at most
@@ -25,6 +25,16 @@ def _norm(a):
     a = np.asarray(a, np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         return float(np.sqrt(np.sum(a * a)))
+
+
+def safe_norms(a, axis):
+    """L2 norms of the finite array a over axis, scaled by its largest entry so that the
+    squares cannot overflow."""
+    a = np.asarray(a, np.float64)
+    top = float(np.max(np.abs(a))) if a.size else 0.0
+    if top == 0:
+        return np.sqrt(np.sum(a * a, axis=axis))          # zeros
+    return top * np.sqrt(np.sum((a / top) ** 2, axis=axis))
 
 
 def blame_parameter(grads, params):
@@ -64,7 +74,7 @@ def blame_rows(delta_t):
     bad = np.flatnonzero(~np.all(np.isfinite(delta_t), axis=1))
     if bad.size:
         return tuple(int(b) for b in bad[:MAX_ROWS])
-    rows = np.sqrt(np.sum(delta_t * delta_t, axis=1))
+    rows = safe_norms(delta_t, axis=1)
     order = np.argsort(-rows, kind="stable")
     keep = [int(b) for b in order if rows[b] >= 0.5 * rows[order[0]]]
     return tuple(keep[:MAX_ROWS])

@@ -101,21 +101,14 @@ class Forecast:
     """Where the gradient norm is heading. steps: {threshold name: predicted training steps
     until the norm crosses it} (inf: not at the current trend; 0: already above); trend:
     the slope of ln ||grad|| per training step behind the nearest crossing (nats/step;
-    the steepest window's when all are crossed; NaN while the norm is not rising); rise: ln of the latest norm over the median of the
-    recent ones; growth: the latest growth rate per time step (nats/step)."""
+    the steepest window's when all are crossed; NaN while the norm is not rising); rise:
+    ln of the latest norm over the median of the recent ones (NaN while not rising);
+    growth: the latest growth rate per time step (nats/step)."""
 
     steps: dict
     trend: float
     rise: float
     growth: float
-
-    @property
-    def soonest(self):
-        """(threshold name, steps) of the nearest predicted crossing, (None, inf) if none."""
-        if not self.steps:
-            return None, math.inf
-        name = min(self.steps, key=self.steps.get)
-        return name, self.steps[name]
 
 
 class TrendForecaster:
@@ -125,12 +118,12 @@ class TrendForecaster:
     not its trend, and is left out); forecast(thresholds) predicts the training steps
     until the norm crosses each threshold. A crossing is predicted only while the norm is
     rising: the latest ``persist`` norms all at least ``rise`` times the median of the last
-    ``baseline`` norms, once the longest window is filled. Then a Theil-Sen line is fitted to ln ||grad|| over each of the last
-    ``windows`` steps (a short window follows an accelerating climb, a longer one is
-    steadier) and each line with a positive slope is extrapolated from the latest norm;
-    the nearest crossing counts. The gate keeps the noise of a stable run -- norms
-    wandering by a factor of a few, single spikes that the median ignores -- from
-    extrapolating to a crossing.
+    ``baseline`` norms, once the longest window is filled. Then a Theil-Sen line is
+    fitted to ln ||grad|| over each of the last ``windows`` steps (a short window
+    follows an accelerating climb, a longer one is steadier) and each line with a
+    positive slope is extrapolated from the latest norm; the nearest crossing counts.
+    The gate keeps the noise of a stable run -- norms wandering by a factor of a few,
+    single spikes that the median ignores -- from extrapolating to a crossing.
     """
 
     def __init__(self, windows=(5, 10), rise=20.0, baseline=50, persist=1):

@@ -69,18 +69,21 @@ class Forensics:
         h0), flagged as kind ("spike", "overflow", "nonfinite", "forward"); written into
         the record too."""
         model = trainer.model
+        with np.errstate(over="ignore", invalid="ignore"):    # overflow is what it examines
+            found = self._examine(trainer, model, kind, batch, record, grads, time_step)
+        found.to_record(record)
+        return found
+
+    def _examine(self, trainer, model, kind, batch, record, grads, time_step):
         if self.shadows(model) and model.dtype != np.float64:
             opinion = second_opinion(model, trainer.loss, batch, kind=kind,
                                      norm32=record["grad_norm"],
                                      too_large=_threshold(trainer, kind),
                                      time_step=time_step, grads=grads,
                                      clip_delta=trainer.clip_delta, omega=trainer.omega)
-            found = Findings(opinion.blame, opinion.verdict, opinion.norm64)
-        else:
-            found = Findings(blame_step(model, trainer.loss, batch, grads=grads,
-                                        time_step=time_step, clip_delta=trainer.clip_delta))
-        found.to_record(record)
-        return found
+            return Findings(opinion.blame, opinion.verdict, opinion.norm64)
+        return Findings(blame_step(model, trainer.loss, batch, grads=grads,
+                                   time_step=time_step, clip_delta=trainer.clip_delta))
 
 
 def _threshold(trainer, kind):

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.recurrence import rnn_backward
-from ..diagnostics.blame import Blame, blame_parameter, blame_rows, blame_time_step
+from ..diagnostics.blame import (Blame, blame_parameter, blame_rows, blame_time_step,
+                                 safe_norms)
 from ..model.losses import LOSSES
 
 __all__ = ["SecondOpinion", "second_opinion", "blame_step", "VERDICTS"]
@@ -44,10 +45,6 @@ class SecondOpinion:
     norm64: float
     max_delta64: float
     blame: Blame = field(default_factory=Blame)
-
-    def describe(self):
-        return (f"float64 second opinion: {self.verdict} (float64 gradient norm "
-                f"{self.norm64:.4g})")
 
 
 def float64_copy(model):
@@ -108,7 +105,7 @@ def blame_step(model, loss, batch, *, grads=None, time_step=-1, clip_delta=None,
     if r is None:
         return Blame(parameter, time_step, ())
     delta = r.delta
-    norms = np.sqrt(np.sum(delta * delta, axis=(1, 2)))
+    norms = safe_norms(delta, axis=(1, 2))
     t = time_step if time_step >= 0 else blame_time_step(norms)
     return Blame(parameter, t, blame_rows(delta[t]) if t >= 0 else ())
 

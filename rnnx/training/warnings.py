@@ -43,7 +43,8 @@ class WarningPolicy:
         pass
 
     def __repr__(self):
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
 
 
 class WarnLog(WarningPolicy):
@@ -91,7 +92,8 @@ class EarlyWarning(Callback):
 
     threshold: the user's explosion threshold on the global gradient norm (None: only the
     dtype's range); lead: warn when the crossing is predicted within this many steps;
-    windows, rise, baseline, persist: the TrendForecaster's; cooldown: steps between two warnings;
+    windows, rise, baseline, persist: the TrendForecaster's; cooldown: steps between two
+    warnings;
     policy: "log" | "lower_lr" | "tighten_clip" | a WarningPolicy; blame: name the batch
     elements too (one float64 recomputation of the step per warning).
     """
