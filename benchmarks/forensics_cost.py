@@ -1,7 +1,8 @@
 """What explosion forensics costs: per ordinary step, and per examined step.
 
-(a) Trainer.fit per step with the early warning on (the default) and off, and the part
-of every step that computes the growth rate and overflow horizon columns; (b) one
+(a) Trainer.fit per step with the early warning on (the default) and off, and, timed
+alone, the two parts that every step runs: the growth rate and overflow horizon columns,
+and the early warning's forecast (EarlyWarning.on_record on an ordinary step); (b) one
 examination of a spiking or failing float32 step -- the float64 second opinion and the
 blame (Forensics.examine) -- against one ordinary training step on the same batch. (b)
 runs only on spikes and failures, so it is the price of a bad step, not of a run.
@@ -60,6 +61,8 @@ def main():
     deltas = on.history.delta_norms[-1]
     record = dict(on.history.records()[-1])
     t_growth = best(lambda: fill_growth(record, deltas, np.float32), 2000, args.repeat)
+    warning = on.warnings                   # its on_record on an ordinary step, alone
+    t_warn = best(lambda: warning.on_record(on, dict(record)), 2000, args.repeat)
 
     tr = trainer()
     t_step = best(lambda: tr.train_step(x, y), 200, args.repeat)
@@ -72,6 +75,8 @@ def main():
           f"(+{100 * (t_on / t_off - 1):.1f}%)")
     print(f"growth + overflow horizon:       {t_growth * 1e6:8.1f} us  "
           f"({100 * t_growth / t_off:.1f}% of a step)")
+    print(f"EarlyWarning.on_record alone:    {t_warn * 1e6:8.1f} us  "
+          f"({100 * t_warn / t_off:.1f}% of a step)")
     print(f"one examined step (float64 second opinion + blame): {t_exam * 1e6:8.1f} us "
           f"= {t_exam / t_step:.2f} training steps")
 
