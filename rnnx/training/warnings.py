@@ -95,7 +95,8 @@ class EarlyWarning(Callback):
     windows, rise, baseline, persist: the TrendForecaster's; cooldown: steps between two
     warnings;
     policy: "log" | "lower_lr" | "tighten_clip" | a WarningPolicy; blame: name the batch
-    elements too (one float64 recomputation of the step per warning).
+    elements too (one float64 recomputation of the step's batch per warning, with the
+    weights after the step's update: on_record runs once the step is applied).
     """
 
     state_key = "early_warning"
