@@ -21,6 +21,9 @@ from .optim.schedules import constant, cosine, step_decay
 from .training.spikes import SpikeDetector
 from .training import Callback, EarlyWarning, Trainer, forensics_summary
 from .diagnostics.forecast import overflow_horizon
+# after the rest: rnnx.sweep is the function from here on (its package stays importable
+# as rnnx.sweep.<module> through sys.modules)
+from .sweep import sweep
 
 __all__ = [
     "__version__",
@@ -37,4 +40,6 @@ __all__ = [
     "save_checkpoint", "load_checkpoint", "tasks",
     # diagnostics
     "diagnose", "overflow_horizon",
+    # sweeps
+    "sweep",
 ]

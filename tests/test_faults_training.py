@@ -120,7 +120,7 @@ def test_load_checkpoint_validates_every_array_before_changing_anything(tmp_path
         return _trainer(RNN(2, 8, 1, seed=0), Adam(1e-2), policy="rollback",
                         checkpoint_path=tmp_path / "c.npz")
     trainer = make()
-    trainer.fit(tasks.make("adding", 6), steps=3, batch_size=2)
+    trainer.fit(tasks.make("adding", 6, jitter="batch"), steps=3, batch_size=2)
     trainer.save_checkpoint()
     save_checkpoint(tmp_path / "c.npz", _tamper(load_checkpoint(tmp_path / "c.npz"), how))
     fresh = make()
@@ -137,7 +137,7 @@ def test_load_checkpoint_validates_every_array_before_changing_anything(tmp_path
 def test_a_resume_killed_while_rewriting_the_log_leaves_it_whole(tmp_path, monkeypatch):
     log_path, ckpt = tmp_path / "run.csv", tmp_path / "run.npz"
     first = _trainer(log_path=log_path, checkpoint_path=ckpt)
-    first.fit(tasks.make("adding", 6), steps=10, batch_size=2)
+    first.fit(tasks.make("adding", 6, jitter="batch"), steps=10, batch_size=2)
     first.save_checkpoint()
     rows = load_history(log_path)
     assert len(rows) == 10
@@ -153,7 +153,7 @@ def test_a_resume_killed_while_rewriting_the_log_leaves_it_whole(tmp_path, monke
 
     monkeypatch.setattr(rnnx.training.history.LogWriter, "write", write_then_die)
     with pytest.raises(KeyboardInterrupt):
-        resumed.fit(tasks.make("adding", 6), steps=5, batch_size=2)
+        resumed.fit(tasks.make("adding", 6, jitter="batch"), steps=5, batch_size=2)
     back = load_history(log_path)
     assert len(back) == 10
     np.testing.assert_array_equal(back["loss"], rows["loss"])
@@ -170,7 +170,7 @@ def test_an_unwritable_location_fails_before_step_1(tmp_path, what):
         kw["checkpoint_every"] = 2
     trainer = _trainer(**kw)
     with pytest.raises(FileNotFoundError, match=what):
-        trainer.fit(tasks.make("adding", 6), steps=5, batch_size=2)
+        trainer.fit(tasks.make("adding", 6, jitter="batch"), steps=5, batch_size=2)
     assert trainer.step == 0 and len(trainer.history) == 0
 
 
@@ -193,7 +193,7 @@ def test_stale_temp_files_are_removed_by_the_next_save(tmp_path):
     other = tmp_path / "other.npz.deadbeef.tmp"       # another file's: not ours to remove
     other.write_bytes(b"x")
     trainer = _trainer(checkpoint_path=ckpt)
-    trainer.fit(tasks.make("adding", 6), steps=1, batch_size=2)
+    trainer.fit(tasks.make("adding", 6, jitter="batch"), steps=1, batch_size=2)
     trainer.save_checkpoint()
     assert not any(s.exists() for s in stale) and other.exists() and ckpt.exists()
 
@@ -203,7 +203,7 @@ def test_files_are_created_with_the_users_umask(tmp_path, mask):
     old = os.umask(mask)
     try:
         trainer = _trainer(checkpoint_path=tmp_path / "ck.npz", log_path=tmp_path / "r.csv")
-        trainer.fit(tasks.make("adding", 6), steps=2, batch_size=2)
+        trainer.fit(tasks.make("adding", 6, jitter="batch"), steps=2, batch_size=2)
         trainer.save_checkpoint()
     finally:
         os.umask(old)
@@ -252,7 +252,7 @@ def test_cli_resume_refuses_a_changed_setting_and_accepts_a_new_policy(tmp_path,
 
 def test_load_weights_only(tmp_path):
     trainer = _trainer(RNN(2, 8, 1, seed=0), Adam(1e-2), checkpoint_path=tmp_path / "c.npz")
-    trainer.fit(tasks.make("adding", 6), steps=3, batch_size=2)
+    trainer.fit(tasks.make("adding", 6, jitter="batch"), steps=3, batch_size=2)
     trainer.save_checkpoint()
     other = Trainer(RNN(2, 8, 1, seed=7), SGD(0.1), policy="skip", progress=False)
     other.load_checkpoint(tmp_path / "c.npz", weights_only=True)
@@ -265,7 +265,7 @@ def test_load_weights_only(tmp_path):
 
 def test_a_checkpoint_of_another_policy_needs_new_policy(tmp_path):
     trainer = _trainer(policy=Rollback(0.5, 3), checkpoint_path=tmp_path / "c.npz")
-    trainer.fit(tasks.make("adding", 6), steps=3, batch_size=2)
+    trainer.fit(tasks.make("adding", 6, jitter="batch"), steps=3, batch_size=2)
     trainer.save_checkpoint()
     skip = _trainer(policy="skip")
     with pytest.raises(ValueError, match="new_policy=True"):
@@ -278,7 +278,7 @@ def test_a_checkpoint_of_another_policy_needs_new_policy(tmp_path):
     skip.checkpoint_path = tmp_path / "s.npz"
     skip.save_checkpoint()
     again = _trainer(policy="rollback").load_checkpoint(tmp_path / "s.npz", new_policy=True)
-    again.fit(tasks.make("adding", 6), steps=2, batch_size=2)
+    again.fit(tasks.make("adding", 6, jitter="batch"), steps=2, batch_size=2)
     assert again.step == 5
 
 
@@ -287,7 +287,7 @@ def test_a_checkpoint_of_another_policy_needs_new_policy(tmp_path):
 def test_progress_bar_ends_with_the_last_steps_loss(capsys):
     pytest.importorskip("tqdm")
     trainer = _trainer(RNN(2, 8, 1, seed=0), SGD(0.5), progress=True)
-    trainer.fit(tasks.make("adding", 8), steps=3, batch_size=4)
+    trainer.fit(tasks.make("adding", 8, jitter="batch"), steps=3, batch_size=4)
     err = capsys.readouterr().err
     last = re.split(r"[\r\n]", err.strip())[-1]
     losses = trainer.history["loss"]
@@ -320,7 +320,7 @@ def _exploding():
 
 def _batches(Ts, B=4):
     rng = np.random.default_rng(0)
-    return [tasks.adding(T, B, rng) for T in Ts]
+    return [tasks.adding(T, B, rng, jitter="batch") for T in Ts]
 
 
 def test_policy_objects_equal_their_shorthands():
@@ -368,7 +368,7 @@ def test_a_version_1_checkpoint_still_resumes_bit_identically(tmp_path):
     def make(name):
         return Trainer(RNN(2, 12, 1, seed=5), Adam(3e-3), policy="rollback", spikes="skip",
                        progress=False, seed=11, checkpoint_path=tmp_path / name)
-    task = tasks.make("adding", 12)
+    task = tasks.make("adding", 12, jitter="batch")
     full = make("full.npz")
     full.fit(task, steps=20, batch_size=8)
     part = make("part.npz")

@@ -183,6 +183,7 @@ def ref_omega_grad(h, delta, W):
 def test_omega_adds_pascanu_regulariser_to_W_hh_only(readout, loss):
     alpha = 0.7
     model, x, target, h0 = make_case(readout, loss, T=6, B=3)
+    model.omega_form = "eq9"   # the form ref_omega_grad transcribes (the code's: test_regularizers)
     plain = model.loss_and_gradients(x, target, loss=loss, h0=h0)
     reg = model.loss_and_gradients(x, target, loss=loss, h0=h0, omega=alpha)
     _, h = ref_forward(model.params, x, h0, readout)
@@ -222,6 +223,7 @@ def _grad_h(model, x, target, loss, h0):
 def test_omega_float32_and_torch():
     torch = pytest.importorskip("torch")
     model, x, target, h0 = make_case("all", "mse", T=5, B=2, H=6, dtype="float32")
+    model.omega_form = "eq9"
     plain = model.loss_and_gradients(x, target, h0=h0)
     reg = model.loss_and_gradients(x, target, h0=h0, omega=1.0)
     assert reg.grads["W_hh"].dtype == np.float32

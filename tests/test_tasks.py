@@ -5,8 +5,8 @@ import pytest
 from rnnx import tasks
 
 GENERATORS = [tasks.adding, tasks.addition, tasks.multiplication, tasks.temporal_order,
-              tasks.temporal_order_3bit, tasks.random_permutation,
-              tasks.noiseless_memorization]
+              tasks.temporal_order_3bit, tasks.temporal_order_hs, tasks.temporal_order_3bit_hs,
+              tasks.random_permutation, tasks.noiseless_memorization]
 
 
 @pytest.mark.parametrize("name", sorted(tasks.TASKS))
@@ -19,10 +19,19 @@ def test_shapes_and_dtypes(name, dtype, B):
     assert x.dtype == dtype and x.ndim == 3 and x.shape[1] == B
     assert x.shape[2] == task.input_size
     L = x.shape[0]
-    if name in ("adding", "addition", "multiplication"):
-        assert T <= L <= T + T // 10
+    if name in ("addition", "multiplication"):
+        assert T <= L <= T + int(T * 0.1) - 1
         assert target.shape == (B, 1) and target.dtype == dtype
         assert task.loss == "mse" and task.readout == "last"
+    elif name == "adding":               # per-sequence lengths: right-padded, NaN-marked
+        assert T <= L <= T + T // 10
+        assert target.shape == (L, B, 1) and target.dtype == dtype
+        assert np.count_nonzero(~np.isnan(target)) == B
+        assert task.loss == "mse" and task.readout == "all"
+    elif name.endswith("_hs"):
+        assert T <= L <= T + T // 10 and target.shape == (L, B) and target.dtype.kind == "i"
+        assert np.count_nonzero(target >= 0) == B and task.readout == "all"
+        assert target.max() < task.output_size
     elif name == "noiseless_memorization":
         assert L == T + 20 and target.shape == (L, B) and target.dtype.kind == "i"
         assert task.readout == "all" and target.max() < task.output_size
@@ -43,7 +52,7 @@ def test_deterministic_by_seed(fn):
 
 def test_adding_hand_checked():
     for seed in range(20):
-        x, target = tasks.adding(12, 9, seed, dtype=np.float64)
+        x, target = tasks.adding(12, 9, seed, jitter="batch", dtype=np.float64)
         L = x.shape[0]
         value, marker = x[..., 0], x[..., 1]
         assert np.all((value >= -1) & (value <= 1))
@@ -166,7 +175,11 @@ def test_char_text():
     (lambda: tasks.addition(10, 2, "seed"), TypeError, "rng must be"),
     (lambda: tasks.addition(10, 2, dtype=np.int32), ValueError, "dtype"),
     (lambda: tasks.make("nope", 10), ValueError, "unknown task"),
-    (lambda: tasks.make("adding", 10, n_pos=3), TypeError, "takes no options"),
+    (lambda: tasks.make("adding", 10, n_pos=3), TypeError, "takes the options"),
+    (lambda: tasks.make("addition", 10, jitter="batch"), TypeError, "takes the options"),
+    (lambda: tasks.adding(10, 2, jitter="step"), ValueError, "jitter"),
+    (lambda: tasks.addition(9, 2), ValueError, "T must be an int >= 10"),
+    (lambda: tasks.temporal_order_hs(19, 2), ValueError, "T must be an int >= 20"),
     (lambda: tasks.noiseless_memorization(5, 2, n_values=1), ValueError, "n_values"),
     (lambda: tasks.CharText("a"), ValueError, "at least 2"),
     (lambda: tasks.CharText(b"ab"), TypeError, "str"),

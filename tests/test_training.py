@@ -38,7 +38,7 @@ def _exploding_model():
 
 def _batches(Ts, seed=0, B=4):
     rng = np.random.default_rng(seed)
-    return [tasks.adding(T, B, rng) for T in Ts]
+    return [tasks.adding(T, B, rng, jitter="batch") for T in Ts]
 
 
 def _same_rows(a, b):
@@ -163,7 +163,7 @@ def test_max_norm_is_the_overflow_threshold():
 def _explosion_run(clip):
     model = RNN(2, 32, 1, seed=0, init="orthogonal", spectral_radius=4.0)
     trainer = _trainer(model, SGD(0.1), clip=clip, policy="skip", diag_every=10)
-    trainer.fit(tasks.make("adding", 50), steps=40, batch_size=16)
+    trainer.fit(tasks.make("adding", 50, jitter="batch"), steps=40, batch_size=16)
     return trainer
 
 
@@ -252,7 +252,7 @@ def test_log_survives_a_crash_mid_fit(tmp_path, suffix):
     path = tmp_path / ("run" + suffix)
     trainer = _trainer(callbacks=[Crash()], log_path=path)
     with pytest.raises(KeyboardInterrupt):
-        trainer.fit(tasks.make("adding", 10), steps=20, batch_size=4)
+        trainer.fit(tasks.make("adding", 10, jitter="batch"), steps=20, batch_size=4)
     back = load_history(path)
     _same_rows(back, trainer.history)
     assert list(back["step"]) == list(range(1, 8))
@@ -270,7 +270,7 @@ def _resumable(tmp_path, name, dtype="float32"):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_resume_is_bit_identical(tmp_path, dtype):
-    task = tasks.make("adding", 12, dtype=dtype)
+    task = tasks.make("adding", 12, dtype=dtype, jitter="batch")
     eval_data = task.sample(16, 99)
     full = _resumable(tmp_path, "full", dtype)
     full.fit(task, steps=23, batch_size=8, eval_data=eval_data, eval_every=4)
@@ -364,7 +364,7 @@ def test_eval_and_early_stopping():
 
 
 def test_evaluate_matches_the_loss_and_the_task_criterion():
-    task = tasks.make("adding", 10)
+    task = tasks.make("adding", 10, jitter="batch")
     model = RNN(2, 4, 1, seed=0)
     trainer = _trainer(model)
     pairs = [task.sample(5, 1), task.sample(3, 2)]
@@ -391,7 +391,7 @@ def test_function_callbacks_and_stop_training():
 
 def test_progress_bar(capsys):
     pytest.importorskip("tqdm")
-    _trainer(progress=True).fit(tasks.make("adding", 8), steps=3, batch_size=2)
+    _trainer(progress=True).fit(tasks.make("adding", 8, jitter="batch"), steps=3, batch_size=2)
     assert "3/3" in capsys.readouterr().err
 
 
@@ -400,7 +400,7 @@ def test_deterministic_with_a_seed_and_small_shapes():
     for _ in range(2):
         model = RNN(2, 1, 1, seed=2, dtype="float64")
         trainer = Trainer(model, SGD(0.1), progress=False, seed=4)
-        trainer.fit(tasks.make("addition", 2), steps=5, batch_size=1)
+        trainer.fit(tasks.make("addition", 10), steps=5, batch_size=1)
         runs.append(trainer)
     _same_rows(runs[0].history, runs[1].history)
     np.testing.assert_array_equal(runs[0].model.params["W_hh"], runs[1].model.params["W_hh"])
@@ -417,14 +417,14 @@ def _adding_curriculum(lengths, steps):
     trainer = Trainer(model, opt, clip=clip_by_global_norm(1.0), seed=1, progress=False,
                       diag_every=None, spikes=None)
     for T in lengths:
-        trainer.fit(tasks.make("adding", T), steps=steps, batch_size=32)
+        trainer.fit(tasks.make("adding", T, jitter="batch"), steps=steps, batch_size=32)
     return model
 
 
 def test_adding_problem_learns_quickly():
     # A quick check of the same code path as the full test below, on short sequences.
     model = _adding_curriculum([10], 600)
-    task = tasks.make("adding", 10)
+    task = tasks.make("adding", 10, jitter="batch")
     x, t = task.sample(1000, 7)
     baseline = np.var(t)                       # the loss of predicting the mean
     assert np.mean((model.predict(x) - t) ** 2) < 0.2 * baseline
@@ -433,7 +433,7 @@ def test_adding_problem_learns_quickly():
 def test_adding_problem_T50_meets_the_hochreiter_schmidhuber_criterion():
     # about 8 s on 2 cores
     model = _adding_curriculum([10, 20, 30, 40] + [50] * 6, 1500)
-    task = tasks.make("adding", 50)
+    task = tasks.make("adding", 50, jitter="batch")
     assert task.solved(task.evaluate(model, n=10_000, rng=123))
 
 
@@ -559,7 +559,7 @@ def test_fit_batch_first_equals_fit_time_major(tbptt):
 
 
 def test_evaluate_batch_first():
-    task = tasks.make("adding", 10)
+    task = tasks.make("adding", 10, jitter="batch")
     trainer = _trainer(RNN(2, 4, 1, seed=0))
     pairs = [task.sample(5, 1), task.sample(3, 2)]
     flipped = [(x.transpose(1, 0, 2), t) for x, t in pairs]

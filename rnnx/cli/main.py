@@ -1,4 +1,4 @@
-"""The ``rnnx`` command: demo, train, diagnose, plot.
+"""The ``rnnx`` command: demo, train, diagnose, sweep, plot.
 
 main(argv) returns the exit status: 0 on success, 2 for bad usage or argument values,
 1 for missing or unreadable files, failed training and missing optional dependencies.
@@ -106,6 +106,10 @@ def _add_train(sub):
                "  rnnx train --spectral-radius 1.5 --lr 0.3 --policy skip --log run.csv --json\n"
                "  rnnx train --steps 2000 --checkpoint run.npz --checkpoint-every 100\n"
                "  rnnx train --steps 4000 --checkpoint run.npz --resume   # continue it")
+    # the flags record that they were given, so that --resume tells them from the defaults
+    for kind, action in ((None, argparse._StoreAction), ("store", argparse._StoreAction),
+                         ("store_true", argparse._StoreTrueAction)):
+        p.register("action", kind, _recording(action))
     g = p.add_argument_group("task and model")
     g.add_argument("--task", choices=_task_names(), default="adding")
     g.add_argument("--length", "-T", type=_positive(int), default=50,
@@ -152,35 +156,22 @@ def _add_train(sub):
                    help="replace an existing --checkpoint with a new run")
     g.add_argument("--quiet", action="store_true", help="no progress bar or table")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
-    # defaults wrapped, so that a resumed run can tell the flags given from the defaults
-    p.set_defaults(**{k: _Default(v) for k, v in vars(p.parse_args([])).items()})
     p.set_defaults(run=_run_train)
 
 
 # the settings a resumed run may change; the others are read from the checkpoint
 _RESUME_MAY_CHANGE = ("steps", "checkpoint_every", "log", "policy", "spikes")
-_NOT_SAVED = ("checkpoint", "resume", "overwrite", "quiet", "json", "run", "command")
+_NOT_SAVED = ("checkpoint", "resume", "overwrite", "quiet", "json", "run", "command",
+              "given_flags")
 
 
-class _Default:
-    """An argparse default, marked as not given on the command line."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def __str__(self):
-        return str(self.value)
-
-
-def _given_flags(args):
-    """Unwrap the defaults in args; the names of the flags given on the command line."""
-    given = set()
-    for k, v in vars(args).items():
-        if isinstance(v, _Default):
-            setattr(args, k, v.value)
-        else:
-            given.add(k)
-    return given
+def _recording(action):
+    """action, also adding its dest to the namespace's given_flags when it is given."""
+    class Recording(action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            namespace.given_flags = getattr(namespace, "given_flags", set()) | {self.dest}
+    return Recording
 
 
 class _SavedSettings:
@@ -249,7 +240,7 @@ def _run_train(args):
     from ..tasks import make
     from ..training.loop import Trainer
     from ..training.checkpoint import CheckpointError
-    given = _given_flags(args)
+    given = getattr(args, "given_flags", set())
     if args.resume and not args.checkpoint:
         raise UsageError("--resume needs --checkpoint PATH")
     if args.resume and args.overwrite:
@@ -445,6 +436,35 @@ def _run_diagnose(args):
     return EXIT_OK
 
 
+# --- sweep --------------------------------------------------------------------------------
+
+def _add_sweep(sub):
+    from ..sweep.command import EPILOG, add_arguments
+    p = sub.add_parser(
+        "sweep", formatter_class=_formatter,
+        help="stability maps: train or diagnose over a grid of settings and seeds",
+        description="Run a grid of rnnx train settings x seeds on local processes (or a "
+                    "Dask cluster), append every finished cell to OUT/results.csv (a rerun "
+                    "skips the cells done) and draw stability maps: outcome (exploded / did "
+                    "not learn / solved) or a metric over two grid axes, or, for --kind "
+                    "diagnose, lambda_1 over radius x length with its zero contour.",
+        epilog=EPILOG)
+    add_arguments(p)
+    p.set_defaults(run=_run_sweep)
+
+
+def _run_sweep(args):
+    from ..sweep.command import run
+    return run(args)
+
+
+def _run_plot_sweep(args):
+    from ..sweep.command import plot
+    for path in plot(args.logs[0], args.out, metric=args.metric, axes=args.axes):
+        print(path)
+    return EXIT_OK
+
+
 # --- plot ---------------------------------------------------------------------------------
 
 def _add_plot(sub):
@@ -456,14 +476,21 @@ def _add_plot(sub):
                     "logs are overlaid, labelled by file name. The Jacobian figure needs "
                     "the weights: use `rnnx diagnose CHECKPOINT --plot`.",
         epilog="examples:\n  rnnx plot run.csv\n"
-               "  rnnx plot rnnx-demo/unclipped.csv rnnx-demo/clipped.csv --out figs")
-    p.add_argument("logs", nargs="+", metavar="LOG", help="log file(s), .csv or .jsonl")
+               "  rnnx plot rnnx-demo/unclipped.csv rnnx-demo/clipped.csv --out figs\n"
+               "  rnnx plot rnnx-sweep/results.csv --metric max_grad_norm   # sweep maps")
+    p.add_argument("logs", nargs="+", metavar="LOG", help="log file(s), .csv or .jsonl; or "
+                   "one sweep's results.csv (or its folder) to redraw its maps")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder (default: the first log's folder)")
+    from ..sweep.command import add_map_arguments
+    add_map_arguments(p.add_argument_group("sweep results only"))
     p.set_defaults(run=_run_plot)
 
 
 def _run_plot(args):
+    from ..sweep.results import is_results
+    if len(args.logs) == 1 and is_results(args.logs[0]):
+        return _run_plot_sweep(args)
     from ..training.history import load_history
     from .plots import require_matplotlib, save_run_figures
     histories = {}
@@ -499,10 +526,11 @@ def build_parser():
         description="Train vanilla tanh RNNs and see, measure and tame exploding gradients.",
         epilog="examples:\n  rnnx demo\n  rnnx train --spectral-radius 1.5 --clip global_norm\n"
                "  rnnx diagnose --spectral-radius 1.2\n  rnnx plot rnnx-demo/clipped.csv\n"
+               "  rnnx sweep --grid spectral_radius=0.8:2:7 --grid clip=none,1 --seeds 3\n"
                "Run `rnnx COMMAND --help` for a command's options.")
     parser.add_argument("--version", action="version", version=f"rnnx {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_demo, _add_train, _add_diagnose, _add_plot):
+    for add in (_add_demo, _add_train, _add_diagnose, _add_sweep, _add_plot):
         add(sub)
     return parser
 

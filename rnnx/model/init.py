@@ -5,6 +5,13 @@ signal is multiplied by diag(1 - h^2) W_hh once per step, so a spectral radius a
 invites explosion and one well below 1 makes the gradient vanish. `spectral_radius`
 rescales any initialisation to a chosen max |eigenvalue| (1.5 provokes explosions on
 purpose).
+
+"smart_tanh" and "basic_tanh" are the two tanh initialisations of Pascanu, Mikolov &
+Bengio (2013) as their published code (pascanur/trainingRNNs, RNN.py) draws them, every
+weight included, with the code's scales as defaults (see PAPER_SCALES). The code computes
+h[t] = tanh(h[t-1] @ W + ...), so its W is rnnx's W_hh transposed: the code keeps 15
+weights in each ROW of its W, i.e. 15 OUTGOING weights per unit, which are the 15
+non-zeros in each COLUMN of rnnx's W_hh.
 """
 from __future__ import annotations
 
@@ -13,13 +20,22 @@ import numpy as np
 
 from .._checks import float_dtype, generator, positive, whole_number
 
-__all__ = ["RECURRENT_INITS", "init_recurrent", "init_params"]
+__all__ = ["RECURRENT_INITS", "PAPER_SCALES", "init_recurrent", "init_params"]
 
-RECURRENT_INITS = ("orthogonal", "gaussian", "identity", "smart_tanh")
+RECURRENT_INITS = ("orthogonal", "gaussian", "identity", "smart_tanh", "basic_tanh")
 
-# Martens (2010) / Sutskever et al. (2013) sparse initialisation, used by Pascanu et al.
-# (2013) as "smart tanh": each unit gets this many non-zero incoming recurrent weights.
+# Martens (2010)'s sparse initialisation as Pascanu et al. (2013) use it in "smart_tanh":
+# each unit keeps this many non-zero outgoing recurrent weights (all of them when H < 15).
 _SPARSE_NONZEROS = 15
+
+# The published code's scales: std of W_hh's draw (before the rescaling, for smart_tanh),
+# the spectral radius smart_tanh rescales W_hh to, and the stds of W_xh and W_hy.
+PAPER_SCALES = {
+    "smart_tanh": {"std": 0.01, "spectral_radius": 0.95, "input_std": 0.01,
+                   "output_std": 0.01},
+    "basic_tanh": {"std": 0.1, "spectral_radius": None, "input_std": 0.1,
+                   "output_std": 0.1},
+}
 
 
 def _spectral_radius(W):
@@ -36,10 +52,11 @@ def _orthogonal(H, rng):
 
 def _smart_tanh(H, rng, std):
     k = min(_SPARSE_NONZEROS, H)
-    W = np.zeros((H, H))
-    # argsort of uniform keys = an independent random subset of k columns for every row.
-    cols = np.argsort(rng.random((H, H)), axis=1)[:, :k]
-    W[np.arange(H)[:, None], cols] = std * rng.standard_normal((H, k))
+    W = std * rng.standard_normal((H, H))
+    # argsort of uniform keys = an independent random subset of k rows for every column:
+    # unit j keeps k outgoing weights W[i, j] (into units i) and loses the others.
+    dropped = np.argsort(rng.random((H, H)), axis=0)[k:]
+    W[dropped, np.arange(H)] = 0.0
     return W
 
 
@@ -51,10 +68,12 @@ def init_recurrent(kind, H, rng, *, std=None, spectral_radius=None, dtype=np.flo
       "gaussian"   -- i.i.d. N(0, std^2) entries, std defaults to 1/sqrt(H) (spectral
                       radius close to 1 for large H, by the circular law);
       "identity"   -- the identity (IRNN, Le et al. 2015);
-      "smart_tanh" -- Pascanu et al. 2013's sparse initialisation: 15 non-zero incoming
-                      weights per unit (row), or H when H < 15, each N(0, std^2) with std
-                      defaulting to 1.
-    std only applies to "gaussian" and "smart_tanh"; scale the others with
+      "smart_tanh" -- Pascanu et al. 2013: N(0, std^2) entries (std 0.01) of which each
+                      unit keeps 15 outgoing ones (column j of W_hh; all when H < 15),
+                      then rescaled to spectral radius 0.95 unless spectral_radius says
+                      otherwise;
+      "basic_tanh" -- Pascanu et al. 2013: dense N(0, std^2) entries, std 0.1.
+    std only applies to "gaussian", "smart_tanh" and "basic_tanh"; scale the others with
     spectral_radius. spectral_radius (> 0), when given, rescales W_hh so that its
     max |eigenvalue| is exactly that value. rng: a numpy Generator (or an int seed);
     the same seed gives the same matrix.
@@ -67,16 +86,23 @@ def init_recurrent(kind, H, rng, *, std=None, spectral_radius=None, dtype=np.flo
     dtype = float_dtype(dtype)
     rng = generator(rng)
     if std is not None and kind in ("orthogonal", "identity"):
-        raise ValueError(f"std applies only to the 'gaussian' and 'smart_tanh' inits; for "
-                         f"{kind!r} use spectral_radius to scale W_hh (got std={std})")
+        raise ValueError(f"std applies only to the 'gaussian', 'smart_tanh' and "
+                         f"'basic_tanh' inits; for {kind!r} use spectral_radius to scale "
+                         f"W_hh (got std={std})")
+    paper = PAPER_SCALES.get(kind)
+    if paper is not None:
+        std = paper["std"] if std is None else std
+        radius = paper["spectral_radius"] if radius is None else radius
     if kind == "orthogonal":
         W = _orthogonal(H, rng)
     elif kind == "gaussian":
         W = (1.0 / np.sqrt(H) if std is None else std) * rng.standard_normal((H, H))
     elif kind == "identity":
         W = np.eye(H)
+    elif kind == "smart_tanh":
+        W = _smart_tanh(H, rng, std)
     else:
-        W = _smart_tanh(H, rng, 1.0 if std is None else std)
+        W = std * rng.standard_normal((H, H))
     if radius is not None:
         current = _spectral_radius(W)
         if not current > 0:
@@ -88,22 +114,31 @@ def init_recurrent(kind, H, rng, *, std=None, spectral_radius=None, dtype=np.flo
 
 
 def init_params(input_size, hidden_size, output_size, rng, *, kind="orthogonal", std=None,
-                spectral_radius=None, dtype=np.float64):
+                spectral_radius=None, input_std=None, output_std=None, dtype=np.float64):
     """All five parameters of the RNN with a linear readout, as a dict of fresh arrays.
 
-    W_hh from init_recurrent(kind, ...); W_xh (H, D) ~ N(0, 1/D) and W_hy (O, H) ~ N(0, 1/H)
-    so that pre-activations and outputs start with unit variance; b_h and b_y start at 0.
+    W_hh from init_recurrent(kind, ...); W_xh (H, D) ~ N(0, input_std^2) and
+    W_hy (O, H) ~ N(0, output_std^2); b_h and b_y start at 0. input_std and output_std
+    default to the published scales for "smart_tanh" (0.01, 0.01) and "basic_tanh"
+    (0.1, 0.1), and otherwise to 1/sqrt(D) and 1/sqrt(H), so that pre-activations and
+    outputs start with unit variance.
     """
     D = whole_number("input_size", input_size)
     H = whole_number("hidden_size", hidden_size)
     O = whole_number("output_size", output_size)
+    input_std = positive("input_std", input_std, none=True)
+    output_std = positive("output_std", output_std, none=True)
     dtype = float_dtype(dtype)
     rng = generator(rng)
+    paper = PAPER_SCALES.get(kind, {"input_std": 1.0 / np.sqrt(D),
+                                    "output_std": 1.0 / np.sqrt(H)})
+    input_std = paper["input_std"] if input_std is None else input_std
+    output_std = paper["output_std"] if output_std is None else output_std
     W_hh = init_recurrent(kind, H, rng, std=std, spectral_radius=spectral_radius, dtype=dtype)
     return {
-        "W_xh": (rng.standard_normal((H, D)) / np.sqrt(D)).astype(dtype),
+        "W_xh": (input_std * rng.standard_normal((H, D))).astype(dtype),
         "W_hh": W_hh,
         "b_h": np.zeros(H, dtype),
-        "W_hy": (rng.standard_normal((O, H)) / np.sqrt(H)).astype(dtype),
+        "W_hy": (output_std * rng.standard_normal((O, H))).astype(dtype),
         "b_y": np.zeros(O, dtype),
     }

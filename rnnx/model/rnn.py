@@ -23,7 +23,7 @@ from .init import (RECURRENT_INITS, _spectral_radius, init_params)
 from .losses import LOSSES
 from ..core.recurrence import _backward, _forward, jacobian_log_norms
 from ..errors import GradientOverflowError
-from .regularizers import pascanu_omega
+from .regularizers import OMEGA_FORMS
 
 __all__ = ["RNN", "Gradients"]
 
@@ -78,10 +78,15 @@ class RNN:
     set them freely (they are checked on every use; one of another dtype or layout is
     converted and stored back). readout "last" predicts from the last hidden state, "all"
     at every step (sequence labelling, character models).
-    init / std / spectral_radius choose W_hh (see rnnx.model.init.init_recurrent); seed makes
+    init / std / spectral_radius choose W_hh (rnnx.model.init.init_params; Pascanu et al.'s
+    "smart_tanh" and "basic_tanh" set every weight's scale); seed makes
     the initialisation deterministic. dtype is "float32" or "float64": inputs are
-    converted to it and all computation runs in it.
+    converted to it and all computation runs in it. omega_form picks the Omega that
+    loss_and_gradients(..., omega=alpha) adds: "code" (Pascanu et al.'s published code,
+    the default) or "eq9" (the paper's eq. 9 as printed); see rnnx.model.regularizers.
     """
+
+    omega_form = "code"
 
     def __init__(self, input_size, hidden_size, output_size, *, readout="last",
                  dtype="float32", init="orthogonal", spectral_radius=None, std=None,
@@ -141,8 +146,11 @@ class RNN:
 
     def _forward(self, p, x, h0):
         h = _forward(x, p["W_xh"], p["W_hh"], p["b_h"], h0)   # all checked by the caller
-        top = h[-1] if self.readout == "last" else h
-        return top @ p["W_hy"].T + p["b_y"], h
+        if self.readout == "last":
+            return h[-1] @ p["W_hy"].T + p["b_y"], h
+        # (T*B, H) @ (H, O) as one 2-D product: numpy's stacked matmul over T is much slower
+        y = np.dot(h.reshape(-1, self.hidden_size), p["W_hy"].T) + p["b_y"]
+        return y.reshape(h.shape[:2] + (self.output_size,)), h
 
     def forward(self, x, h0=None, *, batch_first=False):
         """(y, h): y (B, O) for readout "last" or (T, B, O) for "all"; h (T, B, H).
@@ -185,9 +193,9 @@ class RNN:
         (B,) for readout "last", (T, B) for "all"). max_norm and clip_delta go to
         rnn_backward; its rnnx.GradientOverflowError propagates unchanged (and a loss or
         readout gradient that is already non-finite raises one too). omega > 0 adds
-        omega * Omega (rnnx.model.regularizers.pascanu_omega) to the loss and its gradient to
-        grads["W_hh"]. batch_first=True: x is (B, T, D) and a per-step target (readout
-        "all") is (B, T, O) or (B, T) labels. Returns a Gradients.
+        omega * Omega (the form self.omega_form names in rnnx.model.regularizers.OMEGA_FORMS)
+        to the loss and its gradient to grads["W_hh"]. batch_first=True: x is (B, T, D) and a
+        per-step target (readout "all") is (B, T, O) or (B, T) labels. Returns a Gradients.
         """
         return self.objective(loss, max_norm=max_norm, clip_delta=clip_delta, omega=omega,
                               batch_first=batch_first)(x, target, h0)
@@ -221,14 +229,16 @@ class RNN:
         else:
             dW_hy = dy.reshape(-1, self.output_size).T @ h.reshape(-1, self.hidden_size)
             db_y = dy.sum(axis=(0, 1))
-            grad_h = dy @ p["W_hy"]
+            # (T*B, O) @ (O, H) as one 2-D product (as in _forward)
+            grad_h = np.dot(dy.reshape(-1, self.output_size), p["W_hy"]).reshape(h.shape)
         if not (math.isfinite(value) and all_finite(grad_h)):
             raise _readout_overflow(value, grad_h, len(h))
         # x, h0 and the params were checked above, h and grad_h are finite by construction
         g = _backward(x, h, grad_h, p["W_xh"], p["W_hh"], h0, max_norm, clip_delta, omega > 0)
         dW_hh, omega_value = g.dW_hh, 0.0
         if omega > 0:
-            omega_value, dOmega = pascanu_omega(h, g.delta, p["W_hh"])
+            choice("omega_form", self.omega_form, tuple(OMEGA_FORMS))
+            omega_value, dOmega = OMEGA_FORMS[self.omega_form](h, g.delta, p["W_hh"])
             value += float(omega) * omega_value
             dW_hh = dW_hh + self.dtype.type(omega) * dOmega
         grads = {"W_xh": g.dW_xh, "W_hh": dW_hh, "b_h": g.db_h, "W_hy": dW_hy, "b_y": db_y}
