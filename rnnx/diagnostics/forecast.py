@@ -126,7 +126,7 @@ class TrendForecaster:
     single spikes that the median ignores -- from extrapolating to a crossing.
     """
 
-    def __init__(self, windows=(5, 10), rise=20.0, baseline=50, persist=1):
+    def __init__(self, windows=(5, 10), rise=30.0, baseline=50, persist=1):
         if isinstance(windows, int):
             windows = (windows,)
         self.windows = tuple(whole_number("windows", w, low=3) for w in windows)

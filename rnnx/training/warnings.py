@@ -101,7 +101,7 @@ class EarlyWarning(Callback):
 
     state_key = "early_warning"
 
-    def __init__(self, threshold=None, *, lead=30, windows=(5, 10), rise=20.0, baseline=50,
+    def __init__(self, threshold=None, *, lead=30, windows=(5, 10), rise=30.0, baseline=50,
                  persist=1, cooldown=20, policy="log", blame=True):
         self.threshold = positive("threshold", threshold, none=True)
         self.lead = positive("lead", lead)
