@@ -103,7 +103,8 @@ def _exploding_trainer(callbacks=(), warnings=None, policy="skip"):
     """adding, H=32, W_hh radius 2, SGD warm-up to lr 0.3: gradients explode after ~20
     steps (the settings of benchmarks/early_warning.py)."""
     task = rnnx.tasks.make("adding", 40)
-    m = rnnx.RNN(task.input_size, 32, task.output_size, spectral_radius=2.0, seed=0)
+    m = rnnx.RNN(task.input_size, 32, task.output_size, readout=task.readout,
+                 spectral_radius=2.0, seed=0)
     tr = rnnx.Trainer(m, rnnx.SGD(lambda k: 0.3 * min(1.0, (k + 1) / 40)), spikes=None,
                       progress=False, seed=1, policy=policy, callbacks=list(callbacks),
                       warnings=warnings or EarlyWarning(threshold=1e6))

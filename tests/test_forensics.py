@@ -178,7 +178,8 @@ def test_blame_on_a_real_spike_names_the_recurrent_weights_and_the_peak():
     """A stable run, then W_hh scaled up: the gradient spikes, and the blame points at a
     recurrent parameter and at the time step where ||delta[t]|| peaks in float64."""
     task = rnnx.tasks.make("adding", 30)
-    m = rnnx.RNN(task.input_size, 16, task.output_size, spectral_radius=0.9, seed=1)
+    m = rnnx.RNN(task.input_size, 16, task.output_size, readout=task.readout,
+                 spectral_radius=0.9, seed=1)
     events = Events()
     tr = rnnx.Trainer(m, rnnx.SGD(0.01), spikes="skip", progress=False, seed=0,
                       callbacks=[events], spike_min_history=5)
