@@ -2,7 +2,7 @@
 
 1. Kills: a run is started with a checkpoint every few steps and a CSV log, then resumed
    again and again, each resume killed with SIGKILL (a bounded number of times) once it
-   reaches the log: every other one at once, the others at a random moment up to 1.5 s
+   reaches the log: every other one at once, the others at a random moment up to 1 s
    later. After every kill the checkpoint must load, and the log must hold every step
    up to the checkpoint's once, in order, with no torn row (a torn last line, which the
    log reader drops and the next resume rewrites, is counted apart). A last resume runs
@@ -33,7 +33,7 @@ import numpy as np
 from rnnx.training.checkpoint import load_checkpoint, save_checkpoint
 from rnnx.training.files import stale_temp_files
 
-STEPS = 2000
+STEPS = 5000
 SETTINGS = ["--task", "adding", "--length", "30", "--hidden", "24", "--optimizer", "adam",
             "--lr", "0.003", "--policy", "rollback", "--clip", "global_norm",
             "--checkpoint-every", "25", "--quiet"]
@@ -82,7 +82,7 @@ def kills(folder, n, rng):
             time.sleep(0.001)
         out["during training"] += bool(reached())
         if out["kills"] % 2:
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(rng.uniform(0.0, 1.0))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             out["kills"] += 1
