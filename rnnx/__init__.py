@@ -47,7 +47,8 @@ from .diagnostics import diagnose
 from .model.regularizers import pascanu_omega
 from .optim.schedules import constant, cosine, step_decay
 from .training.spikes import SpikeDetector
-from .training import Callback, Trainer
+from .training import Callback, EarlyWarning, Trainer, forensics_summary
+from .diagnostics.forecast import overflow_horizon
 # after the rest: rnnx.sweep is the function from here on (its package stays importable
 # as rnnx.sweep.<module> through sys.modules)
 from .sweep import sweep
@@ -62,10 +63,11 @@ __all__ = [
     "pascanu_omega", "SGD", "Adam", "RMSprop", "Adagrad", "constant", "step_decay", "cosine",
     "ClipReport", "global_norm", "clip_by_global_norm", "clip_by_value",
     "clip_by_parameter_norm", "adaptive_clip", "autoclip", "zclip", "chain",
-    "Trainer", "Callback", "SpikeDetector", "History", "load_history",
+    "Trainer", "Callback", "SpikeDetector", "EarlyWarning", "forensics_summary", "History",
+    "load_history",
     "save_checkpoint", "load_checkpoint", "tasks",
     # diagnostics
-    "diagnose",
+    "diagnose", "overflow_horizon",
     # sweeps
     "sweep",
 ]

@@ -37,10 +37,19 @@ class GradientOverflowError(FloatingPointError):
         ||delta[t]|| for every step the backward pass reached (NaN for the others).
     step : int or None
         The training step, when raised by a training loop.
+    parameter : str or None
+        The parameter blamed (a training loop's forensics: the one whose gradient is
+        non-finite or largest relative to its weight), when known.
+    batch_elements : tuple of int
+        The batch elements whose backward signal overflowed or was largest at time_step.
+    verdict, norm64 : str or None, float
+        The float64 second opinion on a float32 step ("real", "disputed" or "artefact")
+        and the float64 gradient norm (NaN when not run).
     """
 
     def __init__(self, time_step, norm, *, max_norm=None, delta_norms=None, step=None,
-                 output="delta", index=None):
+                 output="delta", index=None, parameter=None, batch_elements=(),
+                 verdict=None, norm64=float("nan")):
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {sorted(_OUTPUTS)}; got {output!r}")
         self.time_step = int(time_step)
@@ -50,6 +59,9 @@ class GradientOverflowError(FloatingPointError):
         self.step = step
         self.output = output
         self.index = None if index is None else tuple(int(i) for i in index)
+        self.parameter = parameter
+        self.batch_elements = tuple(batch_elements)
+        self.verdict, self.norm64 = verdict, float(norm64)
         where = "" if step is None else f"at training step {step}, "
         if output != "delta":
             at = ", ".join(map(str, self.index or ()))
@@ -58,9 +70,9 @@ class GradientOverflowError(FloatingPointError):
             if self.time_step >= 0:
                 what += f" (time step t={self.time_step})"
             super().__init__(
-                f"gradient overflow {where}in {what}: the dtype's range was exceeded by "
-                "a product or a sum. Use smaller inputs, weights or loss gradients, "
-                "gradient clipping (rnn_backward(..., clip_delta=...)), or float64.")
+                f"gradient overflow {where}in {what}.{self._blame()} The dtype's range was "
+                "exceeded by a product or a sum. Use smaller inputs, weights or loss "
+                "gradients, gradient clipping (rnn_backward(..., clip_delta=...)), or float64.")
             return
         where += f"at time step t={self.time_step}"
         if max_norm is not None and self.norm == self.norm and self.norm != float("inf"):
@@ -68,10 +80,22 @@ class GradientOverflowError(FloatingPointError):
         else:
             what = f"the backward signal delta[t] = dL/dh[t] became non-finite (norm {self.norm})"
         super().__init__(
-            f"gradient overflow {where}: {what}. Backpropagation through time multiplies "
-            "diag(1 - h^2) W_hh once per step, so it grows geometrically when W_hh's singular "
-            "values exceed 1. Try gradient clipping (rnn_backward(..., clip_delta=...) or "
-            "clip_by_global_norm), a W_hh with a smaller spectral radius, or float64.")
+            f"gradient overflow {where}: {what}.{self._blame()} Backpropagation through time "
+            "multiplies diag(1 - h^2) W_hh once per step, so it grows geometrically when "
+            "W_hh's singular values exceed 1. Try gradient clipping (rnn_backward(..., "
+            "clip_delta=...) or clip_by_global_norm), a W_hh with a smaller spectral radius, "
+            "or float64.")
+
+    def _blame(self):
+        """' Blame: W_hh, batch elements [3]; float64 says real (norm 1e+40).' or ''."""
+        if self.parameter is None:
+            return ""
+        blame = f" Blame: {self.parameter}"
+        if self.batch_elements:
+            blame += f", batch elements {list(self.batch_elements)}"
+        if self.verdict:
+            blame += f"; float64 says {self.verdict} (norm {self.norm64:.4g})"
+        return blame + "."
 
 
 class DivergenceError(FloatingPointError):

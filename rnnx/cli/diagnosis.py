@@ -96,6 +96,22 @@ def _figure_path(text):
     return path
 
 
+def _overflow_horizons(rate):
+    """{dtype: time steps until a backward signal of norm 1 growing by rate nats per step
+    overflows it} (inf when it does not grow)."""
+    from ..diagnostics.forecast import overflow_horizon
+    return {dt: overflow_horizon(rate, dt) for dt in FLOAT_DTYPES}
+
+
+def _overflow_horizon_line(rate):
+    h = _overflow_horizons(rate)
+    if not math.isfinite(h["float32"]):
+        return "overflow horizon: none (lambda_1 <= 0: the backward signal does not grow)"
+    return (f"overflow horizon at lambda_1 = {rate:+.4f}/step: a backward signal overflows "
+            f"float32 after {h['float32']:.0f} time steps, float64 after "
+            f"{h['float64']:.0f}")
+
+
 def run_diagnose(args):
     from ..diagnostics.lyapunov import diagnose
     figure = None
@@ -130,6 +146,7 @@ def run_diagnose(args):
     if args.json:
         out = d.to_dict()
         out["plot"] = None if figure is None else shown(figure)
+        out["overflow_horizon"] = _overflow_horizons(d.lambda_max)
         print(json.dumps(jsonable(out)))
         return EXIT_OK
     s, L = d.singular_values, d.log_norms
@@ -144,6 +161,7 @@ def run_diagnose(args):
           + ", ".join(f"{v:+.4f}" for v in e[:5]) + (" ..." if len(e) > 5 else "")
           + f"   sum {e.sum():+.4f}")
     print(f"verdict: {d.explain()}")
+    print(_overflow_horizon_line(d.lambda_max))
     if figure is not None:
         print(f"figure: {shown(figure)}")
     return EXIT_OK

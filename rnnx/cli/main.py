@@ -294,12 +294,26 @@ def _run_train(args):
                                          eval_sequences=summary["eval_sequences"],
                                          solved=summary["solved"])
     if args.json:
+        summary["forensics"] = _forensics(trainer.history)
         print(json.dumps(_jsonable(summary)))
     elif not args.quiet:
         print(format_table([summary]))
+        print(_forensics_line(_forensics(trainer.history)))
     if args.explain and not args.json:
         print("\n" + wrap(summary["explanation"]))
     return EXIT_OK
+
+
+def _forensics(history):
+    from ..training.forensics import forensics_summary
+    return forensics_summary(history)
+
+
+def _forensics_line(counts):
+    """One line: the early warnings and the float64 verdicts on spikes and failures."""
+    return (f"forensics: {counts['warnings']} early warning(s); float64 second opinion on "
+            f"spikes/failures: {counts['real']} real, {counts['artefact']} float32 "
+            f"artefact(s), {counts['disputed']} disputed")
 
 
 # --- sweep --------------------------------------------------------------------------------

@@ -44,12 +44,23 @@ COLUMNS = {
     "sigma_max": "float",         # largest singular value of W_hh, same rows
     "eval_loss": "float",         # on held-out data, every eval_every steps
     "eval_accuracy": "float",     # task criterion on held-out data (task evaluation only)
+    # explosion forensics (rnnx.training.forensics, rnnx.training.warnings)
+    "growth": "float",            # slope of ln||dL/dh[t]|| per time step back in time
+    "overflow_horizon": "float",  # time steps until that signal overflows the dtype
+    "warn_steps": "float",        # predicted training steps until the norm crosses a
+                                  # threshold (inf: not at the current trend)
+    "warning": "bool",            # an early-warning event was emitted at this step
+    "shadow_verdict": "str",      # float64 second opinion: real / disputed / artefact
+    "shadow_norm": "float",       # the float64 gradient norm of that recomputation
+    "blame_param": "str",         # parameter blamed for a spike, failure or warning
+    "blame_t": "int",             # time step blamed (first overflow or peak of delta)
+    "blame_rows": "str",          # batch elements blamed, space-separated
 }
-_DTYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_}
+_DTYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_, "str": np.str_}
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
-_BLANK = {"int": -1, "float": math.nan, "bool": False}
+_BLANK = {"int": -1, "float": math.nan, "bool": False, "str": ""}
 
 
 def blank_record(param_keys):
@@ -242,6 +253,8 @@ def _parse(column, text):
         return float(text)
     if kind == "bool":
         return text in ("1", "True", "true")
+    if kind == "str":
+        return text
     return int(text)
 
 

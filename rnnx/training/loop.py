@@ -29,10 +29,12 @@ from .callbacks import (EVENTS, Callback, EarlyStopping, ProgressBar, as_callbac
                         hook_table, standard_callbacks)
 from .checkpoint import save_checkpoint
 from .data import FitPlan, pairs, steps_of, time_major
+from .forensics import Forensics, fill_growth
 from .history import History, blank_record, peak_delta
 from .policies import POLICIES, SPIKE_POLICIES, Failure, Rollback, resolve
 from .spikes import SpikeDetector
 from .state import load_trainer_state, trainer_config, trainer_state
+from .warnings import EarlyWarning
 
 __all__ = ["Trainer", "Callback", "POLICIES", "SPIKE_POLICIES", "EVENTS"]
 
@@ -65,6 +67,10 @@ class Trainer:
     callbacks : Callback objects or functions on_step_end(trainer, record).
     progress : show a tqdm progress bar. seed : seeds the trainer's numpy Generator, which
         draws the batches of a Task (so runs and resumed runs are reproducible).
+    shadow : the float64 second opinion on a spiking or failing step ("auto": for float32
+        models; True; False), see rnnx.training.forensics.
+    warnings : the early-warning callback (rnnx.training.warnings.EarlyWarning(...);
+        "log" for EarlyWarning(); None: off).
     """
 
     def __init__(self, model, optimizer, *, loss="mse", clip=None, policy="raise",
@@ -72,7 +78,7 @@ class Trainer:
                  spike_threshold=10.0, spike_min_history=10, rollback_factor=0.5,
                  rollback_depth=3, max_retries=5, log_path=None, diag_every=50,
                  checkpoint_path=None, checkpoint_every=None, callbacks=(), progress=True,
-                 seed=None):
+                 seed=None, shadow="auto", warnings="log"):
         self.model = instance("model", model, RNN, "an rnnx.RNN")
         self.optimizer = instance("optimizer", optimizer, Optimizer,
                                   "an rnnx optimizer (rnnx.optim.optimizers)")
@@ -94,7 +100,13 @@ class Trainer:
         self.log_path = None if log_path is None else Path(log_path)
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.early_stopping = EarlyStopping()
-        self.callbacks = standard_callbacks(self.early_stopping, as_callbacks(callbacks),
+        self.forensics = Forensics(shadow)
+        self.warnings = EarlyWarning() if isinstance(warnings, str) and warnings == "log" \
+            else instance("warnings", warnings, EarlyWarning, "an EarlyWarning, 'log' or None",
+                          none=True)
+        self.batch = None              # the current step's (x, target, h0)
+        self.callbacks = standard_callbacks(self.early_stopping, [self.warnings] * (
+            self.warnings is not None) + as_callbacks(callbacks),
                                             self.diag_every, log_path, checkpoint_path,
                                             checkpoint_every)
         self.progress, self.seed = bool(progress), seed
@@ -128,6 +140,7 @@ class Trainer:
         self.step += 1
         record = self._blank_record()
         record["step"], record["lr"] = self.step, self.optimizer.learning_rate
+        self.batch = (x, target, h0)
         failure, deltas, g = self._judge(x, target, h0, record)
         error = None
         if failure is None:
@@ -139,8 +152,12 @@ class Trainer:
             self.carry = None      # the step's final hidden state is unknown or unusable
             if failure.kind != "spike":
                 record["nonfinite"] = True
-                self.emit("nonfinite", f"step {self.step}: {failure}", kind=failure.kind,
-                          time_step=failure.time_step)
+                found = self.forensics.examine(self, failure.kind, self.batch, record,
+                                               g.grads if g is not None else None,
+                                               failure.time_step)
+                self.emit("nonfinite", f"step {self.step}: {failure} ({found.describe()})",
+                          kind=failure.kind, **{"time_step": failure.time_step,
+                                                **found.info()})
             error = (self.on_spike if failure.kind == "spike" else self.on_failure)(
                 self, failure, record)
         for hook in self._hooks["on_record"]:
@@ -160,6 +177,7 @@ class Trainer:
         except GradientOverflowError as e:
             record["overflow_t"] = e.time_step
             record["max_delta_norm"], record["max_delta_t"] = peak_delta(e.delta_norms)
+            fill_growth(record, e.delta_norms, self.model.dtype)
             return Failure("overflow", str(e), e, e.time_step), e.delta_norms, None
         except FloatingPointError as e:       # the forward pass overflowed
             return Failure("forward", str(e), e), None, None
@@ -171,6 +189,7 @@ class Trainer:
         norm = record["grad_norm"] = norm_of_norms(norms)
         t = int(deltas.argmax())       # BPTT completed: every delta norm is finite
         record["max_delta_norm"], record["max_delta_t"] = float(deltas[t]), t
+        fill_growth(record, deltas, self.model.dtype)
         if not (math.isfinite(g.loss) and math.isfinite(norm)):
             what = "loss" if not math.isfinite(g.loss) else "gradient norm"
             return Failure("nonfinite", f"the {what} is non-finite (loss {g.loss}, gradient "
@@ -179,10 +198,12 @@ class Trainer:
             record["spike"] = self.detector.is_spike(norm)
             self.detector.observe(norm)
             if record["spike"]:
+                found = self.forensics.examine(self, "spike", self.batch, record, g.grads)
                 message = (f"gradient-norm spike at step {self.step}: norm {norm:.6g} "
-                           f"(robust z-score above {self.detector.threshold:g})")
+                           f"(robust z-score above {self.detector.threshold:g}; "
+                           f"{found.describe()})")
                 log.warning(message)
-                self.emit("spike", message, norm=norm)
+                self.emit("spike", message, norm=norm, **found.info())
                 if not self.on_spike.lets_through:
                     return Failure("spike", f"gradient norm {norm:.6g} is a spike (robust "
                                    f"z-score above {self.detector.threshold:g})"), deltas, g

@@ -23,6 +23,7 @@ import numpy as np
 
 from .._checks import choice, open_unit_interval, whole_number
 from ..errors import DivergenceError, GradientOverflowError
+from .forensics import blame_of, describe_blame
 
 __all__ = ["Failure", "Policy", "Raise", "Skip", "Rollback", "Log", "POLICIES",
            "SPIKE_POLICIES", "resolve"]
@@ -86,12 +87,15 @@ class Raise(Policy):
         cause, step = failure.cause, trainer.step
         if isinstance(cause, GradientOverflowError):
             error = GradientOverflowError(cause.time_step, cause.norm, max_norm=cause.max_norm,
-                                          delta_norms=cause.delta_norms, step=step)
+                                          delta_norms=cause.delta_norms, step=step,
+                                          **blame_of(record))
         else:
             error = FloatingPointError(
                 f"training step {step}: {failure} (largest backward signal at time step "
-                f"t={record['max_delta_t']}). Use clipping, a smaller spectral radius or "
-                f"policy='skip'/'rollback'.")
+                f"t={record['max_delta_t']}{describe_blame(record)}). Use clipping, a "
+                f"smaller spectral radius or policy='skip'/'rollback'.")
+            error.time_step = record["blame_t"]
+            vars(error).update(blame_of(record))
         error.__cause__ = cause
         return error
 

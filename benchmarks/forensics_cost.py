@@ -1,0 +1,85 @@
+"""What explosion forensics costs: per ordinary step, and per examined step.
+
+(a) Trainer.fit per step with the early warning on (the default) and off, and, timed
+alone, the two parts that every step runs: the growth rate and overflow horizon columns,
+and the early warning's forecast (EarlyWarning.on_record on an ordinary step); (b) one
+examination of a spiking or failing float32 step -- the float64 second opinion and the
+blame (Forensics.examine) -- against one ordinary training step on the same batch. (b)
+runs only on spikes and failures, so it is the price of a bad step, not of a run.
+
+    .venv/bin/python benchmarks/forensics_cost.py [--T 50 --B 20 --H 50 --steps 1000]
+
+Timings are minima over repeats (the machine may be loaded); compare the ratios.
+"""
+import argparse
+import logging
+import os
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+
+import rnnx
+from rnnx.training.forensics import fill_growth
+
+
+def best(fn, n, repeat):
+    out = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        out = min(out, (time.perf_counter() - t0) / n)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--T", type=int, default=50)
+    ap.add_argument("--B", type=int, default=20)
+    ap.add_argument("--H", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.T, args.B, 2)).astype(np.float32)
+    y = rng.standard_normal((args.B, 1)).astype(np.float32)
+
+    def trainer(**kw):
+        m = rnnx.RNN(2, args.H, 1, seed=0)
+        return rnnx.Trainer(m, rnnx.SGD(1e-9), progress=False, diag_every=None, seed=0,
+                            spikes=None, **kw)
+
+    on, off = trainer(), trainer(warnings=None)
+    batches = [(x, y)] * args.steps
+    t_on = t_off = float("inf")
+    for _ in range(args.repeat):            # alternate, so that load hits both alike
+        t_off = min(t_off, best(lambda: off.fit(batches), 1, 1) / args.steps)
+        t_on = min(t_on, best(lambda: on.fit(batches), 1, 1) / args.steps)
+    deltas = on.history.delta_norms[-1]
+    record = dict(on.history.records()[-1])
+    t_growth = best(lambda: fill_growth(record, deltas, np.float32), 2000, args.repeat)
+    warning = on.warnings                   # its on_record on an ordinary step, alone
+    t_warn = best(lambda: warning.on_record(on, dict(record)), 2000, args.repeat)
+
+    tr = trainer()
+    t_step = best(lambda: tr.train_step(x, y), 200, args.repeat)
+    rec = dict(record)
+    t_exam = best(lambda: tr.forensics.examine(tr, "nonfinite", (x, y, None), rec), 50,
+                  args.repeat)
+    print(f"(T, B, H) = ({args.T}, {args.B}, {args.H}), float32")
+    print(f"step, warnings off:              {t_off * 1e6:8.1f} us")
+    print(f"step, warnings on (default):     {t_on * 1e6:8.1f} us  "
+          f"(+{100 * (t_on / t_off - 1):.1f}%)")
+    print(f"growth + overflow horizon:       {t_growth * 1e6:8.1f} us  "
+          f"({100 * t_growth / t_off:.1f}% of a step)")
+    print(f"EarlyWarning.on_record alone:    {t_warn * 1e6:8.1f} us  "
+          f"({100 * t_warn / t_off:.1f}% of a step)")
+    print(f"one examined step (float64 second opinion + blame): {t_exam * 1e6:8.1f} us "
+          f"= {t_exam / t_step:.2f} training steps")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The early-warning forecaster: growth rates, overflow horizons, trend forecasts on
+constructed norm sequences, and the warning on a real explosion."""
+import math
+
+import numpy as np
+import pytest
+
+import rnnx
+from rnnx.diagnostics.forecast import (TrendForecaster, growth_rate, line_fit, log_max,
+                                       overflow_horizon, theil_sen)
+from rnnx.training.warnings import EarlyWarning, LowerLR
+
+
+def test_growth_rate_of_a_geometric_backward_signal():
+    T, rate = 30, 0.37
+    d = 2.0 * np.exp(rate * (T - 1 - np.arange(T)))    # grows back in time
+    assert growth_rate(d) == pytest.approx(rate, rel=1e-12)
+    d[:10] = np.nan                                    # BPTT stopped early
+    assert growth_rate(d) == pytest.approx(rate, rel=1e-12)
+    assert math.isnan(growth_rate([np.nan, 1.0]))
+
+
+def test_overflow_horizon_transcribes_its_definition():
+    # n0 * exp(rate * k) = finfo.max  <=>  k = (ln max - ln n0) / rate
+    assert log_max("float32") == pytest.approx(math.log(3.4028234663852886e38))
+    assert overflow_horizon(0.5, np.float32, 1.0) == pytest.approx(88.7228 / 0.5, rel=1e-5)
+    assert overflow_horizon(0.5, np.float64, math.e) == pytest.approx(
+        (709.782712893384 - 1) / 0.5, rel=1e-9)
+    assert overflow_horizon(-0.1, np.float32) == math.inf
+    assert overflow_horizon(math.nan, np.float32) == math.inf
+
+
+def test_line_fit_and_theil_sen_against_numpy():
+    rng = np.random.default_rng(0)
+    x = np.arange(12.0)
+    y = 0.3 * x + 1 + rng.normal(0, 0.1, 12)
+    assert line_fit(x, y) == pytest.approx(np.polyfit(x, y, 1)[0], rel=1e-10)
+    y[5] = 100.0                                      # one outlier
+    a, b = theil_sen(x, y)
+    assert a == pytest.approx(0.3, abs=0.05)
+
+
+def _forecaster_on(norms, thresholds, **kw):
+    f = TrendForecaster(**kw)
+    out = []
+    for s, n in enumerate(norms, 1):
+        f.observe(s, n)
+        out.append(f.forecast(thresholds))
+    return out
+
+
+def test_geometric_growth_predicts_the_crossing_step():
+    """Norm 1 for 30 steps, then x1.5 per step: from the first forecast on, the predicted
+    crossing of 1e6 is within 1 step of the true one (constructed: exact geometric)."""
+    norms = [1.0] * 30 + [1.5 ** k for k in range(1, 40)]
+    cross = next(s for s, n in enumerate(norms, 1) if n >= 1e6)
+    out = _forecaster_on(norms, {"t": 1e6})
+    predicted = [(s, f.steps["t"]) for s, f in enumerate(out, 1) if math.isfinite(f.steps["t"])]
+    assert predicted and predicted[0][0] < cross - 5      # a forecast well ahead
+    for s, k in predicted:
+        if s < cross:
+            assert abs((s + k) - cross) <= 1.0
+    assert out[cross - 1].steps["t"] == 0.0
+    assert out[-1].trend == pytest.approx(math.log(1.5))
+
+
+def test_noisy_growth_predicted_within_tolerance():
+    """x1.5 per step with multiplicative log-normal noise (sigma 0.3 in ln): every
+    prediction made while climbing lands within max(4 steps, 20% of the steps still to
+    go) of the true crossing."""
+    rng = np.random.default_rng(1)
+    base = [1.0] * 30 + [1.5 ** k for k in range(1, 40)]
+    norms = [n * math.exp(rng.normal(0, 0.3)) for n in base]
+    cross = next(s for s, n in enumerate(norms, 1) if n >= 1e6)
+    out = _forecaster_on(norms, {"t": 1e6})
+    predicted = [(s, f.steps["t"]) for s, f in enumerate(out, 1)
+                 if math.isfinite(f.steps["t"]) and s < cross]
+    assert predicted and cross - predicted[0][0] >= 5
+    assert all(abs(s + k - cross) <= max(4, 0.2 * (cross - s)) for s, k in predicted)
+
+
+@pytest.mark.parametrize("norms", [
+    [1.0] * 200,                                            # a plateau
+    list(np.exp(np.random.default_rng(2).normal(0, 0.5, 200))),   # noise, no trend
+    [1.0] * 100 + [50.0] + [1.0] * 99,                      # a single spike
+    [1.0] * 50 + [5.0] * 150,              # a step up by less than rise, then a plateau
+])
+def test_no_crossing_predicted_without_sustained_growth(norms):
+    out = _forecaster_on(norms, {"t": 1e6})
+    assert all(f.steps["t"] > 30 for f in out)
+
+
+def test_state_dict_round_trip():
+    f = TrendForecaster()
+    for s in range(1, 40):
+        f.observe(s, 1.3 ** s, 0.1)
+    g = TrendForecaster()
+    g.load_state_dict(f.state_dict())
+    assert g.forecast({"t": 1e9}) == f.forecast({"t": 1e9})
+
+
+def _exploding_trainer(callbacks=(), warnings=None, policy="skip"):
+    """adding, H=32, W_hh radius 2, SGD warm-up to lr 0.3: gradients explode after ~20
+    steps (the settings of benchmarks/early_warning.py)."""
+    task = rnnx.tasks.make("adding", 40)
+    m = rnnx.RNN(task.input_size, 32, task.output_size, readout=task.readout,
+                 spectral_radius=2.0, seed=0)
+    tr = rnnx.Trainer(m, rnnx.SGD(lambda k: 0.3 * min(1.0, (k + 1) / 40)), spikes=None,
+                      progress=False, seed=1, policy=policy, callbacks=list(callbacks),
+                      warnings=warnings or EarlyWarning(threshold=1e6))
+    return tr, task
+
+
+class Events(rnnx.Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_event(self, trainer, event):
+        self.events.append(event)
+
+
+def test_warns_before_a_real_explosion():
+    events = Events()
+    tr, task = _exploding_trainer([events])
+    tr.fit(task, steps=40, batch_size=16)
+    h = tr.history
+    bad = np.flatnonzero(~(h["grad_norm"] <= 1e6) | h["nonfinite"])
+    assert bad.size, "the run was meant to explode"
+    warned = np.flatnonzero(h["warning"])
+    assert warned.size and warned[0] < bad[0]
+    w = next(e for e in events.events if e["event"] == "warning")
+    assert w["step"] == warned[0] + 1
+    assert set(w["predicted_steps"]) == {"threshold", "range"}    # no clip, no clip key
+    assert w["predicted_steps"]["threshold"] <= 30 and w["trend"] > 0
+    assert w["parameter"] in tr.model.params and w["time_step"] >= 0 and w["batch_elements"]
+    assert "predicted to cross the threshold" in w["message"] and "\n" not in w["message"]
+    assert math.isfinite(h["warn_steps"][warned[0]])
+    # every row up to the explosion has the growth rate and the overflow horizon of its step
+    good = np.arange(len(h)) < bad[0]
+    assert np.all(np.isfinite(h["growth"][good]))
+    np.testing.assert_allclose(h["overflow_horizon"][good & (h["growth"] > 0)],
+                               [overflow_horizon(g, np.float32, n) for g, n in zip(
+                                   h["growth"][good & (h["growth"] > 0)],
+                                   [d[np.isfinite(d)][-1] for d in
+                                    h.delta_norms[good & (h["growth"] > 0)]])])
+
+
+def test_lower_lr_policy_acts_on_the_warning():
+    tr, task = _exploding_trainer(warnings=EarlyWarning(threshold=1e6, policy=LowerLR(0.1)))
+    tr.fit(task, steps=40, batch_size=16)
+    assert tr.history["warning"].any()
+    assert tr.optimizer.lr_scale == pytest.approx(0.1 ** tr.history["warning"].sum())
+
+
+def test_warning_arguments_checked():
+    with pytest.raises(ValueError, match="policy"):
+        EarlyWarning(policy="panic")
+    with pytest.raises(ValueError, match="threshold"):
+        EarlyWarning(threshold=-1)
+    m = rnnx.RNN(1, 2, 1)
+    with pytest.raises((TypeError, ValueError), match="warnings"):
+        rnnx.Trainer(m, rnnx.SGD(0.1), warnings="sometimes")
+    assert "warning" in rnnx.training.EVENTS
+
+
+def test_diagnose_prints_the_overflow_horizons(capsys):
+    import json
+
+    from rnnx.cli.main import main
+    assert main(["diagnose", "--hidden", "16", "--spectral-radius", "4", "--length", "40",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    lam = out["lyapunov_exponents"][0]
+    assert lam > 0
+    assert out["overflow_horizon"]["float32"] == pytest.approx(log_max("float32") / lam)
+    assert out["overflow_horizon"]["float64"] == pytest.approx(log_max("float64") / lam)
+    assert main(["diagnose", "--hidden", "16", "--spectral-radius", "4", "--length",
+                 "40"]) == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("overflow")]
+    assert len(line) == 1 and f"float32 after {log_max('float32') / lam:.0f}" in line[0]
+
+
+def test_train_prints_the_forensics_line(capsys):
+    from rnnx.cli.main import main
+    assert main(["train", "--steps", "5", "--hidden", "8", "--length", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "forensics: 0 early warning(s); float64 second opinion on spikes/failures" in out
+
+
+def test_tighten_clip_policy_and_the_clip_threshold():
+    from rnnx.training.warnings import TightenClip
+    events = Events()
+    tr, task = _exploding_trainer([events], EarlyWarning(threshold=1e6,
+                                                         policy=TightenClip(0.5)))
+    tr.clip = rnnx.clip_by_global_norm(1e9)
+    tr.fit(task, steps=40, batch_size=16)
+    n = int(tr.history["warning"].sum())
+    assert n >= 1 and tr.clip.max_norm == pytest.approx(1e9 * 0.5 ** n)
+    w = [e for e in events.events if e["event"] == "warning"]
+    assert "clip" in w[0]["predicted_steps"] and w[0]["clip_max_norm"] == 5e8
