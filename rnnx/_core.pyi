@@ -65,6 +65,3 @@ def backward_gemms(
     dh0: NDArray[_F] | None,
     with_dW_hh: bool,
 ) -> tuple[NDArray[_F], NDArray[_F] | None]: ...
-def jacobian_log_norms(
-    h: NDArray[_F], W_hh: NDArray[_F], frobenius: bool
-) -> NDArray[np.float64]: ...

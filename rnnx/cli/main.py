@@ -233,7 +233,8 @@ def _add_diagnose(sub):
                     "initialisation.",
         epilog="examples:\n  rnnx diagnose --hidden 64 --spectral-radius 1.5\n"
                "  rnnx diagnose run.npz --task adding --length 100 --plot diag.png\n"
-               "  rnnx diagnose run.npz --task noise --json")
+               "  rnnx diagnose run.npz --task noise --json\n"
+               "  rnnx diagnose --hidden 512 --batch-size 32 --samples 4 --lags 50")
     p.add_argument("checkpoint", nargs="?", help="checkpoint (.npz); omit for a random init")
     p.add_argument("--task", choices=_task_names() + ["noise"], default="adding",
                    help="inputs of the trajectory: a built-in task's, or standard normal "
@@ -241,9 +242,13 @@ def _add_diagnose(sub):
     p.add_argument("--length", "-T", type=_positive(int), default=100,
                    help="trajectory length T (default: %(default)s)")
     p.add_argument("--batch-size", type=_positive(int), default=16,
-                   help="sequences averaged over (default: %(default)s)")
+                   help="sequences drawn (default: %(default)s)")
+    p.add_argument("--samples", type=_positive(int), default=None, metavar="N",
+                   help="diagnose a random subset of N of the sequences (default: all)")
+    p.add_argument("--lags", type=_positive(int), default=None, metavar="K",
+                   help="Jacobian log-norms of the first K lags only (default: T)")
     p.add_argument("--hidden", type=_positive(int), default=32,
-                   help="hidden size of the random init")
+                   help="hidden size of the random init (default: %(default)s)")
     p.add_argument("--init", choices=RECURRENT_INITS, default="orthogonal",
                    help="init of the random W_hh (default: %(default)s)")
     p.add_argument("--spectral-radius", type=_positive(float), default=1.0,
@@ -252,6 +257,7 @@ def _add_diagnose(sub):
     p.add_argument("--seed", type=_nonnegative_int, default=0)
     p.add_argument("--plot", metavar="PNG", help="write the figure here")
     p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_diagnose)
 
 
@@ -280,16 +286,10 @@ def _load_model(path):
     return model
 
 
-def _run_diagnose(args):
-    from ..diagnostics.lyapunov import diagnose
-    from ..model.rnn import RNN
+def _diagnosis_inputs(args, model):
+    """x (T, B, D) of the requested length T: a task's batch (whose length the task draws
+    from [T, T + T/10]) is cut to its first T steps; --samples picks a random subset."""
     from ..tasks import make
-    if args.checkpoint:
-        model = _load_model(args.checkpoint)
-    else:
-        model = RNN(2 if args.task == "noise" else make(args.task, args.length).input_size,
-                    args.hidden, 1, dtype=args.dtype, init=args.init,
-                    spectral_radius=args.spectral_radius, seed=args.seed)
     rng = np.random.default_rng(args.seed + 1)
     if args.task == "noise":
         x = rng.standard_normal((args.length, args.batch_size, model.input_size))
@@ -298,9 +298,31 @@ def _run_diagnose(args):
         if task.input_size != model.input_size:
             raise UsageError(f"task {args.task!r} has {task.input_size} inputs but the model "
                              f"takes {model.input_size}; pick its task or --task noise")
-        x = task.sample(args.batch_size, rng)[0]
+        x = task.sample(args.batch_size, rng)[0][:args.length]
+    if args.samples is not None:
+        if args.samples > args.batch_size:
+            raise UsageError(f"--samples {args.samples} is more than --batch-size "
+                             f"{args.batch_size}")
+        x = x[:, np.sort(rng.choice(args.batch_size, args.samples, replace=False))]
+    if args.lags is not None and args.lags > args.length:
+        raise UsageError(f"--lags {args.lags} is more than --length {args.length}")
+    return x
+
+
+def _run_diagnose(args):
+    from ..diagnostics.lyapunov import SINGULAR_TOLERANCE, diagnose
+    from ..model.rnn import RNN
+    from ..tasks import make
+    if args.checkpoint:
+        model = _load_model(args.checkpoint)
+    else:
+        model = RNN(2 if args.task == "noise" else make(args.task, args.length).input_size,
+                    args.hidden, 1, dtype=args.dtype, init=args.init,
+                    spectral_radius=args.spectral_radius, seed=args.seed)
+    x = _diagnosis_inputs(args, model)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        d = diagnose(model, x.astype(model.dtype))
+        d = diagnose(model, x.astype(model.dtype), lags=args.lags,
+                     progress=not (args.quiet or args.json))
     if args.plot:
         from .plots import save_diagnosis_figure
         save_diagnosis_figure(args.plot, d)
@@ -310,9 +332,11 @@ def _run_diagnose(args):
         print(json.dumps(_jsonable(out)))
         return EXIT_OK
     s, L = d.singular_values, d.log_norms
-    lags = sorted({k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, d.T) if k <= d.T})
+    K = len(L) - 1
+    lags = sorted({k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, K) if k <= K})
     print(f"W_hh: H={len(s)}, spectral radius {d.spectral_radius:.4g}, singular values "
-          f"{s[0]:.4g} (max) .. {s[-1]:.4g} (min), {int((s > 1).sum())} above 1")
+          f"{s[0]:.4g} (max) .. {s[-1]:.4g} (min), {d.above_one} above 1 "
+          f"(counting from 1 + {SINGULAR_TOLERANCE:g})")
     print(f"Jacobian ln||dh[T-1]/dh[T-1-k]|| (mean of {d.batch_size} sequences, T={d.T}): "
           + ", ".join(f"k={k}: {L[k]:+.3g}" for k in lags)
           + f"   [bound k ln sigma_max: {math.log(s[0]):+.4f} per step]")

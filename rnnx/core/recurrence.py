@@ -1,4 +1,4 @@
-"""The tanh recurrence, its backpropagation through time, and its Jacobian log-norms.
+"""The tanh recurrence and its backpropagation through time.
 
     h[t] = tanh(x[t] @ W_xh.T + h[t-1] @ W_hh.T + b_h),   h[-1] = h0
 
@@ -9,7 +9,6 @@ module checks the arguments and turns kernel statuses into exceptions.
 from __future__ import annotations
 
 import functools
-import numbers
 import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from ._blas_threads import blas_threads, serial_blas
 from ._row_blocks import row_blocks, run_blocks
 from ..errors import GradientOverflowError
 
-__all__ = ["BackwardResult", "rnn_forward", "rnn_backward", "jacobian_log_norms"]
+__all__ = ["BackwardResult", "rnn_forward", "rnn_backward"]
 
 
 @dataclass(frozen=True)
@@ -232,25 +231,4 @@ def _backward_blocks(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_
     dW_hh = functools.reduce(np.add, dW_parts)
     db_h = functools.reduce(np.add, db_parts)
     return BackwardResult(dW_xh, dW_hh, db_h, dx, dh0, delta_norms, kept)
-
-
-def jacobian_log_norms(x, W_xh, W_hh, b_h, h0=None, *, ord=2):
-    """L (T+1, B) float64 with L[k, b] = ln || dh[T-1] / dh[T-1-k] || for sample b.
-
-    Lags k = 0..T: k = 0 is the identity (0 for ord=2; ln sqrt(H) for "fro"), k = T is the
-    Jacobian with respect to h0. The product of the per-step Jacobians
-    dh[i]/dh[i-1] = diag(1 - h[i]^2) W_hh is accumulated in float64 along the trajectory
-    that rnn_forward computes, and renormalised after every factor, so it never overflows
-    or underflows whatever T and W_hh. ord is 2 (spectral norm) or "fro". A product that
-    is exactly zero (saturated units) gives -inf from that lag on.
-    """
-    if not (isinstance(ord, str) and ord == "fro") and not (
-            isinstance(ord, numbers.Real) and not isinstance(ord, bool) and ord == 2):
-        raise ValueError(f"ord must be 2 or 'fro'; got {ord!r}")
-    x, W_xh, W_hh, b_h, h0 = _parameters(x, W_xh, W_hh, b_h, h0)
-    h = _forward(x, W_xh, W_hh, b_h, h0)
-    L = _core.jacobian_log_norms(h, W_hh, ord == "fro")
-    if ord == "fro":
-        L[0] = 0.5 * np.log(W_hh.shape[0])
-    return L
 

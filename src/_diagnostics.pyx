@@ -1,0 +1,390 @@
+# cython: language_level=3
+"""rnnx._diagnostics: the compiled kernels of the diagnostics, along a trajectory h (T, B, H)
+of the tanh recurrence with the per-step Jacobians J[t] = dh[t]/dh[t-1] = diag(1 - h[t]^2) W.
+
+    jacobian_log_norms   ln ||J[T-1] J[T-2] ... J[T-k]|| for every lag k (Frobenius or spectral)
+    lyapunov_sums        sums of ln |diag R| of the QR method (Benettin et al. 1980), per window
+
+h is float32 or float64; everything is accumulated in float64 (W is passed as float64).
+Each call works on the samples b0:b1 of the batch, so that Python can run disjoint blocks of
+samples on threads (rnnx.diagnostics._threads). The loops run without the GIL; every so
+often (a release point, about every 2^27 multiply-adds) the calling thread takes the GIL
+briefly to let Python handle signals (Ctrl-C) and report progress; a flag shared by the
+blocks stops the others. Failures come back as a status; Python raises.
+"""
+from libc.math cimport sqrt, log, fabs, INFINITY
+from libc.string cimport memcpy, memset
+from cpython.ref cimport PyObject
+from cython cimport floating
+
+import numpy as np
+
+from scipy.linalg.cython_blas cimport ddot, dsyrk, dsymv, dtrsm
+from scipy.linalg.cython_lapack cimport dpotrf, dgeqrf, dorgqr
+from _blas cimport blas_int, _gemm, _singular_values
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
+
+cdef enum:
+    OK = 0
+    STOPPED = 1           # Ctrl-C, or the progress callback raised: the exception is in errors
+    LAPACK_FAILED = 2     # a LAPACK routine reported info != 0
+    MAX_POWER_STEPS = 40
+
+# the statuses, for Python
+STATUS_OK, STATUS_STOPPED, STATUS_LAPACK_FAILED = OK, STOPPED, LAPACK_FAILED
+
+cdef double RELEASE_WORK = 134217728.0      # multiply-adds between two release points (2^27)
+# The spectral norm is certified to this relative accuracy of sigma_max^2 (see
+# _top_singular_value).
+cdef double CERT_MARGIN = 1e-10
+
+
+cdef struct Halt:
+    int *stop             # shared by the blocks of one call: set when one must stop
+    PyObject *progress    # callable(units done since the last call) or None
+    PyObject *errors      # list: the exception that stopped the call
+    bint main             # the block that runs in the calling thread (checks signals)
+    double work           # multiply-adds since the last release point
+
+
+cdef int _release_point(Halt *halt, Py_ssize_t units) noexcept nogil:
+    """1 if the call must stop (Ctrl-C, or another block stopped), else 0. In the calling
+    thread's block: takes the GIL to run Python's signal handlers and the progress callback."""
+    if halt.stop[0]:
+        return 1
+    if not halt.main:
+        return 0
+    halt.work = 0
+    with gil:
+        try:
+            PyErr_CheckSignals()
+            if <object> halt.progress is not None:
+                (<object> halt.progress)(units)
+        except BaseException as e:
+            (<list> halt.errors).append(e)
+            halt.stop[0] = 1
+            return 1
+    return 0
+
+
+cdef double _fro(Py_ssize_t n, const double *a) noexcept nogil:
+    """||a||_2 of n entries (n < 2^31; the entries here are bounded, see jacobian_log_norms)"""
+    cdef blas_int m = <blas_int> n, one = 1
+    return sqrt(ddot(&m, <double *> a, &one, <double *> a, &one))
+
+
+cdef double _fro_strided(Py_ssize_t n, const double *a, Py_ssize_t inc) noexcept nogil:
+    """||a[0], a[inc], ..., a[(n-1) inc]||_2"""
+    cdef blas_int m = <blas_int> n, i = <blas_int> inc
+    return sqrt(ddot(&m, <double *> a, &i, <double *> a, &i))
+
+
+cdef inline double _dsq(const floating *h) noexcept nogil:
+    """tanh' = 1 - h^2, in float64"""
+    return 1.0 - (<double> h[0]) * h[0]
+
+
+cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, double *C,
+                             double *u, double *y, double *sv, double *work, blas_int lwork,
+                             double *out) noexcept nogil:
+    """out := sigma_max(R / s) for R (H, H), s = ||R||_F. Returns LAPACK's info (0: done).
+
+    Why it is exact. With G = (R/s)(R/s)^T, sigma_max^2 = lambda_max(G). The Rayleigh quotient
+    theta = u^T G u of a unit u never exceeds lambda_max, so sqrt(theta) is a lower bound.
+    Power steps u := G u / ||G u|| from the top left singular vector of the previous lag
+    (the left side is the fixed end h[T-1], whose dominant direction changes slowly from
+    one lag to the next) raise theta towards lambda_max. The upper bound is a certificate:
+    mu I - G with mu = theta (1 + CERT_MARGIN) is positive definite exactly when
+    lambda_max < mu, which Cholesky decides (it succeeds on a positive definite matrix and
+    breaks down otherwise; its backward error, about H * 1e-16 relative, is far below the
+    margin). So a certified theta is within CERT_MARGIN of lambda_max, and sqrt(theta)
+    within CERT_MARGIN / 2 of sigma_max. Where the certificate fails (a tiny gap between
+    the top singular values, which power steps resolve slowly) LAPACK's SVD gives the
+    value. Cost: the Gram matrix (H^3 multiply-adds) and the Cholesky factorisation
+    (H^3 / 3), against the lag's product (H^3), plus a few O(H^2) power steps.
+    """
+    cdef blas_int one = 1, info = 0, n2 = H * H, i, j, it
+    cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), theta = 0, prev = -1, ny, mu
+    cdef char *up = b'U'
+    cdef char *tr = b'T'
+    # G := (R/s) (R/s)^T   (H, H) = (H, H) @ (H, H)^T. R row-major is R^T column-major, so
+    # this is X^T X for the column-major X = R^T: the upper triangle, column-major.
+    dsyrk(up, tr, &H, &H, &alpha, <double *> R, &H, &zero, G, &H)
+    for it in range(MAX_POWER_STEPS):
+        # y := G u   (H,) = (H, H) @ (H,)
+        dsymv(up, &H, &unit, G, &H, u, &one, &zero, y, &one)
+        theta = ddot(&H, u, &one, y, &one)
+        ny = sqrt(ddot(&H, y, &one, y, &one))
+        if ny == 0:
+            break
+        for i in range(H):
+            u[i] = y[i] / ny
+        if fabs(theta - prev) <= 1e-14 * theta:
+            break
+        prev = theta
+    if theta > 0:
+        # C := mu I - G (upper triangle), then its Cholesky factorisation decides
+        mu = theta * (1 + CERT_MARGIN)
+        for j in range(H):
+            for i in range(j + 1):
+                C[i + j * H] = -G[i + j * H]
+            C[j + j * H] += mu
+        dpotrf(up, &H, C, &H, &info)
+        if info == 0:
+            out[0] = sqrt(theta)
+            return 0
+    # the fallback: LAPACK's singular values of R / s (dgesvd overwrites its input)
+    for i in range(n2):
+        C[i] = R[i] / s
+    info = _singular_values(H, C, sv, work, lwork)
+    out[0] = sv[0]
+    return info
+
+
+def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint frobenius,
+                       double[:, ::1] L, Py_ssize_t b0, Py_ssize_t b1, int[::1] stop,
+                       object progress, list errors, bint main):
+    """L[k, b] := ln ||J[T-1] ... J[T-k]|| for lags k = 1..K (L is (K+1, B), K <= T) and the
+    samples b0:b1, spectral norm or (frobenius) Frobenius norm. L[0] is left to the caller.
+
+    The product is carried renormalised: R_1 = diag(d[T-1]) W', R_k = (R_{k-1} / s_{k-1})
+    diag(d[T-k]) W' with s_k = ||R_k||_F and W' = W / max|W| (so no product of unit-norm
+    matrices overflows), and the logs of the scales are added back. An exactly zero
+    product (saturated units) gives -inf from that lag on. progress(n) is called at the
+    release points with the lags done since the last call (main block only).
+    Returns (status, info): OK, STOPPED (the exception is errors[0]) or LAPACK_FAILED.
+    """
+    cdef Py_ssize_t T = h.shape[0], H = h.shape[2], K = L.shape[0] - 1, b, k, i, r, c
+    cdef double w_scale = np.max(np.abs(W)), log_w, log_c, s, val, sig, dr
+    cdef double[:, ::1] Wn
+    cdef double[:, ::1] R = np.empty((H, H))
+    cdef double[:, ::1] Rn = np.empty((H, H))
+    cdef double[:, ::1] DW = np.empty((H, H))
+    cdef double[:, ::1] G = np.empty((0 if frobenius else H, H))
+    cdef double[:, ::1] C = np.empty((0 if frobenius else H, H))
+    cdef double[::1] u = np.empty(H)
+    cdef double[::1] y = np.empty(H)
+    cdef double[::1] sv = np.empty(H)
+    cdef double[::1] work = np.empty(1)
+    cdef double *Rp
+    cdef double *Rnp
+    cdef double *tmp
+    cdef blas_int lwork = 1, info = 0
+    cdef int status = OK
+    cdef Halt halt
+    cdef Py_ssize_t done = 0
+    if K > T or L.shape[1] != h.shape[1] or W.shape[0] != H or W.shape[1] != H or not (
+            0 <= b0 < b1 <= h.shape[1]):
+        raise ValueError(f"L must be (K+1, B) with K <= T, W ({H}, {H}), rows b0:b1 of B")
+    halt.stop, halt.main, halt.work = &stop[0], main, 0
+    halt.progress, halt.errors = <PyObject *> progress, <PyObject *> errors
+    if w_scale == 0:
+        L[1:, b0:b1] = -INFINITY
+        return OK, 0
+    log_w = log(w_scale)
+    Wn = np.divide(W, w_scale)
+    if not frobenius:
+        _singular_values(<blas_int> H, &C[0, 0], &sv[0], &work[0], -1)
+        work = np.empty(max(1, int(work[0])))
+        lwork = <blas_int> work.shape[0]
+    with nogil:
+        for b in range(b0, b1):
+            Rp, Rnp = &R[0, 0], &Rn[0, 0]
+            # the first power vector: deterministic, not orthogonal to any simple direction
+            for i in range(H):
+                u[i] = (1.0 + 0.5 * ((i * 7919) % 13)) / sqrt(<double> H * 21)
+            log_c = 0
+            s = 1
+            for k in range(1, K + 1):
+                i = T - k
+                # DW := diag(1 - h[i, b]^2) W': the factor dh[i]/dh[i-1] (rows scaled)
+                for r in range(H):
+                    dr = _dsq(&h[i, b, r])
+                    for c in range(H):
+                        DW[r, c] = dr * Wn[r, c]
+                if k == 1:
+                    memcpy(Rp, &DW[0, 0], H * H * sizeof(double))
+                else:
+                    # R_k := (R_{k-1} / s_{k-1}) @ DW   (H, H) = (H, H) @ (H, H)
+                    _gemm(False, False, H, H, H, 1.0 / s, Rp, H, &DW[0, 0], H, 0.0, Rnp, H)
+                    tmp = Rp
+                    Rp = Rnp
+                    Rnp = tmp
+                s = _fro(H * H, Rp)
+                if s == 0:
+                    for r in range(k, K + 1):
+                        L[r, b] = -INFINITY
+                    break
+                val = log(s)
+                if not frobenius:
+                    info = _top_singular_value(Rp, s, <blas_int> H, &G[0, 0], &C[0, 0], &u[0],
+                                               &y[0], &sv[0], &work[0], lwork, &sig)
+                    if info != 0:
+                        status = LAPACK_FAILED
+                        break
+                    val += log(sig)
+                L[k, b] = log_c + val + k * log_w
+                log_c += log(s)
+                done += 1
+                halt.work += (<double> H) * H * H * (1.0 if frobenius else 2.4)
+                if halt.work >= RELEASE_WORK or halt.stop[0]:
+                    if _release_point(&halt, done):
+                        status = STOPPED
+                        break
+                    done = 0
+            if status != OK:
+                break
+    if status == OK and main and progress is not None and done:
+        progress(done)
+    return status, info
+
+
+cdef int _householder_qr(double *Z, blas_int H, blas_int k, blas_int ldz, double *Zc,
+                         double *tau, double *work, blas_int lwork,
+                         double *logs) noexcept nogil:
+    """Z (H, k) row-major with leading dimension ldz := Q of Z = Q R, logs[j] += ln |R_jj|,
+    by LAPACK's Householder QR (on a column-major copy Zc). Returns LAPACK's info."""
+    cdef blas_int info = 0, i, j
+    for i in range(H):
+        for j in range(k):
+            Zc[i + j * H] = Z[i * ldz + j]
+    dgeqrf(&H, &k, Zc, &H, tau, work, &lwork, &info)
+    if info != 0:
+        return info
+    for j in range(k):
+        logs[j] += log(fabs(Zc[j + j * H]))
+    dorgqr(&H, &k, &k, Zc, &H, tau, work, &lwork, &info)
+    for i in range(H):
+        for j in range(k):
+            Z[i * ldz + j] = Zc[i + j * H]
+    return info
+
+
+cdef bint _cholesky_qr_pass(double *Z, blas_int H, blas_int k, blas_int ldz, double *S,
+                            double *logs) noexcept nogil:
+    """One pass of Cholesky QR on Z (H, k) row-major, ld ldz: S := Z^T Z = U^T U, Z := Z U^-1,
+    logs[j] += ln U_jj. False (Z untouched) where the Cholesky factorisation breaks down or
+    U is too ill-conditioned for the next pass to restore orthogonality."""
+    cdef blas_int info = 0, j
+    cdef double zero = 0.0, unit = 1.0, lo = INFINITY, hi = 0
+    cdef char *up = b'U'
+    cdef char *nt = b'N'
+    cdef char *tr = b'T'
+    cdef char *left = b'L'
+    # S := Z^T Z   (k, k) = (k, H) @ (H, k); Z row-major is the column-major (k, H) Z^T
+    dsyrk(up, nt, &k, &H, &unit, Z, &ldz, &zero, S, &k)
+    dpotrf(up, &k, S, &k, &info)
+    if info != 0:
+        return False
+    for j in range(k):
+        lo = min(lo, S[j + j * k])
+        hi = max(hi, S[j + j * k])
+    # Cholesky QR keeps Q orthonormal to about cond(Z)^2 * 1e-16: a second pass (on a Z
+    # whose condition is then about 1) brings it to 1e-16 when cond(Z) < ~1e7 (Yamamoto et
+    # al. 2015, CholeskyQR2); the ratio of U's diagonal bounds cond(Z) from below, and
+    # Householder QR takes over well before that limit.
+    if not (lo > 1e-5 * hi):
+        return False
+    # Z^T := U^-T Z^T   (k, H): Z := Z U^-1
+    dtrsm(left, up, tr, nt, &k, &H, &unit, S, &k, Z, &ldz)
+    for j in range(k):
+        logs[j] += log(S[j + j * k])
+    return True
+
+
+def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_t k,
+                  Py_ssize_t discard, Py_ssize_t window, double[:, :, ::1] sums,
+                  Py_ssize_t b0, Py_ssize_t b1, int[::1] stop, object progress, list errors,
+                  bint main):
+    """sums[w, b, j] += sum over the steps t of window w of ln |R_t[j, j]| for the samples
+    b0:b1, where J[t] Q[t-1] = Q[t] R[t] (QR, Q[-1] = the first k columns of I) carries an
+    orthonormal frame of k directions along the trajectory; window w holds the steps
+    discard + w * window .. discard + (w+1) * window - 1 (steps past the last window of
+    sums are carried, not counted).
+
+    The frames of the block's samples sit side by side in one (H, nb * k) matrix, so that
+    W @ frames is one GEMM per step for every sample; each sample's rows are then scaled by
+    its tanh' and its frame re-orthonormalised by two passes of Cholesky QR (BLAS-3 work,
+    about the flops of one Householder QR without forming Q), or Householder QR where
+    Cholesky QR would lose accuracy (a nearly rank-deficient frame: saturated units).
+    Returns (status, info) like jacobian_log_norms; progress(n) counts steps.
+    """
+    cdef Py_ssize_t T = h.shape[0], H = h.shape[2], nb = b1 - b0, nw = sums.shape[0]
+    cdef Py_ssize_t t, b, i, j, w, m = nb * k, done = 0
+    cdef double[:, ::1] Q = np.zeros((H, max(m, 1)))
+    cdef double[:, ::1] Z = np.empty((H, max(m, 1)))
+    cdef double[::1] S = np.empty(k * k)
+    cdef double[::1] Zc = np.empty(H * k)
+    cdef double[::1] tau = np.empty(k)
+    cdef double[::1] logs = np.empty(k)
+    cdef double[::1] work = np.empty(1)
+    cdef double *tmp
+    cdef double *Qp = &Q[0, 0]
+    cdef double *Zp = &Z[0, 0]
+    cdef double *zb
+    cdef double dr, nrm
+    cdef blas_int lwork, info = 0, Hb = <blas_int> H, kb = <blas_int> k, mb = <blas_int> m
+    cdef int status = OK
+    cdef Halt halt
+    if not (1 <= k <= H and 0 <= b0 < b1 <= h.shape[1] and W.shape[0] == H
+            and W.shape[1] == H and sums.shape[1] == h.shape[1] and sums.shape[2] == k
+            and window >= 1 and discard >= 0):
+        raise ValueError(f"k in [1, {H}], rows b0:b1 of the batch, W ({H}, {H}), "
+                         f"sums (n_windows, B, k), window >= 1, discard >= 0")
+    halt.stop, halt.main, halt.work = &stop[0], main, 0
+    halt.progress, halt.errors = <PyObject *> progress, <PyObject *> errors
+    # workspace of dgeqrf and dorgqr (query both, keep the larger)
+    lwork = -1
+    dgeqrf(&Hb, &kb, &Zc[0], &Hb, &tau[0], &work[0], &lwork, &info)
+    lwork = max(1, <blas_int> work[0], <blas_int> (H * k))
+    work = np.empty(lwork)
+    for b in range(nb):
+        for j in range(k):
+            Q[j, b * k + j] = 1
+    info = 0
+    with nogil:
+        for t in range(T):
+            # Z := W @ frames   (H, nb k) = (H, H) @ (H, nb k)
+            _gemm(False, False, H, m, H, 1.0, &W[0, 0], H, Qp, m, 0.0, Zp, m)
+            w = (t - discard) // window if t >= discard else -1
+            for b in range(nb):
+                zb = Zp + b * k                  # sample b's (H, k) block, row stride m
+                # Z_b := diag(1 - h[t, b]^2) Z_b: J[t] Q[t-1] of sample b
+                for i in range(H):
+                    dr = _dsq(&h[t, b0 + b, i])
+                    for j in range(k):
+                        zb[i * m + j] *= dr
+                memset(&logs[0], 0, k * sizeof(double))
+                if k == 1:
+                    nrm = _fro_strided(H, zb, m)
+                    logs[0] = log(nrm)
+                    for i in range(H):           # a vanished direction keeps the old one
+                        zb[i * m] = zb[i * m] / nrm if nrm > 0 else Qp[i * m + b]
+                elif not (_cholesky_qr_pass(zb, Hb, kb, mb, &S[0], &logs[0])
+                          and _cholesky_qr_pass(zb, Hb, kb, mb, &S[0], &logs[0])):
+                    memset(&logs[0], 0, k * sizeof(double))
+                    info = _householder_qr(zb, Hb, kb, mb, &Zc[0], &tau[0], &work[0], lwork,
+                                           &logs[0])
+                    if info != 0:
+                        status = LAPACK_FAILED
+                        break
+                if 0 <= w < nw:
+                    for j in range(k):
+                        sums[w, b0 + b, j] += logs[j]
+            if status != OK:
+                break
+            tmp = Qp
+            Qp = Zp
+            Zp = tmp
+            done += 1
+            halt.work += (<double> H) * m * (H + 2 * k)
+            if halt.work >= RELEASE_WORK or halt.stop[0]:
+                if _release_point(&halt, done):
+                    status = STOPPED
+                    break
+                done = 0
+    if status == OK and main and progress is not None and done:
+        progress(done)
+    return status, info
