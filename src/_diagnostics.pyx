@@ -19,8 +19,8 @@ from cython cimport floating
 
 import numpy as np
 
-from scipy.linalg.cython_blas cimport ddot, dsyrk, dsymv, dtrsm
-from scipy.linalg.cython_lapack cimport dpotrf, dgeqrf, dorgqr
+from scipy.linalg.cython_blas cimport ddot, dgemv, dsyrk, dsymv, dtrsm
+from scipy.linalg.cython_lapack cimport dpocon, dpotrf, dgeqrf, dorgqr, dstev
 from _blas cimport blas_int, _gemm, _singular_values
 
 cdef extern from "Python.h":
@@ -30,15 +30,16 @@ cdef enum:
     OK = 0
     STOPPED = 1           # Ctrl-C, or the progress callback raised: the exception is in errors
     LAPACK_FAILED = 2     # a LAPACK routine reported info != 0
-    MAX_POWER_STEPS = 40
+    LANCZOS_STEPS = 32    # Lanczos steps before a restart from the Ritz vector
+    LANCZOS_RESTARTS = 2
 
 # the statuses, for Python
 STATUS_OK, STATUS_STOPPED, STATUS_LAPACK_FAILED = OK, STOPPED, LAPACK_FAILED
 
 cdef double RELEASE_WORK = 134217728.0      # multiply-adds between two release points (2^27)
-# The spectral norm is certified to this relative accuracy of sigma_max^2 (see
-# _top_singular_value).
-cdef double CERT_MARGIN = 1e-10
+# The spectral norm is certified to this relative accuracy of sigma_max^2, so sigma_max to
+# half of it (see _top_singular_value).
+cdef double CERT_MARGIN = 1.5e-9
 
 
 cdef struct Halt:
@@ -86,46 +87,111 @@ cdef inline double _dsq(const floating *h) noexcept nogil:
     return 1.0 - (<double> h[0]) * h[0]
 
 
-cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, double *C,
-                             double *u, double *y, double *sv, double *work, blas_int lwork,
-                             double *out) noexcept nogil:
-    """out := sigma_max(R / s) for R (H, H), s = ||R||_F. Returns LAPACK's info (0: done).
+cdef double _top_of_tridiagonal(blas_int n, const double *a, const double *b, double last,
+                                double *d, double *e) noexcept nogil:
+    """The largest eigenvalue of the symmetric tridiagonal matrix with diagonal a[:n] (then
+    `last` if last >= 0, one more row) and off-diagonal b; d, e: scratch of n + 1."""
+    cdef blas_int m = n + (1 if last >= 0 else 0), one = 1, info = 0
+    cdef char *no = b'N'
+    memcpy(d, a, n * sizeof(double))
+    memcpy(e, b, n * sizeof(double))
+    if last >= 0:
+        d[n] = last
+    dstev(no, &m, d, e, NULL, &one, NULL, &info)
+    return d[m - 1] if info == 0 else INFINITY
 
-    Why it is exact. With G = (R/s)(R/s)^T, sigma_max^2 = lambda_max(G). The Rayleigh quotient
-    theta = u^T G u of a unit u never exceeds lambda_max, so sqrt(theta) is a lower bound.
-    Power steps u := G u / ||G u|| from the top left singular vector of the previous lag
+
+cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, double *C,
+                             double *u, double *V, double *lz, double *sv, double *work,
+                             blas_int lwork, double *out) noexcept nogil:
+    """out := sigma_max(R / s) for R (H, H), s = ||R||_F; u (H) holds the previous lag's top
+    left singular vector and gets this one's. V: LANCZOS_STEPS + 1 rows of H; lz: room for
+    the small tridiagonal problems (see jacobian_log_norms). Returns LAPACK's info.
+
+    Why it is exact. With G = (R/s)(R/s)^T, sigma_max^2 = lambda_max(G). m Lanczos steps on
+    G (with full reorthogonalisation) from the previous lag's top left singular vector
     (the left side is the fixed end h[T-1], whose dominant direction changes slowly from
-    one lag to the next) raise theta towards lambda_max. The upper bound is a certificate:
+    lag to lag) give an orthonormal V_m with G V_m = V_m T_m + beta v_{m+1} e_m^T, T_m
+    tridiagonal. A lower bound: the top eigenvalue theta of T_m (a Rayleigh quotient of G).
+    An upper bound: in a basis [V_m, U], G = [[T_m, B^T], [B, G_U]] where B has the single
+    non-zero column beta U^T v_{m+1}, so for a unit (y, z) the quadratic form is at most
+    that of the tridiagonal M = [[T_m, beta e_m], [beta e_m^T, g]] at (y, ||z||), for any
+    g >= lambda_max(G_U), such as ||G_U||_F = sqrt(||G||_F^2 - ||T_m||_F^2 - 2 beta^2).
+    So lambda_max(G) <= lambda_max(M), and once that is within CERT_MARGIN of theta,
+    sqrt(theta) is within CERT_MARGIN / 2 of sigma_max. This holds once a few directions
+    carry the product's Frobenius mass (after the first lags). Else a second certificate:
     mu I - G with mu = theta (1 + CERT_MARGIN) is positive definite exactly when
-    lambda_max < mu, which Cholesky decides (it succeeds on a positive definite matrix and
-    breaks down otherwise; its backward error, about H * 1e-16 relative, is far below the
-    margin). So a certified theta is within CERT_MARGIN of lambda_max, and sqrt(theta)
-    within CERT_MARGIN / 2 of sigma_max. Where the certificate fails (a tiny gap between
-    the top singular values, which power steps resolve slowly) LAPACK's SVD gives the
-    value. Cost: the Gram matrix (H^3 multiply-adds) and the Cholesky factorisation
-    (H^3 / 3), against the lag's product (H^3), plus a few O(H^2) power steps.
+    lambda_max < mu, which Cholesky decides (its backward error, about H * 1e-16, is far
+    below the margin). Where both fail, LAPACK's SVD gives the value. Cost: the Gram
+    matrix (H^3 / 2 multiply-adds, one triangle) against the lag's product (H^3), a few
+    O(H^2) Lanczos steps, and at the first lags a Cholesky factorisation (H^3 / 6).
     """
-    cdef blas_int one = 1, info = 0, n2 = H * H, i, j, it
-    cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), theta = 0, prev = -1, ny, mu
+    cdef blas_int one = 1, info = 0, n2 = H * H, i, j, m = 0, restart, ld
+    cdef double zero = 0.0, unit = 1.0, minus = -1.0, alpha = 1.0 / (s * s)
+    cdef double theta = 0, upper, nrm, mu, frob_sq, t_sq, g_sq
+    cdef double *a = lz                              # Lanczos alphas
+    cdef double *b = lz + LANCZOS_STEPS              # betas
+    cdef double *d = lz + 2 * LANCZOS_STEPS          # scratch of the small problems
+    cdef double *e = lz + 3 * LANCZOS_STEPS + 1
+    cdef double *z = lz + 4 * LANCZOS_STEPS + 2      # T_m's eigenvectors, (m, m)
+    cdef double *zw = z + LANCZOS_STEPS * LANCZOS_STEPS
+    cdef double *w
+    cdef bint certified = False
     cdef char *up = b'U'
     cdef char *tr = b'T'
+    cdef char *nt = b'N'
+    cdef char *vec = b'V'
     # G := (R/s) (R/s)^T   (H, H) = (H, H) @ (H, H)^T. R row-major is R^T column-major, so
     # this is X^T X for the column-major X = R^T: the upper triangle, column-major.
     dsyrk(up, tr, &H, &H, &alpha, <double *> R, &H, &zero, G, &H)
-    for it in range(MAX_POWER_STEPS):
-        # y := G u   (H,) = (H, H) @ (H,)
-        dsymv(up, &H, &unit, G, &H, u, &one, &zero, y, &one)
-        theta = ddot(&H, u, &one, y, &one)
-        ny = sqrt(ddot(&H, y, &one, y, &one))
-        if ny == 0:
-            break
+    frob_sq = 0                                  # ||G||_F^2 from the upper triangle
+    for j in range(H):
+        for i in range(j):
+            frob_sq += 2 * G[i + j * H] * G[i + j * H]
+        frob_sq += G[j + j * H] * G[j + j * H]
+    for restart in range(LANCZOS_RESTARTS):
+        nrm = sqrt(ddot(&H, u, &one, u, &one))
         for i in range(H):
-            u[i] = y[i] / ny
-        if fabs(theta - prev) <= 1e-14 * theta:
+            V[i] = u[i] / nrm
+        t_sq = 0                                 # ||T_m||_F^2
+        for j in range(LANCZOS_STEPS):
+            m = j + 1
+            w = V + (j + 1) * H
+            # w := G v_j   (H,) = (H, H) @ (H,)
+            dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
+            a[j] = ddot(&H, V + j * H, &one, w, &one)
+            # w := w - V_{0..j}^T (V_{0..j} w), twice: full reorthogonalisation
+            for i in range(2):
+                # zw := V_{0..j} w   (m,) = (m, H) @ (H,)
+                dgemv(tr, &H, &m, &unit, V, &H, w, &one, &zero, zw, &one)
+                # w := w - V_{0..j}^T zw   (H,) = (H, m) @ (m,)
+                dgemv(nt, &H, &m, &minus, V, &H, zw, &one, &unit, w, &one)
+            b[j] = sqrt(ddot(&H, w, &one, w, &one))
+            t_sq += a[j] * a[j] + (2 * b[j - 1] * b[j - 1] if j > 0 else 0)
+            g_sq = frob_sq - t_sq - 2 * b[j] * b[j]
+            theta = _top_of_tridiagonal(m, a, b, -1, d, e)
+            upper = _top_of_tridiagonal(m, a, b, sqrt(g_sq) if g_sq > 0 else 0, d, e)
+            if upper <= theta * (1 + CERT_MARGIN):
+                certified = True
+                break
+            if b[j] == 0 or m == H:
+                break
+            for i in range(H):
+                w[i] /= b[j]
+        # u := the top Ritz vector V_m^T y of T_m   (H,) = (H, m) @ (m,)
+        memcpy(d, a, m * sizeof(double))
+        memcpy(e, b, m * sizeof(double))
+        ld = m
+        dstev(vec, &m, d, e, z, &ld, zw, &info)
+        if info != 0:
             break
-        prev = theta
-    if theta > 0:
-        # C := mu I - G (upper triangle), then its Cholesky factorisation decides
+        theta = d[m - 1]
+        dgemv(nt, &H, &m, &unit, V, &H, z + (m - 1) * m, &one, &zero, u, &one)
+        if certified:
+            out[0] = sqrt(theta)
+            return 0
+    if info == 0 and theta > 0:
+        # C := mu I - G (upper triangle); its Cholesky factorisation decides
         mu = theta * (1 + CERT_MARGIN)
         for j in range(H):
             for i in range(j + 1):
@@ -165,7 +231,8 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     cdef double[:, ::1] G = np.empty((0 if frobenius else H, H))
     cdef double[:, ::1] C = np.empty((0 if frobenius else H, H))
     cdef double[::1] u = np.empty(H)
-    cdef double[::1] y = np.empty(H)
+    cdef double[::1] V = np.empty(0 if frobenius else (LANCZOS_STEPS + 1) * H)
+    cdef double[::1] lz = np.empty(LANCZOS_STEPS * (LANCZOS_STEPS + 6) + 2)
     cdef double[::1] sv = np.empty(H)
     cdef double[::1] work = np.empty(1)
     cdef double *Rp
@@ -220,7 +287,7 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
                 val = log(s)
                 if not frobenius:
                     info = _top_singular_value(Rp, s, <blas_int> H, &G[0, 0], &C[0, 0], &u[0],
-                                               &y[0], &sv[0], &work[0], lwork, &sig)
+                                               &V[0], &lz[0], &sv[0], &work[0], lwork, &sig)
                     if info != 0:
                         status = LAPACK_FAILED
                         break
@@ -262,36 +329,39 @@ cdef int _householder_qr(double *Z, blas_int H, blas_int k, blas_int ldz, double
     return info
 
 
-cdef bint _cholesky_qr_pass(double *Z, blas_int H, blas_int k, blas_int ldz, double *S,
-                            double *logs) noexcept nogil:
-    """One pass of Cholesky QR on Z (H, k) row-major, ld ldz: S := Z^T Z = U^T U, Z := Z U^-1,
-    logs[j] += ln U_jj. False (Z untouched) where the Cholesky factorisation breaks down or
-    U is too ill-conditioned for the next pass to restore orthogonality."""
-    cdef blas_int info = 0, j
-    cdef double zero = 0.0, unit = 1.0, lo = INFINITY, hi = 0
+cdef double _cholesky_qr_pass(double *Z, blas_int H, blas_int k, blas_int ldz, double *S,
+                              double *cw, blas_int *iw, double *logs) noexcept nogil:
+    """One pass of Cholesky QR on Z (H, k) row-major, ld ldz: S := Z^T Z = U^T U,
+    Z := Z U^-1, logs[j] += ln U_jj. Returns the reciprocal condition number of S =
+    1 / cond(Z)^2 (LAPACK's estimate), or 0 (Z untouched) where the factorisation breaks
+    down or Z is too ill-conditioned for a second pass to restore orthogonality. cw: 3k
+    doubles, iw: k ints of scratch."""
+    cdef blas_int info = 0, i, j
+    cdef double zero = 0.0, unit = 1.0, norm1 = 0, col, rcond = 0
     cdef char *up = b'U'
     cdef char *nt = b'N'
     cdef char *tr = b'T'
     cdef char *left = b'L'
     # S := Z^T Z   (k, k) = (k, H) @ (H, k); Z row-major is the column-major (k, H) Z^T
     dsyrk(up, nt, &k, &H, &unit, Z, &ldz, &zero, S, &k)
+    for j in range(k):                  # ||S||_1 from the upper triangle
+        col = 0
+        for i in range(k):
+            col += fabs(S[i + j * k] if i <= j else S[j + i * k])
+        norm1 = max(norm1, col)
     dpotrf(up, &k, S, &k, &info)
     if info != 0:
-        return False
-    for j in range(k):
-        lo = min(lo, S[j + j * k])
-        hi = max(hi, S[j + j * k])
-    # Cholesky QR keeps Q orthonormal to about cond(Z)^2 * 1e-16: a second pass (on a Z
-    # whose condition is then about 1) brings it to 1e-16 when cond(Z) < ~1e7 (Yamamoto et
-    # al. 2015, CholeskyQR2); the ratio of U's diagonal bounds cond(Z) from below, and
-    # Householder QR takes over well before that limit.
-    if not (lo > 1e-5 * hi):
-        return False
+        return 0
+    dpocon(up, &k, S, &k, &norm1, &rcond, cw, iw, &info)
+    # Cholesky QR leaves Q orthonormal to about cond(Z)^2 * 1e-16 (Yamamoto et al. 2015):
+    # past cond(Z) ~ 1e7 even a second pass cannot repair it
+    if info != 0 or not rcond > 1e-14:
+        return 0
     # Z^T := U^-T Z^T   (k, H): Z := Z U^-1
     dtrsm(left, up, tr, nt, &k, &H, &unit, S, &k, Z, &ldz)
     for j in range(k):
         logs[j] += log(S[j + j * k])
-    return True
+    return rcond
 
 
 def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_t k,
@@ -305,10 +375,11 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     sums are carried, not counted).
 
     The frames of the block's samples sit side by side in one (H, nb * k) matrix, so that
-    W @ frames is one GEMM per step for every sample; each sample's rows are then scaled by
-    its tanh' and its frame re-orthonormalised by two passes of Cholesky QR (BLAS-3 work,
-    about the flops of one Householder QR without forming Q), or Householder QR where
-    Cholesky QR would lose accuracy (a nearly rank-deficient frame: saturated units).
+    W @ frames is one GEMM per step for every sample; each sample's rows are then scaled
+    by its tanh' and its frame re-orthonormalised by Cholesky QR (BLAS-3 work, about the
+    flops of one Householder QR without forming Q; twice where one pass would leave Q's
+    orthogonality worse than about 1e-12), or Householder QR where Cholesky QR would lose
+    accuracy (a nearly rank-deficient frame: saturated units).
     Returns (status, info) like jacobian_log_norms; progress(n) counts steps.
     """
     cdef Py_ssize_t T = h.shape[0], H = h.shape[2], nb = b1 - b0, nw = sums.shape[0]
@@ -324,7 +395,9 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double *Qp = &Q[0, 0]
     cdef double *Zp = &Z[0, 0]
     cdef double *zb
-    cdef double dr, nrm
+    cdef double dr, nrm, rcond = 0
+    cdef double[::1] cw = np.empty(3 * k)
+    cdef blas_int[::1] iw = np.empty(k, np.intc)
     cdef blas_int lwork, info = 0, Hb = <blas_int> H, kb = <blas_int> k, mb = <blas_int> m
     cdef int status = OK
     cdef Halt halt
@@ -362,9 +435,17 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
                     logs[0] = log(nrm)
                     for i in range(H):           # a vanished direction keeps the old one
                         zb[i * m] = zb[i * m] / nrm if nrm > 0 else Qp[i * m + b]
-                elif not (_cholesky_qr_pass(zb, Hb, kb, mb, &S[0], &logs[0])
-                          and _cholesky_qr_pass(zb, Hb, kb, mb, &S[0], &logs[0])):
-                    memset(&logs[0], 0, k * sizeof(double))
+                else:
+                    # Cholesky QR; a second pass where the first left Q's orthogonality
+                    # worse than about 1e-12 (cond(Z) > 100); Householder QR where Cholesky
+                    # QR fails (a nearly rank-deficient frame: saturated units)
+                    rcond = _cholesky_qr_pass(zb, Hb, kb, mb, &S[0], &cw[0], &iw[0], &logs[0])
+                    if 0 < rcond < 1e-4:
+                        rcond = _cholesky_qr_pass(zb, Hb, kb, mb, &S[0], &cw[0], &iw[0],
+                                                  &logs[0])
+                if k > 1 and rcond == 0:
+                    # (after a first pass Z = Z1 U1, so diag R of Z is diag(R1) diag(U1): the
+                    # logs add up)
                     info = _householder_qr(zb, Hb, kb, mb, &Zc[0], &tau[0], &work[0], lwork,
                                            &logs[0])
                     if info != 0:
