@@ -32,6 +32,7 @@ cdef enum:
     LAPACK_FAILED = 2     # a LAPACK routine reported info != 0
     LANCZOS_STEPS = 32    # Lanczos steps before a restart from the Ritz vector
     LANCZOS_RESTARTS = 2
+    LANCZOS_BEFORE_GRAM = 8   # Lanczos steps by R before the Gram matrix is formed
 
 # the statuses, for Python
 STATUS_OK, STATUS_STOPPED, STATUS_LAPACK_FAILED = OK, STOPPED, LAPACK_FAILED
@@ -82,31 +83,100 @@ cdef double _fro_strided(Py_ssize_t n, const double *a, Py_ssize_t inc) noexcept
     return sqrt(ddot(&m, <double *> a, &i, <double *> a, &i))
 
 
+cdef inline double _dot4(const double *x, const double *y, Py_ssize_t n) noexcept nogil:
+    """x . y with four partial sums (independent chains the compiler can keep in flight)"""
+    cdef Py_ssize_t i, n4 = n - n % 4
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    for i in range(0, n4, 4):
+        s0 += x[i] * y[i]
+        s1 += x[i + 1] * y[i + 1]
+        s2 += x[i + 2] * y[i + 2]
+        s3 += x[i + 3] * y[i + 3]
+    for i in range(n4, n):
+        s0 += x[i] * y[i]
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef void _rt_r(const double *R, Py_ssize_t H, double inv_s, const double *v, double *y,
+                double *w) noexcept nogil:
+    """w := (R/s) ((R/s)^T v) for R (H, H) row-major, y: scratch. Plain loops: at these
+    sizes a BLAS call's fixed cost (several microseconds here) exceeds the arithmetic."""
+    cdef Py_ssize_t r, c
+    cdef double vr
+    memset(y, 0, H * sizeof(double))
+    for r in range(H):                   # y := R^T v, row by row of R
+        vr = v[r] * inv_s
+        for c in range(H):
+            y[c] += R[r * H + c] * vr
+    for r in range(H):                   # w := R y
+        w[r] = _dot4(R + r * H, y, H) * inv_s
+
+
+cdef void _reorthogonalise(const double *V, Py_ssize_t m, Py_ssize_t H,
+                           double *w) noexcept nogil:
+    """w := w - V^T (V w) for the m orthonormal rows of V (H each), twice (full
+    reorthogonalisation; once can leave an error of the size of the rounding times the
+    growth that Lanczos amplifies)."""
+    cdef Py_ssize_t i, c, p
+    cdef double acc
+    for p in range(2):
+        for i in range(m):
+            acc = _dot4(V + i * H, w, H)
+            for c in range(H):
+                w[c] -= acc * V[i * H + c]
+
+
 cdef inline double _dsq(const floating *h) noexcept nogil:
     """tanh' = 1 - h^2, in float64"""
     return 1.0 - (<double> h[0]) * h[0]
 
 
-cdef double _top_of_tridiagonal(blas_int n, const double *a, const double *b, double last,
-                                double *d, double *e) noexcept nogil:
-    """The largest eigenvalue of the symmetric tridiagonal matrix with diagonal a[:n] (then
-    `last` if last >= 0, one more row) and off-diagonal b; d, e: scratch of n + 1."""
-    cdef blas_int m = n + (1 if last >= 0 else 0), one = 1, info = 0
-    cdef char *no = b'N'
-    memcpy(d, a, n * sizeof(double))
-    memcpy(e, b, n * sizeof(double))
-    if last >= 0:
-        d[n] = last
-    dstev(no, &m, d, e, NULL, &one, NULL, &info)
-    return d[m - 1] if info == 0 else INFINITY
+cdef Py_ssize_t _count_above(Py_ssize_t n, const double *a, const double *b, double last,
+                             double x) noexcept nogil:
+    """How many eigenvalues of the symmetric tridiagonal matrix with diagonal a[:n] (then
+    `last` if last >= 0, one more row) and off-diagonal b exceed x (Sturm sequence: the
+    pivots of the LDL^T factorisation of the matrix minus x I count them)."""
+    cdef Py_ssize_t i, above = 0
+    cdef double q = 1, bb
+    for i in range(n + (1 if last >= 0 else 0)):
+        bb = b[i - 1] * b[i - 1] if i > 0 else 0
+        q = (a[i] if i < n else last) - x - (bb / q if bb != 0 else 0)
+        if q == 0:
+            q = -1e-300                  # a zero pivot counts as x being an eigenvalue
+        if q > 0:
+            above += 1
+    return above
+
+
+cdef double _top_eigenvalue(Py_ssize_t n, const double *a, const double *b,
+                            double lo) noexcept nogil:
+    """A lower bound within 1e-13 relative of the largest eigenvalue of the symmetric
+    tridiagonal matrix (a[:n], b[:n-1]), by bisection from lo (a lower bound: the previous
+    Lanczos step's, as they only grow) and Gershgorin's upper bound."""
+    cdef Py_ssize_t i
+    cdef double hi = -INFINITY, r, mid
+    for i in range(n):
+        r = (fabs(b[i - 1]) if i > 0 else 0) + (fabs(b[i]) if i < n - 1 else 0)
+        hi = max(hi, a[i] + r)
+    lo = max(lo, a[0])                     # a Rayleigh quotient: a lower bound too
+    for i in range(200):
+        mid = 0.5 * (lo + hi)
+        if not (lo < mid < hi) or hi - lo <= 1e-13 * fabs(lo):
+            break
+        if _count_above(n, a, b, -1, mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, double *C,
-                             double *u, double *V, double *lz, double *sv, double *work,
-                             blas_int lwork, double *out) noexcept nogil:
+                             double *u, double *V, double *lz, double *y, double *sv,
+                             double *work, blas_int lwork, double *out) noexcept nogil:
     """out := sigma_max(R / s) for R (H, H), s = ||R||_F; u (H) holds the previous lag's top
     left singular vector and gets this one's. V: LANCZOS_STEPS + 1 rows of H; lz: room for
-    the small tridiagonal problems (see jacobian_log_norms). Returns LAPACK's info.
+    the small tridiagonal problems; y: H of scratch (see jacobian_log_norms). Returns
+    LAPACK's info.
 
     Why it is exact. With G = (R/s)(R/s)^T, sigma_max^2 = lambda_max(G). m Lanczos steps on
     G (with full reorthogonalisation) from the previous lag's top left singular vector
@@ -116,22 +186,25 @@ cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, d
     An upper bound: in a basis [V_m, U], G = [[T_m, B^T], [B, G_U]] where B has the single
     non-zero column beta U^T v_{m+1}, so for a unit (y, z) the quadratic form is at most
     that of the tridiagonal M = [[T_m, beta e_m], [beta e_m^T, g]] at (y, ||z||), for any
-    g >= lambda_max(G_U), such as ||G_U||_F = sqrt(||G||_F^2 - ||T_m||_F^2 - 2 beta^2).
-    So lambda_max(G) <= lambda_max(M), and once that is within CERT_MARGIN of theta,
-    sqrt(theta) is within CERT_MARGIN / 2 of sigma_max. This holds once a few directions
-    carry the product's Frobenius mass (after the first lags). Else a second certificate:
-    mu I - G with mu = theta (1 + CERT_MARGIN) is positive definite exactly when
-    lambda_max < mu, which Cholesky decides (its backward error, about H * 1e-16, is far
-    below the margin). Where both fail, LAPACK's SVD gives the value. Cost: the Gram
-    matrix (H^3 / 2 multiply-adds, one triangle) against the lag's product (H^3), a few
-    O(H^2) Lanczos steps, and at the first lags a Cholesky factorisation (H^3 / 6).
+    g >= lambda_max(G_U): trace(G_U) = 1 - trace(T_m) (G is positive semi-definite with
+    trace ||R/s||_F^2 = 1), or ||G_U||_F = sqrt(||G||_F^2 - ||T_m||_F^2 - 2 beta^2) once G
+    is formed. So lambda_max(G) <= lambda_max(M), and once M has no eigenvalue above
+    theta (1 + CERT_MARGIN) (a Sturm count), sqrt(theta) is within CERT_MARGIN / 2 of
+    sigma_max. This holds once a few directions carry most of the product's Frobenius
+    mass (all but the first lags). Else a second certificate: mu I - G with
+    mu = theta (1 + CERT_MARGIN) is positive definite exactly when lambda_max < mu, which
+    Cholesky decides (its backward error, about H * 1e-16, is far below the margin). Where
+    both fail, LAPACK's SVD gives the value.
+    Cost: a few Lanczos steps of two O(H^2) products by R, against the lag's product
+    (H^3 multiply-adds); where they do not certify, the Gram matrix (H^3 / 2) and at the
+    first lags the Cholesky factorisation (H^3 / 6).
     """
-    cdef blas_int one = 1, info = 0, n2 = H * H, i, j, m = 0, restart, ld
-    cdef double zero = 0.0, unit = 1.0, minus = -1.0, alpha = 1.0 / (s * s)
-    cdef double theta = 0, upper, nrm, mu, frob_sq, t_sq, g_sq
+    cdef blas_int one = 1, info = 0, n2 = H * H, i, j, c, m = 0, restart, ld
+    cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), inv_s = 1.0 / s
+    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g
     cdef double *a = lz                              # Lanczos alphas
     cdef double *b = lz + LANCZOS_STEPS              # betas
-    cdef double *d = lz + 2 * LANCZOS_STEPS          # scratch of the small problems
+    cdef double *d = lz + 2 * LANCZOS_STEPS          # scratch of dstev
     cdef double *e = lz + 3 * LANCZOS_STEPS + 1
     cdef double *z = lz + 4 * LANCZOS_STEPS + 2      # T_m's eigenvectors, (m, m)
     cdef double *zw = z + LANCZOS_STEPS * LANCZOS_STEPS
@@ -141,55 +214,65 @@ cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, d
     cdef char *tr = b'T'
     cdef char *nt = b'N'
     cdef char *vec = b'V'
-    # G := (R/s) (R/s)^T   (H, H) = (H, H) @ (H, H)^T. R row-major is R^T column-major, so
-    # this is X^T X for the column-major X = R^T: the upper triangle, column-major.
-    dsyrk(up, tr, &H, &H, &alpha, <double *> R, &H, &zero, G, &H)
-    frob_sq = 0                                  # ||G||_F^2 from the upper triangle
-    for j in range(H):
-        for i in range(j):
-            frob_sq += 2 * G[i + j * H] * G[i + j * H]
-        frob_sq += G[j + j * H] * G[j + j * H]
     for restart in range(LANCZOS_RESTARTS):
         nrm = sqrt(ddot(&H, u, &one, u, &one))
         for i in range(H):
             V[i] = u[i] / nrm
-        t_sq = 0                                 # ||T_m||_F^2
+        t_sq = t_tr = 0                          # ||T_m||_F^2 and trace(T_m)
         for j in range(LANCZOS_STEPS):
             m = j + 1
             w = V + (j + 1) * H
-            # w := G v_j   (H,) = (H, H) @ (H,)
-            dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
+            if frob_sq < 0:
+                # w := (R/s) ((R/s)^T v_j)   (H,) = (H, H) @ ((H, H)^T @ (H,))
+                _rt_r(R, H, inv_s, V + j * H, y, w)
+            else:
+                # w := G v_j   (H,) = (H, H) @ (H,)
+                dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
             a[j] = ddot(&H, V + j * H, &one, w, &one)
-            # w := w - V_{0..j}^T (V_{0..j} w), twice: full reorthogonalisation
-            for i in range(2):
-                # zw := V_{0..j} w   (m,) = (m, H) @ (H,)
-                dgemv(tr, &H, &m, &unit, V, &H, w, &one, &zero, zw, &one)
-                # w := w - V_{0..j}^T zw   (H,) = (H, m) @ (m,)
-                dgemv(nt, &H, &m, &minus, V, &H, zw, &one, &unit, w, &one)
+            # w := w - V_{0..j}^T (V_{0..j} w)   (H,) = (H, m) @ ((m, H) @ (H,))
+            _reorthogonalise(V, m, H, w)
             b[j] = sqrt(ddot(&H, w, &one, w, &one))
             t_sq += a[j] * a[j] + (2 * b[j - 1] * b[j - 1] if j > 0 else 0)
-            g_sq = frob_sq - t_sq - 2 * b[j] * b[j]
-            theta = _top_of_tridiagonal(m, a, b, -1, d, e)
-            upper = _top_of_tridiagonal(m, a, b, sqrt(g_sq) if g_sq > 0 else 0, d, e)
-            if upper <= theta * (1 + CERT_MARGIN):
+            t_tr += a[j]
+            theta = _top_eigenvalue(m, a, b, theta if j > 0 else -INFINITY)
+            mu = theta * (1 + CERT_MARGIN)
+            g = max(1 - t_tr, 0)
+            if _count_above(m, a, b, g, mu) == 0:
                 certified = True
                 break
+            if frob_sq < 0 and m >= LANCZOS_BEFORE_GRAM:
+                # G := (R/s) (R/s)^T   (H, H) = (H, H) @ (H, H)^T. R row-major is R^T
+                # column-major: X^T X for the column-major X = R^T, the upper triangle.
+                dsyrk(up, tr, &H, &H, &alpha, <double *> R, &H, &zero, G, &H)
+                frob_sq = 0
+                for c in range(H):
+                    for i in range(c):
+                        frob_sq += 2 * G[i + c * H] * G[i + c * H]
+                    frob_sq += G[c + c * H] * G[c + c * H]
+            if frob_sq >= 0:
+                g = frob_sq - t_sq - 2 * b[j] * b[j]
+                g = min(max(1 - t_tr, 0), sqrt(g) if g > 0 else 0)
+                if _count_above(m, a, b, g, mu) == 0:
+                    certified = True
+                    break
             if b[j] == 0 or m == H:
                 break
             for i in range(H):
                 w[i] /= b[j]
-        # u := the top Ritz vector V_m^T y of T_m   (H,) = (H, m) @ (m,)
+        # u := the top Ritz vector V_m^T z of T_m   (H,) = (H, m) @ (m,)
         memcpy(d, a, m * sizeof(double))
         memcpy(e, b, m * sizeof(double))
         ld = m
         dstev(vec, &m, d, e, z, &ld, zw, &info)
         if info != 0:
             break
-        theta = d[m - 1]
         dgemv(nt, &H, &m, &unit, V, &H, z + (m - 1) * m, &one, &zero, u, &one)
         if certified:
             out[0] = sqrt(theta)
             return 0
+        theta = d[m - 1]
+    if frob_sq < 0:
+        dsyrk(up, tr, &H, &H, &alpha, <double *> R, &H, &zero, G, &H)
     if info == 0 and theta > 0:
         # C := mu I - G (upper triangle); its Cholesky factorisation decides
         mu = theta * (1 + CERT_MARGIN)
@@ -231,6 +314,7 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     cdef double[:, ::1] G = np.empty((0 if frobenius else H, H))
     cdef double[:, ::1] C = np.empty((0 if frobenius else H, H))
     cdef double[::1] u = np.empty(H)
+    cdef double[::1] y = np.empty(H)
     cdef double[::1] V = np.empty(0 if frobenius else (LANCZOS_STEPS + 1) * H)
     cdef double[::1] lz = np.empty(LANCZOS_STEPS * (LANCZOS_STEPS + 6) + 2)
     cdef double[::1] sv = np.empty(H)
@@ -287,7 +371,8 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
                 val = log(s)
                 if not frobenius:
                     info = _top_singular_value(Rp, s, <blas_int> H, &G[0, 0], &C[0, 0], &u[0],
-                                               &V[0], &lz[0], &sv[0], &work[0], lwork, &sig)
+                                               &V[0], &lz[0], &y[0], &sv[0], &work[0], lwork,
+                                               &sig)
                     if info != 0:
                         status = LAPACK_FAILED
                         break
