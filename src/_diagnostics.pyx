@@ -12,7 +12,7 @@ often (a release point, about every 2^27 multiply-adds) the calling thread takes
 briefly to let Python handle signals (Ctrl-C) and report progress; a flag shared by the
 blocks stops the others. Failures come back as a status; Python raises.
 """
-from libc.math cimport sqrt, log, fabs, INFINITY
+from libc.math cimport sqrt, log, log1p, fabs, INFINITY
 from libc.string cimport memcpy, memset
 from cpython.ref cimport PyObject
 from cython cimport floating
@@ -20,7 +20,7 @@ from cython cimport floating
 import numpy as np
 
 from scipy.linalg.cython_blas cimport ddot, dgemv, dsyrk, dsymv, dtrsm
-from scipy.linalg.cython_lapack cimport dpocon, dpotrf, dgeqrf, dorgqr, dstev
+from scipy.linalg.cython_lapack cimport dpotrf, dgeqrf, dorgqr, dstev
 from _blas cimport blas_int, _gemm, _singular_values
 
 cdef extern from "Python.h":
@@ -414,39 +414,59 @@ cdef int _householder_qr(double *Z, blas_int H, blas_int k, blas_int ldz, double
     return info
 
 
-cdef double _cholesky_qr_pass(double *Z, blas_int H, blas_int k, blas_int ldz, double *S,
-                              double *cw, blas_int *iw, double *logs) noexcept nogil:
-    """One pass of Cholesky QR on Z (H, k) row-major, ld ldz: S := Z^T Z = U^T U,
-    Z := Z U^-1, logs[j] += ln U_jj. Returns the reciprocal condition number of S =
-    1 / cond(Z)^2 (LAPACK's estimate), or 0 (Z untouched) where the factorisation breaks
-    down or Z is too ill-conditioned for a second pass to restore orthogonality. cw: 3k
-    doubles, iw: k ints of scratch."""
-    cdef blas_int info = 0, i, j
-    cdef double zero = 0.0, unit = 1.0, norm1 = 0, col, rcond = 0
+cdef bint _cholesky_qr_pass(double *Z, blas_int H, blas_int k, double *S,
+                            double *logs) noexcept nogil:
+    """One pass of Cholesky QR on Z (H, k) row-major: S := Z^T Z = U^T U, Z := Z U^-1,
+    logs[j] += ln U_jj. False (Z untouched) where the factorisation breaks down."""
+    cdef blas_int info = 0, j
+    cdef double zero = 0.0, unit = 1.0
     cdef char *up = b'U'
     cdef char *nt = b'N'
     cdef char *tr = b'T'
     cdef char *left = b'L'
     # S := Z^T Z   (k, k) = (k, H) @ (H, k); Z row-major is the column-major (k, H) Z^T
-    dsyrk(up, nt, &k, &H, &unit, Z, &ldz, &zero, S, &k)
-    for j in range(k):                  # ||S||_1 from the upper triangle
-        col = 0
-        for i in range(k):
-            col += fabs(S[i + j * k] if i <= j else S[j + i * k])
-        norm1 = max(norm1, col)
+    dsyrk(up, nt, &k, &H, &unit, Z, &k, &zero, S, &k)
     dpotrf(up, &k, S, &k, &info)
     if info != 0:
-        return 0
-    dpocon(up, &k, S, &k, &norm1, &rcond, cw, iw, &info)
-    # Cholesky QR leaves Q orthonormal to about cond(Z)^2 * 1e-16 (Yamamoto et al. 2015):
-    # past cond(Z) ~ 1e7 even a second pass cannot repair it
-    if info != 0 or not rcond > 1e-14:
-        return 0
+        return False
     # Z^T := U^-T Z^T   (k, H): Z := Z U^-1
-    dtrsm(left, up, tr, nt, &k, &H, &unit, S, &k, Z, &ldz)
+    dtrsm(left, up, tr, nt, &k, &H, &unit, S, &k, Z, &k)
     for j in range(k):
         logs[j] += log(S[j + j * k])
-    return rcond
+    return True
+
+
+cdef double _orthogonality_error(const double *Z, blas_int H, blas_int k,
+                                 double *S) noexcept nogil:
+    """S := Z^T Z - I (upper triangle, column-major (k, k)); returns max |S_ij|."""
+    cdef blas_int i, j
+    cdef double zero = 0.0, unit = 1.0, worst = 0
+    cdef char *up = b'U'
+    cdef char *nt = b'N'
+    # S := Z^T Z   (k, k) = (k, H) @ (H, k)
+    dsyrk(up, nt, &k, &H, &unit, <double *> Z, &k, &zero, S, &k)
+    for j in range(k):
+        S[j + j * k] -= 1
+        for i in range(j + 1):
+            worst = max(worst, fabs(S[i + j * k]))
+    return worst
+
+
+cdef void _first_order_qr(const double *Z, blas_int H, blas_int k, double *E, double *out,
+                          double *logs) noexcept nogil:
+    """out := Q of Z = Q U for a Z (H, k) whose columns are orthonormal but for
+    E = Z^T Z - I (upper triangle, column-major, |E| <= 1e-8): U = I + F + O(E^2) with
+    F = triu(E, 1) + diag(E) / 2 (from (I + F)^T (I + F) = I + E), so Q = Z (I - F) and
+    ln U_jj = ln(1 + E_jj / 2), exact to O(E^2) <= 1e-16. E is overwritten with F."""
+    cdef blas_int i, j
+    for j in range(k):
+        E[j + j * k] *= 0.5
+        logs[j] += log1p(E[j + j * k])
+        for i in range(j + 1, k):
+            E[i + j * k] = 0                     # the lower triangle of F is zero
+    memcpy(out, Z, H * k * sizeof(double))
+    # out := Z - Z F   (H, k) = (H, k) @ (k, k); E column-major is F^T row-major
+    _gemm(False, True, H, k, k, -1.0, Z, k, E, k, 1.0, out, k)
 
 
 def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_t k,
@@ -462,9 +482,9 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     The frames of the block's samples sit side by side in one (H, nb * k) matrix, so that
     W @ frames is one GEMM per step for every sample; each sample's rows are then scaled
     by its tanh' and its frame re-orthonormalised by Cholesky QR (BLAS-3 work, about the
-    flops of one Householder QR without forming Q; twice where one pass would leave Q's
-    orthogonality worse than about 1e-12), or Householder QR where Cholesky QR would lose
-    accuracy (a nearly rank-deficient frame: saturated units).
+    flops of one Householder QR without forming Q) with its rounding error corrected (to
+    first order, or by a second pass), or by Householder QR where Cholesky QR breaks down
+    (a nearly rank-deficient frame: saturated units).
     Returns (status, info) like jacobian_log_norms; progress(n) counts steps.
     """
     cdef Py_ssize_t T = h.shape[0], H = h.shape[2], nb = b1 - b0, nw = sums.shape[0]
@@ -473,6 +493,7 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double[:, ::1] Z = np.empty((H, max(m, 1)))
     cdef double[::1] S = np.empty(k * k)
     cdef double[::1] Zc = np.empty(H * k)
+    cdef double[::1] Zk = np.empty(H * k)
     cdef double[::1] tau = np.empty(k)
     cdef double[::1] logs = np.empty(k)
     cdef double[::1] work = np.empty(1)
@@ -480,9 +501,8 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double *Qp = &Q[0, 0]
     cdef double *Zp = &Z[0, 0]
     cdef double *zb
-    cdef double dr, nrm, rcond = 0
-    cdef double[::1] cw = np.empty(3 * k)
-    cdef blas_int[::1] iw = np.empty(k, np.intc)
+    cdef double dr, nrm, err
+    cdef bint done_qr
     cdef blas_int lwork, info = 0, Hb = <blas_int> H, kb = <blas_int> k, mb = <blas_int> m
     cdef int status = OK
     cdef Halt halt
@@ -521,21 +541,32 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
                     for i in range(H):           # a vanished direction keeps the old one
                         zb[i * m] = zb[i * m] / nrm if nrm > 0 else Qp[i * m + b]
                 else:
-                    # Cholesky QR; a second pass where the first left Q's orthogonality
-                    # worse than about 1e-12 (cond(Z) > 100); Householder QR where Cholesky
-                    # QR fails (a nearly rank-deficient frame: saturated units)
-                    rcond = _cholesky_qr_pass(zb, Hb, kb, mb, &S[0], &cw[0], &iw[0], &logs[0])
-                    if 0 < rcond < 1e-4:
-                        rcond = _cholesky_qr_pass(zb, Hb, kb, mb, &S[0], &cw[0], &iw[0],
-                                                  &logs[0])
-                if k > 1 and rcond == 0:
-                    # (after a first pass Z = Z1 U1, so diag R of Z is diag(R1) diag(U1): the
-                    # logs add up)
-                    info = _householder_qr(zb, Hb, kb, mb, &Zc[0], &tau[0], &work[0], lwork,
-                                           &logs[0])
-                    if info != 0:
-                        status = LAPACK_FAILED
-                        break
+                    # the QR on a contiguous copy (the frames' rows are nb * k apart)
+                    for i in range(H):
+                        memcpy(&Zk[i * k], zb + i * m, k * sizeof(double))
+                    # Cholesky QR, then its error (about cond(Z)^2 * 1e-16) corrected: to
+                    # first order where it is below 1e-8, else by a second pass (Yamamoto
+                    # et al. 2015, CholeskyQR2); Householder QR where Cholesky QR fails (a
+                    # nearly rank-deficient frame: saturated units). After a pass Z = Z1 U1,
+                    # so the diagonal of R of Z is diag(R of Z1) diag(U1): the logs add up.
+                    done_qr = _cholesky_qr_pass(&Zk[0], Hb, kb, &S[0], &logs[0])
+                    if done_qr:
+                        err = _orthogonality_error(&Zk[0], Hb, kb, &S[0])
+                        if err <= 1e-8:
+                            _first_order_qr(&Zk[0], Hb, kb, &S[0], &Zc[0], &logs[0])
+                            memcpy(&Zk[0], &Zc[0], H * k * sizeof(double))
+                        elif err < 0.5:
+                            done_qr = _cholesky_qr_pass(&Zk[0], Hb, kb, &S[0], &logs[0])
+                        else:
+                            done_qr = False
+                    if not done_qr:
+                        info = _householder_qr(&Zk[0], Hb, kb, kb, &Zc[0], &tau[0], &work[0],
+                                               lwork, &logs[0])
+                        if info != 0:
+                            status = LAPACK_FAILED
+                            break
+                    for i in range(H):
+                        memcpy(zb + i * m, &Zk[i * k], k * sizeof(double))
                 if 0 <= w < nw:
                     for j in range(k):
                         sums[w, b0 + b, j] += logs[j]
