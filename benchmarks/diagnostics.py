@@ -1,15 +1,17 @@
 """Speed of the diagnostics against the limit their arithmetic sets, at the machine's GEMM rate.
 
-    python benchmarks/diagnostics.py            # every size (a few minutes on 2 cores)
+    python benchmarks/diagnostics.py            # every size (20 minutes on a busy 2-core box)
     python benchmarks/diagnostics.py --quick    # the two smaller sizes
+    python benchmarks/diagnostics.py --sizes 2 3 --threads 2
 
 The limits: exact Jacobian log-norms for every lag need T * B products of (H, H) @ (H, H),
 2 T B H^3 flops (both norms); the k largest Lyapunov exponents need T * B products of
 (H, H) @ (H, k) and a QR of (H, k), 2 T B H^2 k + 2 T B H k^2 flops; the largest alone
 (k = 1) is compared with the forward trajectory plus its tangent vector,
 2 T B H (D + H) + 2 T B H^2. Each time is printed with its GFLOP/s and its multiple of
-the limit at the float64 GEMM rate of (1024, 1024) @ (1024, 1024) measured in the same run
-with the same number of threads (the kernels accumulate in float64). Inputs: float32, the
+the limit at the float64 GEMM rate of (1024, 1024) @ (1024, 1024) measured just before
+each size with the same number of threads (the kernels accumulate in float64; on a shared
+machine the rate drifts within a run). Inputs: float32, the
 problem of benchmarks/_problem.py (W_hh = 0.9 x orthogonal, D = 8).
 
 Then the busy-machine ratio: jacobian_log_norms at (T, B, H) = (10, 1, 128) with a busy
@@ -90,23 +92,27 @@ def _spin():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="only the two smaller sizes")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, metavar="I",
+                        help=f"indices into {SIZES} (default: all)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="BLAS thread counts to run (default: 1 2)")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
     sizes = SIZES[:2] if args.quick else SIZES
+    if args.sizes is not None:
+        sizes = [SIZES[i] for i in args.sizes]
     print("| T | B | H | threads | what | time (s) | GFLOP/s | x limit |")
     print("|---|---|---|---|---|---|---|---|")
-    rates = {}
+    rates = []
     for n in args.threads:
         with threadpool_limits(n):
-            rates[n] = gemm_rate()
             for T, B, H in sizes:
-                for name, t, gflops, multiple in rows(T, B, H, rates[n]):
+                rate = gemm_rate()
+                rates.append(f"{rate / 1e9:.3g} ({n} thread{'s' if n > 1 else ''}, H={H})")
+                for name, t, gflops, multiple in rows(T, B, H, rate):
                     print(f"| {T} | {B} | {H} | {n} | {name} | {t:.3g} | {gflops:.3g} | "
                           f"{multiple:.2f} |", flush=True)
-    for n, r in rates.items():
-        print(f"float64 GEMM (1024^3) with {n} thread(s): {r / 1e9:.3g} GFLOP/s")
+    print("float64 GEMM (1024^3) GFLOP/s before each size: " + ", ".join(rates))
     idle, busy = busy_ratio()
     print(f"busy machine: jacobian_log_norms (10, 1, 128) {idle * 1e3:.3g} ms idle, "
           f"{busy * 1e3:.3g} ms with a busy loop on each of {os.cpu_count()} cores: "
