@@ -18,9 +18,11 @@ from ..core._row_blocks import run_blocks
 
 __all__ = ["run_samples"]
 
-# multiply-adds of one product from which BLAS threads gain on it: (H, H) @ (H, H) at
-# H = 256 (benchmarks/diagnostics.py, 1 and 2 threads at B = 1)
-_THREADED_PRODUCT = 1 << 24
+# multiply-adds of one product from which it runs on the BLAS threads: (H, H) @ (H, H) at
+# H = 1024. On the shared 2-core machine, Frobenius log-norms at B = 1 with 2 BLAS threads
+# took 3.0x (H = 128), 9.8x (H = 256) and 3.2x (H = 512) the time of one thread (busy
+# workers spinning against other work), so smaller products stay on one thread.
+_THREADED_PRODUCT = 1 << 30
 
 
 def _plan(B, product):
