@@ -53,7 +53,8 @@ def rows(T, B, H, rate):
     from rnnx.diagnostics.lyapunov import lyapunov_exponents
     x, W_xh, W_hh, b_h, _ = problem(T, B, D, H, np.float32)
     for name, fn, flops in [
-            ("jacobian ord=2", lambda: rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h), 2 * T * B * H ** 3),
+            ("jacobian ord=2", lambda: rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h),
+             2 * T * B * H ** 3),
             ("jacobian fro", lambda: rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, ord="fro"),
              2 * T * B * H ** 3)] + [
             (f"lyapunov k={k}", lambda k=k: lyapunov_exponents(x, W_xh, W_hh, b_h, k=k),
