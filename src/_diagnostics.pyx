@@ -148,16 +148,22 @@ cdef Py_ssize_t _count_above(Py_ssize_t n, const double *a, const double *b, dou
     return above
 
 
+cdef double _gershgorin_top(Py_ssize_t n, const double *a, const double *b) noexcept nogil:
+    """Gershgorin's upper bound of the eigenvalues of the symmetric tridiagonal (a, b)"""
+    cdef Py_ssize_t i
+    cdef double hi = -INFINITY
+    for i in range(n):
+        hi = max(hi, a[i] + (fabs(b[i - 1]) if i > 0 else 0) + (fabs(b[i]) if i < n - 1 else 0))
+    return hi
+
+
 cdef double _top_eigenvalue(Py_ssize_t n, const double *a, const double *b,
                             double lo) noexcept nogil:
     """A lower bound within 1e-13 relative of the largest eigenvalue of the symmetric
     tridiagonal matrix (a[:n], b[:n-1]), by bisection from lo (a lower bound: the previous
     Lanczos step's, as they only grow) and Gershgorin's upper bound."""
     cdef Py_ssize_t i
-    cdef double hi = -INFINITY, r, mid
-    for i in range(n):
-        r = (fabs(b[i - 1]) if i > 0 else 0) + (fabs(b[i]) if i < n - 1 else 0)
-        hi = max(hi, a[i] + r)
+    cdef double hi = _gershgorin_top(n, a, b), mid
     lo = max(lo, a[0])                     # a Rayleigh quotient: a lower bound too
     for i in range(200):
         mid = 0.5 * (lo + hi)
@@ -201,7 +207,7 @@ cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, d
     """
     cdef blas_int one = 1, info = 0, n2 = H * H, i, j, c, m = 0, restart, ld
     cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), inv_s = 1.0 / s
-    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g
+    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq
     cdef double *a = lz                              # Lanczos alphas
     cdef double *b = lz + LANCZOS_STEPS              # betas
     cdef double *d = lz + 2 * LANCZOS_STEPS          # scratch of dstev
@@ -219,6 +225,7 @@ cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, d
         for i in range(H):
             V[i] = u[i] / nrm
         t_sq = t_tr = 0                          # ||T_m||_F^2 and trace(T_m)
+        theta = -INFINITY
         for j in range(LANCZOS_STEPS):
             m = j + 1
             w = V + (j + 1) * H
@@ -234,12 +241,6 @@ cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, d
             b[j] = sqrt(ddot(&H, w, &one, w, &one))
             t_sq += a[j] * a[j] + (2 * b[j - 1] * b[j - 1] if j > 0 else 0)
             t_tr += a[j]
-            theta = _top_eigenvalue(m, a, b, theta if j > 0 else -INFINITY)
-            mu = theta * (1 + CERT_MARGIN)
-            g = max(1 - t_tr, 0)
-            if _count_above(m, a, b, g, mu) == 0:
-                certified = True
-                break
             if frob_sq < 0 and m >= LANCZOS_BEFORE_GRAM:
                 # G := (R/s) (R/s)^T   (H, H) = (H, H) @ (H, H)^T. R row-major is R^T
                 # column-major: X^T X for the column-major X = R^T, the upper triangle.
@@ -249,9 +250,15 @@ cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, d
                     for i in range(c):
                         frob_sq += 2 * G[i + c * H] * G[i + c * H]
                     frob_sq += G[c + c * H] * G[c + c * H]
+            g = max(1 - t_tr, 0)
             if frob_sq >= 0:
-                g = frob_sq - t_sq - 2 * b[j] * b[j]
-                g = min(max(1 - t_tr, 0), sqrt(g) if g > 0 else 0)
+                g_sq = frob_sq - t_sq - 2 * b[j] * b[j]
+                g = min(g, sqrt(g_sq) if g_sq > 0 else 0)
+            # M has g on its diagonal, so lambda_max(M) >= g: no certificate while g is above
+            # every eigenvalue of T_m (Gershgorin's bound), and no eigenvalue to compute
+            if g <= _gershgorin_top(m, a, b) * (1 + CERT_MARGIN):
+                theta = _top_eigenvalue(m, a, b, theta)
+                mu = theta * (1 + CERT_MARGIN)
                 if _count_above(m, a, b, g, mu) == 0:
                     certified = True
                     break
