@@ -33,6 +33,7 @@ cdef enum:
     LANCZOS_STEPS = 32    # Lanczos steps before a restart from the Ritz vector
     LANCZOS_RESTARTS = 2
     LANCZOS_BEFORE_GRAM = 8   # Lanczos steps by R before the Gram matrix is formed
+    GRAM_SCHMIDT_K = 16       # frames of up to this many directions: Gram-Schmidt QR
 
 # the statuses, for Python
 STATUS_OK, STATUS_STOPPED, STATUS_LAPACK_FAILED = OK, STOPPED, LAPACK_FAILED
@@ -476,6 +477,38 @@ cdef void _first_order_qr(const double *Z, blas_int H, blas_int k, double *E, do
     _gemm(False, True, H, k, k, -1.0, Z, k, E, k, 1.0, out, k)
 
 
+cdef bint _gram_schmidt_qr(double *Z, Py_ssize_t H, Py_ssize_t k, double *Zt,
+                           double *logs) noexcept nogil:
+    """Z (H, k) row-major := Q of Z = Q R, logs[j] += ln R_jj, by classical Gram-Schmidt
+    with reorthogonalisation (two projections per column: orthogonal to about 1e-16 for a
+    numerically full-rank Z, Giraud et al. 2005), in plain loops: for small frames a BLAS
+    or LAPACK call's fixed cost exceeds the arithmetic. Zt: H * k of scratch. False (Z
+    untouched) where a column nearly vanishes (a nearly rank-deficient frame)."""
+    cdef Py_ssize_t i, j, c, p
+    cdef double r, nrm, first = 0
+    for i in range(H):                           # Zt := Z^T: the columns, contiguous
+        for j in range(k):
+            Zt[j * H + i] = Z[i * k + j]
+    for j in range(k):
+        for p in range(2):
+            for c in range(j):
+                r = _dot4(Zt + c * H, Zt + j * H, H)
+                for i in range(H):
+                    Zt[j * H + i] -= r * Zt[c * H + i]
+        nrm = sqrt(_dot4(Zt + j * H, Zt + j * H, H))
+        if j == 0:
+            first = nrm
+        if not nrm > 1e-8 * first:
+            return False
+        for i in range(H):
+            Zt[j * H + i] /= nrm
+        logs[j] += log(nrm)
+    for i in range(H):
+        for j in range(k):
+            Z[i * k + j] = Zt[j * H + i]
+    return True
+
+
 def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_t k,
                   Py_ssize_t discard, Py_ssize_t window, double[:, :, ::1] sums,
                   Py_ssize_t b0, Py_ssize_t b1, int[::1] stop, object progress, list errors,
@@ -488,9 +521,10 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
 
     The frames of the block's samples sit side by side in one (H, nb * k) matrix, so that
     W @ frames is one GEMM per step for every sample; each sample's rows are then scaled
-    by its tanh' and its frame re-orthonormalised by Cholesky QR (BLAS-3 work, about the
-    flops of one Householder QR without forming Q) with its rounding error corrected (to
-    first order, or by a second pass), or by Householder QR where Cholesky QR breaks down
+    by its tanh' and its frame re-orthonormalised: small frames (k <= 16) by Gram-Schmidt
+    with reorthogonalisation in plain loops, larger ones by Cholesky QR (BLAS-3 work, about
+    the flops of one Householder QR without forming Q) with its rounding error corrected
+    (to first order, or by a second pass), and by Householder QR where these break down
     (a nearly rank-deficient frame: saturated units).
     Returns (status, info) like jacobian_log_norms; progress(n) counts steps.
     """
@@ -551,13 +585,19 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
                     # the QR on a contiguous copy (the frames' rows are nb * k apart)
                     for i in range(H):
                         memcpy(&Zk[i * k], zb + i * m, k * sizeof(double))
-                    # Cholesky QR, then its error (about cond(Z)^2 * 1e-16) corrected: to
-                    # first order where it is below 1e-8, else by a second pass (Yamamoto
-                    # et al. 2015, CholeskyQR2); Householder QR where Cholesky QR fails (a
-                    # nearly rank-deficient frame: saturated units). After a pass Z = Z1 U1,
-                    # so the diagonal of R of Z is diag(R of Z1) diag(U1): the logs add up.
-                    done_qr = _cholesky_qr_pass(&Zk[0], Hb, kb, &S[0], &logs[0])
-                    if done_qr:
+                    # Small frames: Gram-Schmidt. Larger: Cholesky QR, then its error (about
+                    # cond(Z)^2 * 1e-16) corrected: to first order where it is below 1e-8,
+                    # else by a second pass (Yamamoto et al. 2015, CholeskyQR2). Householder
+                    # QR where these fail (a nearly rank-deficient frame: saturated units).
+                    # After a pass Z = Z1 U1, so the diagonal of R of Z is diag(R of Z1)
+                    # diag(U1): the logs add up.
+                    if k <= GRAM_SCHMIDT_K:
+                        done_qr = _gram_schmidt_qr(&Zk[0], H, k, &Zc[0], &logs[0])
+                        if not done_qr:
+                            memset(&logs[0], 0, k * sizeof(double))
+                    else:
+                        done_qr = _cholesky_qr_pass(&Zk[0], Hb, kb, &S[0], &logs[0])
+                    if done_qr and k > GRAM_SCHMIDT_K:
                         err = _orthogonality_error(&Zk[0], Hb, kb, &S[0])
                         if err <= 1e-8:
                             _first_order_qr(&Zk[0], Hb, kb, &S[0], &Zc[0], &logs[0])
