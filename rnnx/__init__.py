@@ -42,8 +42,8 @@ from .model.init import init_params, init_recurrent
 from .model.losses import mse, softmax_cross_entropy
 from .model import RNN, Gradients
 from .optim.optimizers import SGD, Adagrad, Adam, RMSprop
-from .core import BackwardResult, jacobian_log_norms, rnn_backward, rnn_forward
-from .diagnostics import diagnose
+from .core import BackwardResult, rnn_backward, rnn_forward
+from .diagnostics import diagnose, jacobian_log_norms
 from .model.regularizers import pascanu_omega
 from .optim.schedules import constant, cosine, step_decay
 from .training.spikes import SpikeDetector

@@ -73,6 +73,3 @@ def backward_gemms(
     with_dW_hh: bool,
     h0: NDArray[_F] | None = None,
 ) -> tuple[NDArray[_F], NDArray[_F] | None]: ...
-def jacobian_log_norms(
-    h: NDArray[_F], W_hh: NDArray[_F], frobenius: bool
-) -> NDArray[np.float64]: ...

@@ -11,7 +11,7 @@ Loops run without the GIL and report failures as a status (the time step where t
 happened) so that Python can raise a clear exception once the GIL is back. Long loops take
 the GIL for a moment every so often to let a signal handler run (Ctrl-C), see _Interrupt.
 """
-from libc.math cimport sqrt, log, fabs, INFINITY, isfinite
+from libc.math cimport sqrt, fabs, isfinite
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from cpython.buffer cimport PyBuffer_Release
@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-from _blas cimport blas_int, _dot, _gemv, _gemm, _singular_values
+from _blas cimport blas_int, _dot, _gemv, _gemm
 from _buffers cimport take_floats
 
 cdef extern from "_elementwise.h" nogil:
@@ -679,75 +679,3 @@ def backward_gemms(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
               <floating> 0, &dh0[0, 0], H)
     return np.asarray(dW_xh), (np.asarray(dW_hh) if with_dW_hh else None)
 
-
-def jacobian_log_norms(const floating[:, :, ::1] h, const floating[:, ::1] W_hh,
-                       bint frobenius):
-    """L (T+1, B): L[k, b] = ln || dh[T-1]/dh[T-1-k] || for sample b, in float64.
-
-    The product of Jacobians diag(1 - h[i]^2) W_hh is renormalised to norm 1 after every
-    factor and the logs of the factors are summed, so it never overflows or underflows.
-    W_hh is first divided by its largest |entry| (added back as k ln scale) so even its
-    product with a unit-norm matrix stays finite. A product that is exactly zero (saturated
-    units) gives -inf from that lag on.
-    """
-    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], b, k, i, r, col
-    cdef double[:, ::1] L = np.zeros((T + 1, B))
-    cdef double[:, ::1] W = np.array(W_hh, dtype=np.float64)
-    cdef double[:, ::1] M = np.empty((H, H))
-    cdef double[:, ::1] M2 = np.empty((H, H))
-    cdef double[:, ::1] A = np.empty((H, H))
-    cdef double[::1] d = np.empty(H)
-    cdef double[::1] s = np.empty(H)
-    cdef double[::1] work = np.empty(1)
-    cdef double w_scale = np.max(np.abs(W_hh)) if H else 0.0, log_w, log_m, nrm
-    cdef blas_int lwork, info = 0
-    if w_scale == 0:
-        L[1:, :] = -INFINITY
-        return np.asarray(L)
-    log_w = log(w_scale)
-    np.asarray(W)[...] /= w_scale
-    if not frobenius:
-        _singular_values(<blas_int> H, &A[0, 0], &s[0], &work[0], -1)
-        work = np.empty(max(1, int(work[0])))
-    lwork = <blas_int> work.shape[0]
-    with nogil:
-        for b in range(B):
-            memset(&M[0, 0], 0, H * H * sizeof(double))
-            for r in range(H):
-                M[r, r] = 1
-            log_m = 0
-            for k in range(1, T + 1):
-                i = T - k
-                # M := M @ diag(1 - h[i, b]^2): tanh' of step i scales column c
-                for col in range(H):
-                    d[col] = 1 - (<double> h[i, b, col]) * h[i, b, col]
-                for r in range(H):
-                    for col in range(H):
-                        M[r, col] *= d[col]
-                # M2 := M @ W   (H, H) = (H, H) @ (H, H): one more factor dh[i]/dh[i-1]
-                _gemm(False, False, H, H, H, 1.0, &M[0, 0], H, &W[0, 0], H, 0.0, &M2[0, 0], H)
-                if frobenius:
-                    nrm = _careful_norm(H * H, &M2[0, 0])
-                else:
-                    memcpy(&A[0, 0], &M2[0, 0], H * H * sizeof(double))
-                    info = _singular_values(<blas_int> H, &A[0, 0], &s[0], &work[0], lwork)
-                    if info != 0:
-                        break
-                    nrm = s[0]
-                if nrm == 0:
-                    for r in range(k, T + 1):
-                        L[r, b] = -INFINITY
-                    break
-                log_m += log(nrm) + log_w
-                L[k, b] = log_m
-                # M := M2 / ||M2||
-                for r in range(H):
-                    for col in range(H):
-                        M[r, col] = M2[r, col] / nrm
-            if info != 0:
-                break
-    if info != 0:
-        raise FloatingPointError(
-            f"LAPACK dgesvd did not converge (info={info}) for a {H}x{H} Jacobian product; "
-            "use ord='fro'")
-    return np.asarray(L)

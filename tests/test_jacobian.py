@@ -85,3 +85,102 @@ def test_numpy_integer_ord_is_accepted(rng):
     np.testing.assert_array_equal(
         rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, ord=np.int64(2)),
         rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0))
+
+
+@pytest.mark.parametrize("init", ["gaussian", "orthogonal"])
+@pytest.mark.parametrize("H", [33, 64])
+def test_spectral_norm_matches_lapack_at_every_lag(rng, H, init):
+    # long enough for every path of the certified iteration: the first lags (where the top
+    # singular values are close and Cholesky or the SVD certify) and the later ones
+    T, B = 60, 2
+    x, W_xh, W_hh, b_h, h0, _ = random_problem(T, B, 3, H, rng=rng, scale=1.1)
+    if init == "orthogonal":
+        W_hh = 1.05 * orthogonal(H, rng)
+    L = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0)
+    h = forward(x, W_xh, W_hh, b_h, h0)
+    expected = log_norms(h, W_hh, 2)
+    # 1e-9 relative of the norm is 1e-9 absolute of its log
+    np.testing.assert_allclose(L, expected, rtol=0, atol=1e-9)
+
+
+def test_lags_and_batch_first(rng):
+    x, W_xh, W_hh, b_h, h0, _ = random_problem(9, 3, 2, 5, rng=rng, scale=1.3)
+    full = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0)
+    np.testing.assert_array_equal(rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, lags=4),
+                                  full[:5])
+    np.testing.assert_array_equal(
+        rnnx.jacobian_log_norms(np.swapaxes(x, 0, 1), W_xh, W_hh, b_h, h0, batch_first=True),
+        full.T)
+    for lags in (0, 10, 2.0, True):
+        with pytest.raises(ValueError, match="lags"):
+            rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, lags=lags)
+    with pytest.raises(TypeError, match="batch_first"):
+        rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, batch_first="yes")
+
+
+@pytest.mark.parametrize("ord", [2, "fro"])
+def test_same_numbers_with_one_and_two_threads(rng, ord):
+    # with two threads the samples are split over them; each sample's numbers do not move
+    from threadpoolctl import threadpool_limits
+    x, W_xh, W_hh, b_h, h0, _ = random_problem(20, 5, 3, 32, rng=rng, scale=1.2)
+    with threadpool_limits(1):
+        one = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, ord=ord)
+    with threadpool_limits(2):
+        two = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, ord=ord)
+    np.testing.assert_allclose(one, two, rtol=0, atol=1e-12)
+
+
+def test_model_method_takes_lags_and_batch_first(rng):
+    m = rnnx.RNN(2, 6, 1, seed=0, dtype="float64", spectral_radius=1.2)
+    x = rng.standard_normal((7, 3, 2))
+    p = m.params
+    L = rnnx.jacobian_log_norms(x, p["W_xh"], p["W_hh"], p["b_h"], lags=5)
+    np.testing.assert_array_equal(m.jacobian_log_norms(x, lags=5), L)
+    np.testing.assert_array_equal(
+        m.jacobian_log_norms(np.swapaxes(x, 0, 1), lags=5, batch_first=True), L.T)
+
+
+_INTERRUPTED = """
+import sys, time
+import numpy as np
+import rnnx
+from rnnx.diagnostics.lyapunov import lyapunov_exponents
+rng = np.random.default_rng(0)
+T, H = 4000, {H}
+x = rng.standard_normal((T, 1, 2)).astype(np.float32)
+W_xh, b_h = rng.standard_normal((H, 2)), np.zeros(H)
+W_hh = 1.1 * np.linalg.qr(rng.standard_normal((H, H)))[0]
+print("started", flush=True)
+t0 = time.perf_counter()
+try:
+    {call}
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("call", [
+    "rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h)",
+    "rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, ord='fro')",
+    "lyapunov_exponents(x, W_xh, W_hh, b_h)"])
+def test_ctrl_c_stops_a_long_call(call):
+    # The kernels check for a pending signal at release points: SIGINT ends a call that
+    # would run for minutes within about a second (here: a generous 10 s on a busy CI).
+    import signal
+    import subprocess
+    import sys
+    import time
+    child = subprocess.Popen([sys.executable, "-c", _INTERRUPTED.format(H=256, call=call)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "started"
+        time.sleep(1.0)                     # well inside the call (it takes minutes)
+        sent = time.perf_counter()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+        waited = time.perf_counter() - sent
+    finally:
+        child.kill()
+    assert "interrupted" in out, err
+    assert waited < 10, f"took {waited:.1f} s to stop"
+    print(f"stopped {waited:.2f} s after SIGINT")

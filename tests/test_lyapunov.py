@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 import rnnx
-from rnnx.diagnostics.lyapunov import EDGE_TOLERANCE, diagnose, lyapunov_exponents, verdict
+from rnnx.diagnostics.lyapunov import (EDGE_TOLERANCE, diagnose, local_lyapunov_exponents,
+                                      lyapunov_exponents, verdict)
 from rnnx.model.rnn import RNN
 
 
@@ -91,3 +92,102 @@ def test_diagnose_model():
     d = diagnose(big, np.zeros((20, 2, 2)), discard=0)
     assert d.verdict == "exploding"
     np.testing.assert_allclose(d.exponents, np.log(3.0), atol=1e-12)
+
+
+def _qr_method(h, W_hh, k, discard, window):
+    """A numpy transcription of the QR method (Benettin et al. 1980): sums of ln |diag R|
+    over each window of `window` steps after `discard`, (n_windows, B, k)."""
+    T, B, H = h.shape
+    W = np.asarray(W_hh, np.float64)
+    Q = np.broadcast_to(np.eye(H)[:, :k], (B, H, k))
+    sums = np.zeros(((T - discard) // window, B, k))
+    with np.errstate(divide="ignore"):
+        for t in range(T):
+            Q, R = np.linalg.qr((1.0 - h[t].astype(np.float64) ** 2)[:, :, None] * (W @ Q))
+            w = (t - discard) // window
+            if t >= discard and w < len(sums):
+                sums[w] += np.log(np.abs(np.diagonal(R, axis1=-2, axis2=-1)))
+    return sums
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k,H", [(1, 7), (3, 7), (7, 7), (20, 20), (17, 40)])
+def test_matches_numpy_transcription(dtype, k, H):
+    # k <= 16: Gram-Schmidt; larger frames: Cholesky QR with its correction
+    rng = np.random.default_rng(5)
+    T, B, D = 50, 3, 2
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    W_xh = rng.standard_normal((H, D)).astype(dtype)
+    W_hh = (1.4 * rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
+    b_h = (0.1 * rng.standard_normal(H)).astype(dtype)
+    h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
+    e = lyapunov_exponents(x, W_xh, W_hh, b_h, k=k, discard=5)
+    ref = _qr_method(h, W_hh, k, 5, T - 5)[0].mean(axis=0) / (T - 5)
+    np.testing.assert_allclose(e, np.sort(ref)[::-1], rtol=1e-10, atol=1e-12)
+    local = local_lyapunov_exponents(x, W_xh, W_hh, b_h, window=10, k=k, discard=5)
+    assert local.shape == (4, B, k)           # 45 steps: 4 windows of 10, 5 left over
+    np.testing.assert_allclose(local, _qr_method(h, W_hh, k, 5, 10) / 10, rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(
+        local_lyapunov_exponents(np.swapaxes(x, 0, 1), W_xh, W_hh, b_h, window=10, k=k,
+                                 discard=5, batch_first=True), local.transpose(1, 0, 2))
+
+
+def test_ill_conditioned_frames_fall_back_to_householder():
+    # units with tanh' ~ 1e-9 make the frame's columns nearly dependent: Cholesky QR
+    # would lose accuracy there, the Householder path must not
+    rng = np.random.default_rng(6)
+    T, B, H = 30, 2, 6
+    x = np.zeros((T, B, H))
+    x[:, :, :2] = 11.0                         # tanh(11) = 1 - 5.6e-10
+    W_xh, W_hh = np.eye(H), 0.9 * np.linalg.qr(rng.standard_normal((H, H)))[0]
+    h = rnnx.rnn_forward(x, W_xh, W_hh, np.zeros(H))
+    e = lyapunov_exponents(x, W_xh, W_hh, np.zeros(H))
+    ref = _qr_method(h, W_hh, H, 0, T)[0].mean(axis=0) / T
+    np.testing.assert_allclose(e, np.sort(ref)[::-1], rtol=1e-8)
+
+
+def test_saturated_trajectory_gets_its_own_verdict():
+    # an exploded W_hh: every unit at |h| = 1, tanh' = 0, no gradient flows back
+    m = RNN(2, 5, 1, seed=0, dtype="float32", init="identity")
+    m.params["W_hh"] = (4e9 * np.eye(5)).astype(np.float32)
+    x = np.ones((20, 3, 2), np.float32)
+    d = diagnose(m, x)
+    assert d.verdict == "saturated" and d.lambda_max == -np.inf
+    assert d.saturation > 0.9
+    assert "saturated" in d.explain() and "|h| = 1" in d.explain() and "4e+09" in d.explain()
+    assert verdict(-np.inf) == verdict(np.nan) == "saturated"
+
+
+def test_diagnose_lags_batch_first_and_tolerance():
+    m = RNN(2, 16, 1, seed=0, dtype="float32")            # orthogonal W_hh, in float32
+    x = np.random.default_rng(1).standard_normal((12, 3, 2)).astype(np.float32)
+    d = diagnose(m, x, lags=4)
+    assert d.jacobian_log_norms.shape == (5, 3) and d.T == 12
+    assert d.above_one == 0 and d.to_dict()["singular_values_above_1"] == 0
+    d2 = diagnose(m, np.swapaxes(x, 0, 1), lags=4, batch_first=True)
+    np.testing.assert_array_equal(d2.jacobian_log_norms, d.jacobian_log_norms)
+    np.testing.assert_array_equal(d2.exponents, d.exponents)
+
+
+def test_one_of_everything():
+    # T = B = H = k = 1 through the compiled loop: ln |w (1 - h^2)|
+    x, W_xh, W_hh, b_h = np.array([[[0.2]]]), np.array([[0.5]]), np.array([[-2.0]]), np.zeros(1)
+    h = np.tanh(0.1)
+    np.testing.assert_allclose(local_lyapunov_exponents(x, W_xh, W_hh, b_h, window=1),
+                               [[[np.log(2.0 * (1 - h ** 2))]]], rtol=1e-12)
+
+
+def test_cli_diagnose_lags_samples_and_length(capsys):
+    import json
+    from rnnx.cli.main import main
+    assert main(["diagnose", "--hidden", "8", "--length", "40", "--batch-size", "6",
+                 "--samples", "2", "--lags", "5", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["T"] == 40 and d["batch_size"] == 2            # the requested length, cut
+    assert len(d["jacobian_log_norms_mean"]) == 6 and d["singular_values_above_1"] == 0
+    assert main(["diagnose", "--hidden", "8", "--length", "40", "--quiet"]) == 0
+    assert "0 above 1 (counting from 1 + 0.0001)" in capsys.readouterr().out
+    assert main(["diagnose", "--samples", "20", "--batch-size", "4"]) == 2
+    assert "--samples 20 is more than --batch-size 4" in capsys.readouterr().err
+    assert main(["diagnose", "--lags", "200", "--length", "10"]) == 2

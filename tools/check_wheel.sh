@@ -87,8 +87,8 @@ print("  " + "\n  ".join(w_names))
 
 problems = []
 needed = ["pyproject.toml", "CMakeLists.txt", "README.md", "LICENSE", "PKG-INFO",
-          "src/_core.pyx", "src/_updates.pyx", "rnnx/__init__.py", "rnnx/py.typed",
-          "rnnx/_core.pyi", "rnnx/_updates.pyi"]
+          "src/_core.pyx", "src/_updates.pyx", "src/_diagnostics.pyx", "rnnx/__init__.py",
+          "rnnx/py.typed", "rnnx/_core.pyi", "rnnx/_updates.pyi", "rnnx/_diagnostics.pyi"]
 problems += [f"sdist lacks {n}" for n in needed if n not in s_names]
 if not any(n.startswith("tests/test_") for n in s_names):
     problems.append("sdist has no tests/test_*.py")
@@ -98,10 +98,11 @@ problems += [f"sdist has unexpected {n}" for n in s_names if n and not allowed.m
 problems += [f"sdist has build leftover {n}" for n in s_names
              if re.search(r"(\.so|\.pyd|\.pyc|__pycache__/.*)$", n)]
 
-for n in ["rnnx/__init__.py", "rnnx/py.typed", "rnnx/_core.pyi", "rnnx/_updates.pyi"]:
+for n in ["rnnx/__init__.py", "rnnx/py.typed", "rnnx/_core.pyi", "rnnx/_updates.pyi",
+          "rnnx/_diagnostics.pyi"]:
     if n not in w_names:
         problems.append(f"wheel lacks {n}")
-for module in ("_core", "_updates"):
+for module in ("_core", "_updates", "_diagnostics"):
     if not any(re.fullmatch(rf"rnnx/{module}\..*\.so", n) for n in w_names):
         problems.append(f"wheel lacks the compiled rnnx/{module}")
 problems += [f"wheel has build leftover {n}" for n in w_names
@@ -156,9 +157,10 @@ import types
 from pathlib import Path
 
 import rnnx._core
+import rnnx._diagnostics
 import rnnx._updates
 
-for module in (rnnx._core, rnnx._updates):
+for module in (rnnx._core, rnnx._updates, rnnx._diagnostics):
     name = module.__name__.rpartition(".")[2]
     stub = Path(module.__file__).with_name(name + ".pyi")
     stubbed = {n.name for n in ast.parse(stub.read_text()).body

@@ -29,7 +29,8 @@ def add_diagnose(sub):
                     "initialisation.",
         epilog="examples:\n  rnnx diagnose --hidden 64 --spectral-radius 1.5\n"
                "  rnnx diagnose run.npz --task adding --length 100 --plot diag.png\n"
-               "  rnnx diagnose run.npz --task noise --json")
+               "  rnnx diagnose run.npz --task noise --json\n"
+               "  rnnx diagnose --hidden 512 --batch-size 32 --samples 4 --lags 50")
     p.add_argument("checkpoint", nargs="?", help="checkpoint (.npz); omit for a random init")
     p.add_argument("--task", choices=task_names() + ["noise"], default="adding",
                    help="inputs of the trajectory: a built-in task's, or standard normal "
@@ -37,7 +38,11 @@ def add_diagnose(sub):
     p.add_argument("--length", "-T", type=positive(int), default=100,
                    help="trajectory length T (default: %(default)s)")
     p.add_argument("--batch-size", type=positive(int), default=16,
-                   help="sequences averaged over (default: %(default)s)")
+                   help="sequences drawn (default: %(default)s)")
+    p.add_argument("--samples", type=positive(int), default=None, metavar="N",
+                   help="diagnose a random subset of N of the sequences (default: all)")
+    p.add_argument("--lags", type=positive(int), default=None, metavar="K",
+                   help="Jacobian log-norms of the first K lags only (default: T)")
     p.add_argument("--hidden", type=positive(int), default=32,
                    help="hidden size of the random init")
     p.add_argument("--init", choices=RECURRENT_INITS, default="orthogonal",
@@ -52,6 +57,7 @@ def add_diagnose(sub):
                    help="write the figure to this file (.png added when it has no suffix; "
                         "in a folder: FOLDER/diagnosis.png) (default: no figure)")
     p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_diagnose)
 
 
@@ -112,8 +118,30 @@ def _overflow_horizon_line(rate):
             f"{h['float64']:.0f}")
 
 
+def _diagnosis_inputs(args, model):
+    """x (T, B, D) of the requested length T: a task's batch (whose length the task may
+    draw above T) is cut to its first T steps; --samples picks a random subset."""
+    rng = np.random.default_rng(args.seed + 1)
+    if args.task == "noise":
+        x = rng.standard_normal((args.length, args.batch_size, model.input_size))
+    else:
+        task = make_task(args.task, args.length)
+        if task.input_size != model.input_size:
+            raise UsageError(f"task {args.task!r} has {task.input_size} inputs but the model "
+                             f"takes {model.input_size}; pick its task or --task noise")
+        x = task.sample(args.batch_size, rng)[0][:args.length]
+    if args.samples is not None:
+        if args.samples > args.batch_size:
+            raise UsageError(f"--samples {args.samples} is more than --batch-size "
+                             f"{args.batch_size}")
+        x = x[:, np.sort(rng.choice(args.batch_size, args.samples, replace=False))]
+    if args.lags is not None and args.lags > args.length:
+        raise UsageError(f"--lags {args.lags} is more than --length {args.length}")
+    return x
+
+
 def run_diagnose(args):
-    from ..diagnostics.lyapunov import diagnose
+    from ..diagnostics.lyapunov import SINGULAR_TOLERANCE, diagnose
     figure = None
     if args.plot:
         from .plots import require_matplotlib
@@ -126,17 +154,10 @@ def run_diagnose(args):
         check_memory(args.length, args.batch_size, args.hidden, D, 1, args.dtype,
                       training=False)
         model = new_model(args, D, 1)
-    rng = np.random.default_rng(args.seed + 1)
-    if args.task == "noise":
-        x = rng.standard_normal((args.length, args.batch_size, model.input_size))
-    else:
-        task = make_task(args.task, args.length)
-        if task.input_size != model.input_size:
-            raise UsageError(f"task {args.task!r} has {task.input_size} inputs but the model "
-                             f"takes {model.input_size}; pick its task or --task noise")
-        x = task.sample(args.batch_size, rng)[0]
+    x = _diagnosis_inputs(args, model)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        d = diagnose(model, x.astype(model.dtype))
+        d = diagnose(model, x.astype(model.dtype), lags=args.lags,
+                     progress=not (args.quiet or args.json))
     if figure is not None:
         from .plots import save_diagnosis_figure
         try:
@@ -150,9 +171,11 @@ def run_diagnose(args):
         print(json.dumps(jsonable(out)))
         return EXIT_OK
     s, L = d.singular_values, d.log_norms
-    lags = sorted({k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, d.T) if k <= d.T})
+    K = len(L) - 1
+    lags = sorted({k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, K) if k <= K})
     print(f"W_hh: H={len(s)}, spectral radius {d.spectral_radius:.4g}, singular values "
-          f"{s[0]:.4g} (max) .. {s[-1]:.4g} (min), {int((s > 1).sum())} above 1")
+          f"{s[0]:.4g} (max) .. {s[-1]:.4g} (min), {d.above_one} above 1 "
+          f"(counting from 1 + {SINGULAR_TOLERANCE:g})")
     print(f"Jacobian ln||dh[T-1]/dh[T-1-k]|| (mean of {d.batch_size} sequences, T={d.T}): "
           + ", ".join(f"k={k}: {L[k]:+.3g}" for k in lags)
           + f"   [bound k ln sigma_max: {math.log(s[0]):+.4f} per step]")

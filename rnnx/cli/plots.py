@@ -214,11 +214,15 @@ def save_diagnosis_figure(path, diagnosis):
     against lag with the bound, and the Lyapunov spectrum."""
     require_matplotlib()
     from matplotlib.figure import Figure
+    import warnings
     fig = Figure(figsize=(12, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2)
-    plot_jacobian({"trajectory": (diagnosis.jacobian_log_norms, diagnosis.sigma_max)},
-                  left)
-    plot_lyapunov(diagnosis.exponents, right)
+    with warnings.catch_warnings():
+        # a saturated model has lags (and exponents) that are all -inf: nothing to draw
+        warnings.simplefilter("ignore", RuntimeWarning)
+        plot_jacobian({"trajectory": (diagnosis.jacobian_log_norms, diagnosis.sigma_max)},
+                      left)
+        plot_lyapunov(diagnosis.exponents, right)
     fig.suptitle(f"verdict: {diagnosis.verdict} (lambda_1 = {diagnosis.lambda_max:+.4f} "
                  f"per step, spectral radius {diagnosis.spectral_radius:.4g})")
     return _save(fig, path)

@@ -1,6 +1,6 @@
 """The compiled core's Python face: argument checks, the kernel plan, threads, and the
 exceptions raised from the kernels' statuses. Everything above this layer calls
-rnn_forward / rnn_backward / jacobian_log_norms (or their checked-once twins)."""
-from .recurrence import BackwardResult, jacobian_log_norms, rnn_backward, rnn_forward
+rnn_forward / rnn_backward (or their checked-once twins)."""
+from .recurrence import BackwardResult, rnn_backward, rnn_forward
 
-__all__ = ["BackwardResult", "rnn_forward", "rnn_backward", "jacobian_log_norms"]
+__all__ = ["BackwardResult", "rnn_forward", "rnn_backward"]

@@ -1,4 +1,4 @@
-"""The tanh recurrence, its backpropagation through time, and its Jacobian log-norms.
+"""The tanh recurrence and its backpropagation through time.
 
     h[t] = tanh(x[t] @ W_xh.T + h[t-1] @ W_hh.T + b_h),   h[-1] = h0
 
@@ -11,7 +11,6 @@ statuses into exceptions.
 from __future__ import annotations
 
 import functools
-import numbers
 import threading
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from ..errors import GradientOverflowError
 from .plan import make_plan
 from .threads import run_blocks
 
-__all__ = ["BackwardResult", "rnn_forward", "rnn_backward", "jacobian_log_norms"]
+__all__ = ["BackwardResult", "rnn_forward", "rnn_backward"]
 
 
 @dataclass(frozen=True)
@@ -237,25 +236,3 @@ def _check_gradients(gradients, delta_norms, batch_first):
     if batch_first and name == "dx":
         index = (index[1], index[0], index[2])
     raise GradientOverflowError(t, value, delta_norms=delta_norms, output=name, index=index)
-
-
-def jacobian_log_norms(x, W_xh, W_hh, b_h, h0=None, *, ord=2):
-    """L (T+1, B) float64 with L[k, b] = ln || dh[T-1] / dh[T-1-k] || for sample b.
-
-    Lags k = 0..T: k = 0 is the identity (0 for ord=2; ln sqrt(H) for "fro"), k = T is the
-    Jacobian with respect to h0. The product of the per-step Jacobians
-    dh[i]/dh[i-1] = diag(1 - h[i]^2) W_hh is accumulated in float64 along the trajectory
-    that rnn_forward computes, and renormalised after every factor, so it never overflows
-    or underflows whatever T and W_hh. ord is 2 (spectral norm) or "fro". A product that
-    is exactly zero (saturated units) gives -inf from that lag on.
-    """
-    if not (isinstance(ord, str) and ord == "fro") and not (
-            isinstance(ord, numbers.Real) and not isinstance(ord, bool) and ord == 2):
-        raise ValueError(f"ord must be 2 or 'fro'; got {ord!r}")
-    x, W_xh, W_hh, b_h, h0 = _parameters(x, W_xh, W_hh, b_h, h0)
-    h = _forward(x, W_xh, W_hh, b_h, h0)
-    L = _core.jacobian_log_norms(h, W_hh, ord == "fro")
-    if ord == "fro":
-        L[0] = 0.5 * np.log(W_hh.shape[0])
-    return L
-

@@ -1,5 +1,7 @@
-"""Diagnostics of a recurrence: the Lyapunov exponents, the Jacobian log-norms along a
-trajectory, and a verdict (exploding, vanishing, at the edge)."""
-from .lyapunov import diagnose
+"""Diagnostics of a recurrence: the Jacobian log-norms along a trajectory, the Lyapunov
+exponents (global and finite-time), and a verdict (exploding, vanishing, at the edge,
+saturated)."""
+from .jacobian import jacobian_log_norms
+from .lyapunov import diagnose, local_lyapunov_exponents, lyapunov_exponents
 
-__all__ = ["diagnose"]
+__all__ = ["diagnose", "jacobian_log_norms", "lyapunov_exponents", "local_lyapunov_exponents"]

@@ -21,7 +21,7 @@ from .._checks import (all_finite, choice, float_array, float_dtype, positive,
 from .._checks import seed as checked_seed
 from .init import (RECURRENT_INITS, _spectral_radius, init_params)
 from .losses import LOSSES
-from ..core.recurrence import _backward, _forward, jacobian_log_norms
+from ..core.recurrence import _backward, _forward
 from ..errors import GradientOverflowError
 from .regularizers import OMEGA_FORMS
 
@@ -245,12 +245,15 @@ class RNN:
         return Gradients(loss=value, grads=grads, delta_norms=g.delta_norms,
                          h_last=h[-1].copy(), omega=omega_value)
 
-    def jacobian_log_norms(self, x, h0=None, *, ord=2):
+    def jacobian_log_norms(self, x, h0=None, *, ord=2, lags=None, batch_first=False):
         """rnnx.jacobian_log_norms along this model's trajectory on the batch x: (T+1, B)
-        float64, ln ||dh[T-1] / dh[T-1-k]|| per lag k and sequence."""
-        x, h0 = self.checked_inputs(x, h0)
+        float64, ln ||dh[T-1] / dh[T-1-k]|| per lag k and sequence (see it for lags and
+        batch_first)."""
+        from ..diagnostics.jacobian import jacobian_log_norms, time_major
+        x, h0 = self.checked_inputs(time_major(x, batch_first), h0)
         p = self.checked_params()
-        return jacobian_log_norms(x, p["W_xh"], p["W_hh"], p["b_h"], h0, ord=ord)
+        L = jacobian_log_norms(x, p["W_xh"], p["W_hh"], p["b_h"], h0, ord=ord, lags=lags)
+        return np.ascontiguousarray(L.T) if batch_first else L
 
     def diagnostics(self):
         """{"spectral_radius", "sigma_max", "singular_values" (descending)} of W_hh."""

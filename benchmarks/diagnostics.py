@@ -1,0 +1,124 @@
+"""Speed of the diagnostics against the limit their arithmetic sets, at the machine's GEMM rate.
+
+    python benchmarks/diagnostics.py            # every size (20 minutes on a busy 2-core box)
+    python benchmarks/diagnostics.py --quick    # the two smaller sizes
+    python benchmarks/diagnostics.py --sizes 2 3 --threads 2
+
+The limits: exact Jacobian log-norms for every lag need T * B products of (H, H) @ (H, H),
+2 T B H^3 flops (both norms); the k largest Lyapunov exponents need T * B products of
+(H, H) @ (H, k) and a QR of (H, k), 2 T B H^2 k + 2 T B H k^2 flops; the largest alone
+(k = 1) is compared with the forward trajectory plus its tangent vector,
+2 T B H (D + H) + 2 T B H^2. Each time is printed with its GFLOP/s and its multiple of
+the limit at the float64 GEMM rate of (1024, 1024) @ (1024, 1024) measured just before
+each size with the same number of threads (the kernels accumulate in float64; on a shared
+machine the rate drifts within a run). Inputs: float32, the
+problem of benchmarks/_problem.py (W_hh = 0.9 x orthogonal, D = 8).
+
+Then the busy-machine ratio: jacobian_log_norms at (T, B, H) = (10, 1, 128) with a busy
+loop on every core, over its time on the idle machine, at the default BLAS threads.
+"""
+import argparse
+import multiprocessing
+import os
+import time
+
+from _problem import problem
+
+SIZES = [(1000, 1, 64), (100, 32, 128), (100, 32, 512), (5000, 1, 256)]
+D = 8
+
+
+def best_time(fn, budget=1.0, most=5):
+    """The fastest of up to `most` calls, as many as fit in about `budget` seconds."""
+    best, spent, n = float("inf"), 0.0, 0
+    while n < most and (n == 0 or spent + best < budget):
+        t0 = time.perf_counter()
+        fn()
+        t = time.perf_counter() - t0
+        best, spent, n = min(best, t), spent + t, n + 1
+    return best
+
+
+def gemm_rate():
+    """flop/s of float64 (1024, 1024) @ (1024, 1024) by scipy's BLAS (the kernels' BLAS)."""
+    import numpy as np
+    from scipy.linalg.blas import dgemm
+    a = np.asfortranarray(np.random.default_rng(0).standard_normal((1024, 1024)))
+    return 2 * 1024 ** 3 / best_time(lambda: dgemm(1.0, a, a), budget=2.0)
+
+
+def rows(T, B, H, rate):
+    import numpy as np
+    import rnnx
+    from rnnx.diagnostics.lyapunov import lyapunov_exponents
+    x, W_xh, W_hh, b_h, _ = problem(T, B, D, H, np.float32)
+    for name, fn, flops in [
+            ("jacobian ord=2", lambda: rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h),
+             2 * T * B * H ** 3),
+            ("jacobian fro", lambda: rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, ord="fro"),
+             2 * T * B * H ** 3)] + [
+            (f"lyapunov k={k}", lambda k=k: lyapunov_exponents(x, W_xh, W_hh, b_h, k=k),
+             2 * T * B * H * (D + H) + 2 * T * B * H ** 2 if k == 1
+             else 2 * T * B * H ** 2 * k + 2 * T * B * H * k ** 2)
+            for k in sorted({1, min(10, H), H})]:
+        t = best_time(fn)
+        yield name, t, flops / t / 1e9, t / (flops / rate)
+
+
+def busy_ratio():
+    import numpy as np
+    import rnnx
+    x, W_xh, W_hh, b_h, _ = problem(10, 1, D, 128, np.float32)
+    call = lambda: rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h)  # noqa: E731
+    idle = best_time(call, budget=2.0, most=20)
+    spinners = [multiprocessing.Process(target=_spin, daemon=True)
+                for _ in range(os.cpu_count() or 1)]
+    for p in spinners:
+        p.start()
+    try:
+        time.sleep(0.5)
+        busy = best_time(call, budget=5.0, most=20)
+    finally:
+        for p in spinners:
+            p.terminate()
+            p.join()
+    return idle, busy
+
+
+def _spin():
+    while True:
+        pass
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="only the two smaller sizes")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, metavar="I",
+                        help=f"indices into {SIZES} (default: all)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="BLAS thread counts to run (default: 1 2)")
+    args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+    sizes = SIZES[:2] if args.quick else SIZES
+    if args.sizes is not None:
+        sizes = [SIZES[i] for i in args.sizes]
+    print("| T | B | H | threads | what | time (s) | GFLOP/s | x limit |")
+    print("|---|---|---|---|---|---|---|---|")
+    rates = []
+    for n in args.threads:
+        with threadpool_limits(n):
+            for T, B, H in sizes:
+                rate = gemm_rate()
+                rates.append(f"{rate / 1e9:.3g} ({n} thread{'s' if n > 1 else ''}, H={H})")
+                for name, t, gflops, multiple in rows(T, B, H, rate):
+                    print(f"| {T} | {B} | {H} | {n} | {name} | {t:.3g} | {gflops:.3g} | "
+                          f"{multiple:.2f} |", flush=True)
+    print("float64 GEMM (1024^3) GFLOP/s before each size: " + ", ".join(rates))
+    idle, busy = busy_ratio()
+    print(f"busy machine: jacobian_log_norms (10, 1, 128) {idle * 1e3:.3g} ms idle, "
+          f"{busy * 1e3:.3g} ms with a busy loop on each of {os.cpu_count()} cores: "
+          f"ratio {busy / idle:.2f}")
+
+
+if __name__ == "__main__":
+    main()

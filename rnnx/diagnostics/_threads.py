@@ -1,0 +1,58 @@
+"""How a diagnostics call uses threads, decided once per call from its shape.
+
+The samples of a batch are independent, so with two BLAS threads or more and B >= 2 the
+kernels of rnnx._diagnostics run on disjoint blocks of samples at once, each on one BLAS
+thread. With one block, a product large enough to gain runs on the BLAS threads; a smaller
+one runs on one thread, whatever the process's BLAS setting: threaded BLAS on small
+per-lag products, its idle workers spinning against a busy machine, was up to 900x slower
+(issue 14). benchmarks/diagnostics.py measures both.
+"""
+from contextlib import nullcontext
+
+import numpy as np
+
+from .. import _diagnostics
+from ..core.threads import can_serialise, run_blocks, serial_blas, thread_budget
+
+__all__ = ["run_samples"]
+
+# multiply-adds of one product from which it runs on the BLAS threads: (H, H) @ (H, H) at
+# H = 1024. Below that, 2 BLAS threads were slower than one on a busy machine (their
+# workers spin against other work; benchmarks/diagnostics.py measures it), so smaller
+# products stay on one thread.
+_THREADED_PRODUCT = 1 << 30
+
+
+def _plan(B, product):
+    """(blocks, context): the blocks of samples and the BLAS setting they run under."""
+    threads = thread_budget()
+    quiet = can_serialise()
+    if threads >= 2 and B >= 2 and quiet:
+        n = min(threads, B)
+        edges = [B * i // n for i in range(n + 1)]
+        return list(zip(edges[:-1], edges[1:])), serial_blas
+    if threads >= 2 and product >= _THREADED_PRODUCT:
+        return [(0, B)], nullcontext
+    return [(0, B)], serial_blas if quiet else nullcontext
+
+
+def run_samples(kernel, B, product, progress=None):
+    """Run kernel(b0, b1, stop, progress, errors, main) -> (status, info) over blocks of the
+    B samples; product is the multiply-adds of one of its per-step products. progress(n)
+    gets the units done by all samples (estimated from the first block's). Raises the
+    exception that stopped a block (KeyboardInterrupt on Ctrl-C) or, for a LAPACK failure,
+    FloatingPointError."""
+    blocks, context = _plan(B, product)
+    stop, errors = np.zeros(1, np.int32), []
+    share = B / (blocks[0][1] - blocks[0][0])
+    report = None if progress is None else (lambda n: progress(n * share))
+    with context():
+        results = run_blocks(lambda i, b0, b1: kernel(b0, b1, stop, report if i == 0 else None,
+                                                      errors, i == 0), blocks)
+    if errors:
+        raise errors[0]
+    for status, info in results:
+        if status == _diagnostics.STATUS_LAPACK_FAILED:
+            raise FloatingPointError(f"LAPACK reported info={info} in a diagnostics kernel")
+        if status != _diagnostics.STATUS_OK:       # a block stopped by another one
+            raise KeyboardInterrupt
