@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rnnx
+from rnnx.training.history import COLUMNS
 from rnnx.cli.main import main
 
 HUGE = {"--hidden": "100000000", "--length": "100000000", "--batch-size": "1000000000"}
@@ -37,7 +38,7 @@ def test_huge_sizes_are_refused_in_one_line_before_allocating(command, flag, cap
 
 def _train_log(path):
     task = rnnx.tasks.make("adding", 10)
-    model = rnnx.RNN(task.input_size, 4, task.output_size, seed=0)
+    model = rnnx.RNN(task.input_size, 4, task.output_size, readout=task.readout, seed=0)
     rnnx.Trainer(model, rnnx.SGD(lr=0.1), loss=task.loss, log_path=path, progress=False,
                  seed=0).fit(task, steps=5, batch_size=2)
     return path
@@ -69,12 +70,13 @@ def test_plot_garbage_names_the_file(tmp_path, capsys, suffix):
 def test_plot_a_torn_last_field_names_the_file_line_and_column(tmp_path, capsys):
     log = _train_log(tmp_path / "run.csv")
     lines = log.read_text().splitlines()
-    fields = lines[-1].split(",")
-    fields[-1] = "na"                                  # the "nan" of a torn write
+    header, fields = lines[0].split(","), lines[-1].split(",")
+    # the last numeric column (text columns such as blame_rows may follow it)
+    k = max(i for i, name in enumerate(header) if COLUMNS.get(name, "float") != "str")
+    fields[k] = "na"                                   # the "nan" of a torn write
     log.write_text("\n".join(lines[:-1] + [",".join(fields)]) + "\n")
     assert main(["plot", str(log)]) == 1
-    header = lines[0].split(",")
-    _one_line_error(capsys, str(log), f"line {len(lines)}", repr(header[-1]), "'na'")
+    _one_line_error(capsys, str(log), f"line {len(lines)}", repr(header[k]), "'na'")
     # the same line cut short by a kill (no newline yet) is dropped, the rest is read
     log.write_text("\n".join(lines[:-1] + [",".join(fields)]))
     assert len(rnnx.load_history(log)) == len(lines) - 2

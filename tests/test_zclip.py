@@ -193,7 +193,8 @@ def test_composes_in_a_chain():
 
 def test_a_trainer_run_clips_its_spikes_as_the_paper_says():
     task = rnnx.tasks.make("adding", 20)
-    model = rnnx.RNN(task.input_size, 16, task.output_size, spectral_radius=1.3, seed=0)
+    model = rnnx.RNN(task.input_size, 16, task.output_size, readout=task.readout,
+                     spectral_radius=1.3, seed=0)
     clip = rnnx.zclip(2.0, alpha=0.9, warmup=10)
     trainer = rnnx.Trainer(model, rnnx.SGD(lr=0.3), loss=task.loss, clip=clip,
                            policy="skip", spikes=None, seed=0)

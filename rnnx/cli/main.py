@@ -16,9 +16,8 @@ from pathlib import Path
 
 from .._checks import FLOAT_DTYPES
 from ..model.init import RECURRENT_INITS
-from ..optim import clipping
 from ..optim.optimizers import OPTIMIZERS
-from ..optim.zclip import zclip
+from ..optim.named import CLIPS, make_clip
 from ..tasks import make as make_task
 from ..training import POLICIES, SPIKE_POLICIES
 from .args import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Parser, UsageError
@@ -30,6 +29,8 @@ from .args import quoted as _quoted
 from .args import shown as _shown
 from .args import task_names as _task_names
 from .diagnosis import add_diagnose as _add_diagnose
+from .resume import (MAY_CHANGE, SavedSettings, record_given_flags, resume_settings,
+                     settings_of)
 from .sizes import check_memory as _check_memory
 from .sizes import new_model as _new_model
 from .sizes import task_sizes as _task_sizes
@@ -82,21 +83,11 @@ def _spike_choices():
     return tuple("off" if p is None else p for p in SPIKE_POLICIES)
 
 
-# --clip NAME -> (the transformation given --clip-threshold, that threshold's default)
-_CLIPS = {"none": (lambda c: None, None),
-          "global_norm": (clipping.clip_by_global_norm, 1.0),
-          "value": (clipping.clip_by_value, 1.0),
-          "parameter_norm": (clipping.clip_by_parameter_norm, 1.0),
-          "adaptive": (clipping.adaptive_clip, 1.0),
-          "autoclip": (clipping.autoclip, 1.0),
-          "zclip": (zclip, 2.5)}
-
-
 def _threshold_defaults():
     """'1; 2.5 for zclip': the usual --clip-threshold default, then the exceptions."""
-    values = [d for _, d in _CLIPS.values() if d is not None]
+    values = [d for _, d in CLIPS.values() if d is not None]
     usual = max(set(values), key=values.count)
-    others = [f"{d:g} for {k}" for k, (_, d) in _CLIPS.items() if d not in (None, usual)]
+    others = [f"{d:g} for {k}" for k, (_, d) in CLIPS.items() if d not in (None, usual)]
     return "; ".join([f"{usual:g}"] + others)
 
 
@@ -111,10 +102,7 @@ def _add_train(sub):
                "  rnnx train --spectral-radius 1.5 --lr 0.3 --policy skip --log run.csv --json\n"
                "  rnnx train --steps 2000 --checkpoint run.npz --checkpoint-every 100\n"
                "  rnnx train --steps 4000 --checkpoint run.npz --resume   # continue it")
-    # the flags record that they were given, so that --resume tells them from the defaults
-    for kind, action in ((None, argparse._StoreAction), ("store", argparse._StoreAction),
-                         ("store_true", argparse._StoreTrueAction)):
-        p.register("action", kind, _recording(action))
+    record_given_flags(p)       # so that --resume tells a given flag from a default
     g = p.add_argument_group("task and model")
     g.add_argument("--task", choices=_task_names(), default="adding", help="built-in task")
     g.add_argument("--length", "-T", type=_positive(int), default=50, help="sequence length T")
@@ -131,7 +119,7 @@ def _add_train(sub):
     g.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd", help="optimizer")
     g.add_argument("--lr", type=_positive(float), default=0.01, help="learning rate")
     g.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
-    g.add_argument("--clip", choices=tuple(_CLIPS), default="none",
+    g.add_argument("--clip", choices=tuple(CLIPS), default="none",
                    help="gradient clipping transformation")
     g.add_argument("--clip-threshold", type=_positive(float), default=None,
                    help="max norm / limit / AGC ratio / AutoClip percentile / ZClip z-score "
@@ -160,7 +148,7 @@ def _add_train(sub):
     g.add_argument("--resume", action="store_true",
                    help="continue the run saved in --checkpoint, with its settings (flags "
                         "given override only " + ", ".join("--" + k.replace("_", "-") for k
-                                                           in _RESUME_MAY_CHANGE) + ")")
+                                                           in MAY_CHANGE) + ")")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing --checkpoint with a new run")
     g.add_argument("--quiet", action="store_true", help="no progress bar or table")
@@ -172,63 +160,8 @@ def _add_train(sub):
     p.set_defaults(run=_run_train)
 
 
-# the settings a resumed run may change; the others are read from the checkpoint
-_RESUME_MAY_CHANGE = ("steps", "checkpoint_every", "log", "policy", "spikes")
-_NOT_SAVED = ("checkpoint", "resume", "overwrite", "quiet", "json", "explain", "run", "command",
-              "given_flags")
-
-
-def _recording(action):
-    """action, also adding its dest to the namespace's given_flags when it is given."""
-    class Recording(action):
-        def __call__(self, parser, namespace, values, option_string=None):
-            super().__call__(parser, namespace, values, option_string)
-            namespace.given_flags = getattr(namespace, "given_flags", set()) | {self.dest}
-    return Recording
-
-
-class _SavedSettings:
-    """A callback whose checkpoint state is the command line's settings, so that
-    `rnnx train --resume` can read them back."""
-
-    state_key = "rnnx_train"
-
-    def __init__(self, settings):
-        self.settings = settings
-
-    def state_dict(self):
-        return {"settings": json.dumps(self.settings)}
-
-    def load_state_dict(self, state):
-        pass
-
-
-def _resume_settings(args, given):
-    """Fill args from the checkpoint's saved settings: a flag given may change only what
-    _RESUME_MAY_CHANGE lists. True when the failure or spike policy changes."""
-    from ..training.checkpoint import CheckpointError, load_checkpoint
-    try:
-        state = load_checkpoint(args.checkpoint)
-        saved = json.loads(state["callbacks"]["rnnx_train"]["settings"])
-    except CheckpointError as e:
-        raise OSError(str(e)) from None
-    except (KeyError, TypeError, ValueError):
-        return False     # not written by rnnx train: the flags must match its settings
-    for k, v in saved.items():
-        if k in given and k not in _RESUME_MAY_CHANGE and getattr(args, k, v) != v:
-            flag = "--" + k.replace("_", "-")
-            raise UsageError(f"{flag} {getattr(args, k)} differs from the checkpoint's "
-                             f"{v!r}; a resumed run keeps its settings (only "
-                             + ", ".join("--" + m.replace("_", "-") for m in _RESUME_MAY_CHANGE)
-                             + " may change; or start a new run with --overwrite)")
-        if k not in given:
-            setattr(args, k, v)
-    return any(k in given and getattr(args, k) != saved.get(k) for k in ("policy", "spikes"))
-
-
 def _clip(args):
-    make, default = _CLIPS[args.clip]
-    return make(default if args.clip_threshold is None else args.clip_threshold)
+    return make_clip(args.clip, args.clip_threshold)
 
 
 def _optimizer(args):
@@ -253,13 +186,13 @@ def _run_train(args):
     if args.resume:
         if not Path(args.checkpoint).exists():
             raise FileNotFoundError(f"no checkpoint to resume at {args.checkpoint!r}")
-        new_policy = _resume_settings(args, given)
+        new_policy = resume_settings(args, given)
     elif args.checkpoint and Path(args.checkpoint).exists() and not args.overwrite:
         raise UsageError(f"checkpoint {args.checkpoint!r} exists: pass --resume to continue "
                          "that run, or --overwrite to replace it with a new one")
     if args.checkpoint_every and not args.checkpoint:
         raise UsageError("--checkpoint-every needs --checkpoint PATH")
-    settings = {k: v for k, v in vars(args).items() if k not in _NOT_SAVED}
+    settings = settings_of(args)
     _check_memory(args.length, args.batch_size, args.hidden, *_task_sizes(args.task),
                   args.dtype, training=True)
     task = make_task(args.task, args.length, dtype=args.dtype)
@@ -270,7 +203,7 @@ def _run_train(args):
                       omega=args.omega, spikes=None if args.spikes == "off" else args.spikes,
                       log_path=args.log, checkpoint_path=args.checkpoint,
                       checkpoint_every=args.checkpoint_every,
-                      callbacks=[_SavedSettings(settings)],
+                      callbacks=[SavedSettings(settings)],
                       progress=not (args.quiet or args.json), seed=args.seed)
     if args.resume:
         try:

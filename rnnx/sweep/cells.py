@@ -122,7 +122,8 @@ def _diagnose(settings):
     model = RNN(task.input_size, s["hidden"], task.output_size, readout=task.readout,
                 dtype=s["dtype"], init=s["init"], spectral_radius=s["spectral_radius"],
                 std=s["std"], seed=s["seed"])
-    x = task.sample(s["batch_size"], np.random.default_rng(s["seed"] + 1))[0]
+    # the first T steps, as rnnx diagnose takes them (a task may draw longer sequences)
+    x = task.sample(s["batch_size"], np.random.default_rng(s["seed"] + 1))[0][:s["length"]]
     d = diagnose(model, x)
     lam = d.lambda_max
     log_max = math.log(float(np.finfo(s["dtype"]).max))

@@ -49,7 +49,8 @@ def _axes(text):
 def add_map_arguments(parser):
     parser.add_argument("--metric", default=None,
                         help="also map this column's mean (e.g. max_grad_norm, accuracy, "
-                             "first_nonfinite_step; for diagnose: sigma_max, ...)")
+                             "first_nonfinite_step; for diagnose: sigma_max, ...) (default: the "
+                             "outcome map only)")
     parser.add_argument("--axes", type=_axes, default=None, metavar="X,Y[,PANEL]",
                         help="grid axes of the maps (default: the first grid axes with "
                              "more than one value)")

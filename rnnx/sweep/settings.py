@@ -14,10 +14,13 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from ..optim import optimizers
+from ..optim.named import CLIPS
+
 __all__ = ["SETTINGS", "Setting", "defaults", "check_settings", "build_run"]
 
-OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
-CLIP_METHODS = ("global_norm", "value", "parameter_norm", "adaptive", "autoclip")
+OPTIMIZERS = tuple(optimizers.OPTIMIZERS)
+CLIP_METHODS = tuple(name for name in CLIPS if name != "none")
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,8 @@ def _table():
         S("momentum", "float", 0.0, "SGD momentum", "nonnegative"),
         S("clip", "clip", None, "clipping: none, a global-norm threshold or a method",
           "positive", none=True),
-        S("clip_threshold", "float", 1.0, "threshold of a clipping method", "positive"),
+        S("clip_threshold", "float", None, "threshold of a clipping method (default: the "
+          "method's own)", "positive", none=True),
         S("clip_delta", "float", None, "element-wise clip of dL/dh[t] inside BPTT",
           "positive", none=True),
         S("max_norm", "float", None, "fail a step whose ||dL/dh[t]|| passes this",
@@ -148,22 +152,19 @@ def check_settings(settings):
 
 def _clip(settings):
     from ..optim import clipping
+    from ..optim.named import make_clip
     clip, c = settings["clip"], settings["clip_threshold"]
     if clip is None:
         return None
     if not isinstance(clip, str):
         return clipping.clip_by_global_norm(clip)
-    return {"global_norm": clipping.clip_by_global_norm, "value": clipping.clip_by_value,
-            "parameter_norm": clipping.clip_by_parameter_norm,
-            "adaptive": clipping.adaptive_clip, "autoclip": clipping.autoclip}[clip](c)
+    return make_clip(clip, c)
 
 
 def _optimizer(settings):
-    from ..optim import optimizers
     if settings["optimizer"] == "sgd":
         return optimizers.SGD(lr=settings["lr"], momentum=settings["momentum"])
-    return {"adam": optimizers.Adam, "rmsprop": optimizers.RMSprop,
-            "adagrad": optimizers.Adagrad}[settings["optimizer"]](lr=settings["lr"])
+    return optimizers.OPTIMIZERS[settings["optimizer"]](lr=settings["lr"])
 
 
 def build_run(settings, *, callbacks=()):

@@ -315,7 +315,10 @@ def load_history(path):
             if not isinstance(raw, dict):
                 raise bad(n, f"a JSON {type(raw).__name__}, not an object")
             for k, v in raw.items():
-                if not (v is None or isinstance(v, (int, float))):
+                if _kind(k) == "str":
+                    if not isinstance(v, str):
+                        raise bad(n, f"{k!r} is {v!r}, not a string")
+                elif not (v is None or isinstance(v, (int, float))):
                     raise bad(n, f"{k!r} is {v!r}, not a number")
             records.append({k: (math.nan if v is None else v) for k, v in raw.items()})
     deltas = None
