@@ -234,7 +234,8 @@ def test_train_and_plot_explain(tmp_path, capsys):
 
 
 def test_jsonable_and_wrap():
-    from rnnx.cli.report import jsonable, wrap
+    from rnnx.cli.args import jsonable
+    from rnnx.cli.report import wrap
     got = jsonable({"a": (1, np.float32(2.5), math.nan), "b": [math.inf, {"c": np.int64(3)}]})
     assert json.dumps(got) == '{"a": [1, 2.5, null], "b": [null, {"c": 3}]}'
     text = wrap(("word " * 40).strip() + "\n\n" + "short")

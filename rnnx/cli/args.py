@@ -7,6 +7,8 @@ import argparse
 import math
 import os
 
+import numpy as np
+
 from ..tasks import TASKS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -82,9 +84,13 @@ def task_names():
 
 
 def jsonable(value):
-    """NaN/inf -> None so that the output is strict JSON."""
+    """value for strict JSON: NaN/inf -> None, tuples -> lists, numpy scalars -> Python."""
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

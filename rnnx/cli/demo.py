@@ -60,8 +60,9 @@ from ..optim.clipping import clip_by_global_norm
 from ..optim.optimizers import SGD
 from ..tasks import make
 from ..training import Callback, Trainer
-from .report import (CALM_STEPS, format_table, jsonable, narrate, quiet_training,
-                     read_story, summarize, wrap)
+from ..training.quiet import quiet_training
+from .args import jsonable
+from .report import CALM_STEPS, format_table, narrate, read_story, summarize, wrap
 
 __all__ = ["DEFAULTS", "DemoResult", "run_demo", "baseline"]
 

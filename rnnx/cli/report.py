@@ -19,14 +19,12 @@ its .delta_norms.npy), and ``narrate`` tells it, for `rnnx demo`, `rnnx train --
 """
 from __future__ import annotations
 
-import logging
 import math
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["CALM_STEPS", "BAND", "JUMP_WINDOW", "AFTER", "quiet_training", "wrap", "jsonable",
+__all__ = ["CALM_STEPS", "BAND", "JUMP_WINDOW", "AFTER", "wrap", 
            "evaluate_accuracy", "summarize", "format_table", "growth_rate", "Story",
            "read_story", "logged_sigma_max", "narrate"]
 
@@ -34,20 +32,6 @@ CALM_STEPS = 20        # the calm stretch the band is measured on
 BAND = 10.0            # the band: a factor 10 either side of the calm median
 JUMP_WINDOW = 10       # steps after leaving the band in which the jump is looked for
 AFTER = 20             # steps either side of the spike compared at t = 0
-
-
-@contextmanager
-def quiet_training():
-    """Silence the trainer's per-step warnings (the summary counts them) and numpy's
-    overflow warnings (overflow is detected and handled explicitly)."""
-    logger = logging.getLogger("rnnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def _first(mask):
@@ -395,16 +379,3 @@ def wrap(text, width=92):
     """text with each paragraph (blank-line separated) filled to width columns."""
     import textwrap
     return "\n\n".join(textwrap.fill(p, width) for p in text.split("\n\n"))
-
-
-def jsonable(value):
-    """value for strict JSON: NaN/inf -> None, tuples -> lists, numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -25,12 +25,12 @@ of workers.
 """
 from __future__ import annotations
 
-import logging
 import math
 import time
-from contextlib import contextmanager
 
 import numpy as np
+
+from ..training.quiet import quiet_training
 
 __all__ = ["run_cell", "OUTCOMES", "TRAIN_METRICS", "DIAGNOSE_METRICS"]
 
@@ -41,19 +41,6 @@ TRAIN_METRICS = ("outcome", "exploded", "solved", "accuracy", "final_loss",
                  "first_overflow_step", "first_overflow_t")
 DIAGNOSE_METRICS = ("spectral_radius_measured", "sigma_max", "lambda_1", "log_norm_growth",
                     "overflow_horizon", "verdict")
-
-
-@contextmanager
-def _quiet():
-    """Per-step warnings off (the row counts them); overflow is detected, not warned."""
-    logger = logging.getLogger("rnnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def _first(mask, values):
@@ -141,7 +128,7 @@ def run_cell(cell):
     row = {"key": cell.key, "kind": cell.kind, "status": "ok", "error": None}
     row.update(cell.settings)
     try:
-        with _quiet():
+        with quiet_training():
             metrics, note = (_train if cell.kind == "train" else _diagnose)(cell.settings)
         row.update(metrics)
         row["error"] = note
