@@ -163,15 +163,17 @@ except KeyboardInterrupt:
     "rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h)",
     "rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, ord='fro')",
     "lyapunov_exponents(x, W_xh, W_hh, b_h)"])
-def test_ctrl_c_stops_a_long_call(call):
+def test_ctrl_c_stops_a_long_call(call, tmp_path):
     # The kernels check for a pending signal at release points: SIGINT ends a call that
     # would run for minutes within about a second (here: a generous 10 s on a busy CI).
     import signal
     import subprocess
     import sys
     import time
+    # cwd away from the checkout, whose rnnx/ (no compiled core) would shadow the install
     child = subprocess.Popen([sys.executable, "-c", _INTERRUPTED.format(H=256, call=call)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=tmp_path)
     try:
         assert child.stdout.readline().strip() == "started"
         time.sleep(1.0)                     # well inside the call (it takes minutes)

@@ -249,7 +249,7 @@ def test_unreachable_scheduler_fails_fast_in_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "rnnx", "sweep", "--scheduler", "tcp://127.0.0.1:9",
          "--out", str(tmp_path / "o"), "--quiet", *BASE_FLAGS],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert time.monotonic() - start < 15
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()
@@ -290,7 +290,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_sweep(tmp_path):
     for name, values in RESUME_GRID.items():
         command += ["--grid", f"{name}={values}"]
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, cwd=tmp_path)
     results = killed / "results.csv"
     deadline = time.monotonic() + 120
     try:
