@@ -62,9 +62,9 @@ def main():
                     plan = mode(T, B, D, H, dtype)
 
                     def call():
-                        h = recurrence._forward(x, W_xh, W_hh, b_h, None, plan)
-                        recurrence._backward(x, h, G, W_xh, W_hh, None, None, None, False,
-                                             plan)
+                        h = recurrence.forward_checked(x, W_xh, W_hh, b_h, None, plan)
+                        recurrence.backward_checked(x, h, G, W_xh, W_hh, None, None, None,
+                                                    False, plan)
 
                     time.sleep(0.3)
                     warm = time.perf_counter() + 0.1    # back to full clock speed

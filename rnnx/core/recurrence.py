@@ -89,7 +89,7 @@ def _parameters(x, W_xh, W_hh, b_h, h0, batch_first=False):
     return x, W_xh, W_hh, b_h, h0
 
 
-def _forward(x, W_xh, W_hh, b_h, h0, plan=None):
+def forward_checked(x, W_xh, W_hh, b_h, h0, plan=None):
     """rnn_forward on arguments already checked, time-major, run as plan says (default:
     make_plan's for the shape)."""
     T, B, D = x.shape
@@ -129,7 +129,7 @@ def rnn_forward(x, W_xh, W_hh, b_h, h0=None, *, batch_first=False):
     and FloatingPointError when a pre-activation overflows the dtype (in float32, at
     about 3.4e38).
     """
-    h = _forward(*_parameters(x, W_xh, W_hh, b_h, h0, batch_first))
+    h = forward_checked(*_parameters(x, W_xh, W_hh, b_h, h0, batch_first))
     return _time_major(h, batch_first)
 
 
@@ -159,13 +159,14 @@ def rnn_backward(x, h, grad_h, W_xh, W_hh, b_h, h0=None, *, max_norm=None, clip_
     h = _time_major(tanh_output("h", h, x.dtype, shape), batch_first)
     grad_h = _time_major(float_array("grad_h", grad_h, x.dtype, shape),
                          batch_first)
-    return _backward(x, h, grad_h, W_xh, W_hh, h0, positive_or_none("max_norm", max_norm),
-                     positive_or_none("clip_delta", clip_delta), return_delta,
-                     batch_first=batch_first)
+    return backward_checked(x, h, grad_h, W_xh, W_hh, h0,
+                            positive_or_none("max_norm", max_norm),
+                            positive_or_none("clip_delta", clip_delta), return_delta,
+                            batch_first=batch_first)
 
 
-def _backward(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_delta, plan=None,
-              *, batch_first=False):
+def backward_checked(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_delta,
+                     plan=None, *, batch_first=False):
     """rnn_backward on arguments already checked, time-major (the model checks its own once
     per step), run as plan says (default: make_plan's for the shape); batch_first: dx and
     delta are returned (B, T, ...)."""

@@ -38,7 +38,7 @@ PAPER_SCALES = {
 }
 
 
-def _spectral_radius(W):
+def spectral_radius_of(W):
     """max |eigenvalue| of the square matrix W, computed in float64."""
     return float(np.max(np.abs(np.linalg.eigvals(np.asarray(W, dtype=np.float64)))))
 
@@ -104,7 +104,7 @@ def init_recurrent(kind, H, rng, *, std=None, spectral_radius=None, dtype=np.flo
     else:
         W = std * rng.standard_normal((H, H))
     if radius is not None:
-        current = _spectral_radius(W)
+        current = spectral_radius_of(W)
         if not current > 0:
             raise ValueError(f"cannot rescale W_hh to spectral_radius={radius}: the "
                              f"{kind!r} draw has all eigenvalues 0 (H={H}); use another "

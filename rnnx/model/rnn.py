@@ -19,9 +19,9 @@ from .. import _core
 from .._checks import (all_finite, choice, float_array, float_dtype, positive,
                        positive_or_none, whole_number)
 from .._checks import seed as checked_seed
-from .init import (RECURRENT_INITS, _spectral_radius, init_params)
+from .init import RECURRENT_INITS, init_params, spectral_radius_of
 from .losses import LOSSES
-from ..core.recurrence import _backward, _forward
+from ..core.recurrence import backward_checked, forward_checked
 from ..errors import GradientOverflowError
 from .regularizers import OMEGA_FORMS
 
@@ -145,7 +145,7 @@ class RNN:
         return x, h0
 
     def _forward(self, p, x, h0):
-        h = _forward(x, p["W_xh"], p["W_hh"], p["b_h"], h0)   # all checked by the caller
+        h = forward_checked(x, p["W_xh"], p["W_hh"], p["b_h"], h0)   # all checked by the caller
         if self.readout == "last":
             return h[-1] @ p["W_hy"].T + p["b_y"], h
         # (T*B, H) @ (H, O) as one 2-D product: numpy's stacked matmul over T is much slower
@@ -234,7 +234,8 @@ class RNN:
         if not (math.isfinite(value) and all_finite(grad_h)):
             raise _readout_overflow(value, grad_h, len(h))
         # x, h0 and the params were checked above, h and grad_h are finite by construction
-        g = _backward(x, h, grad_h, p["W_xh"], p["W_hh"], h0, max_norm, clip_delta, omega > 0)
+        g = backward_checked(x, h, grad_h, p["W_xh"], p["W_hh"], h0, max_norm, clip_delta,
+                             omega > 0)
         dW_hh, omega_value = g.dW_hh, 0.0
         if omega > 0:
             choice("omega_form", self.omega_form, tuple(OMEGA_FORMS))
@@ -259,7 +260,7 @@ class RNN:
         """{"spectral_radius", "sigma_max", "singular_values" (descending)} of W_hh."""
         W = np.asarray(self.params["W_hh"], dtype=np.float64)
         s = np.linalg.svd(W, compute_uv=False)
-        return {"spectral_radius": _spectral_radius(W),
+        return {"spectral_radius": spectral_radius_of(W),
                 "sigma_max": float(s[0]), "singular_values": s}
 
     def copy(self):
