@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnx.training.history import COLUMNS
+
 XFF = os.fsdecode(b"\xff")          # a file-name byte that is not UTF-8
 
 # (command-line arguments, how it is run: "run", or "pipe" for a reader that is gone)
@@ -100,8 +102,11 @@ def make_files(root):
                        "afile": b"a file, not a folder"}.items():
         (root / name).write_bytes(data)
     lines = good.splitlines()
-    (root / "torn.csv").write_text("\n".join(lines[:-1] + [lines[-1].rsplit(",", 1)[0]
-                                                           + ",na"]) + "\n")
+    # the last numeric field torn to "na" (text columns such as blame_rows may follow it)
+    header, fields = lines[0].split(","), lines[-1].split(",")
+    k = max(i for i, name in enumerate(header) if COLUMNS.get(name, "float") != "str")
+    fields[k] = "na"
+    (root / "torn.csv").write_text("\n".join(lines[:-1] + [",".join(fields)]) + "\n")
     (root / "baddelta.csv").write_text(good)
     (root / "baddelta.delta_norms.npy").write_bytes(b"\x93NUMPY" + rng.bytes(100))
     (root / "adir.npz").mkdir()
