@@ -6,7 +6,7 @@ from rnnx.diagnostics.lyapunov import diagnose
 from rnnx.model.rnn import RNN
 
 pytest.importorskip("matplotlib")
-from rnnx.cli import plots  # noqa: E402
+from rnnx.cli import demo_figures, plots  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -81,7 +81,7 @@ def test_heatmap_zooms_on_the_steps_asked():
 def test_backward_signal_draws_the_sigma_max_bound():
     T = 12
     d = 0.5 * 1.3 ** (T - 1 - np.arange(T))
-    ax = plots.plot_backward_signal({"spike": (d, 1.5), "calm": (d[::-1], None)})
+    ax = demo_figures.plot_backward_signal({"spike": (d, 1.5), "calm": (d[::-1], None)})
     lines = {line.get_label(): line for line in ax.get_lines()}
     bound = [v for k, v in lines.items() if "sigma_max" in k][0]
     t, y = bound.get_data()
@@ -96,8 +96,8 @@ def test_demo_figures(tmp_path):
     facts = {"unclipped": {"history": h, "story": read_story(h), "calm": (10, 0.9, -0.2),
                            "spike": (12, 2.0, 0.1)},
              "clipped": {"history": h2, "story": read_story(h2)}}
-    paths = plots.save_demo_figures(tmp_path, facts, baseline=(1.386, 0.25),
+    paths = demo_figures.save_demo_figures(tmp_path, facts, baseline=(1.386, 0.25),
                                     task="temporal_order")
     assert sorted(p.name for p in paths) == sorted(
-        [f"{n}.png" for n in plots.DEMO_PANELS.values()] + ["overview.png"])
+        [f"{n}.png" for n in demo_figures.DEMO_PANELS.values()] + ["overview.png"])
     assert all(_png(p) for p in paths)

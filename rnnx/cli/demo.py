@@ -247,7 +247,7 @@ def run_demo(out="rnnx-demo", *, steps=None, seed=None, task=None, plots=True,
                         files)
     if plots:
         try:
-            from .plots import save_demo_figures
+            from .demo_figures import save_demo_figures
             result.files += save_demo_figures(out, facts, baseline=base,
                                               task=the_task.name)
         except ImportError as e:
