@@ -4,15 +4,8 @@ Every generator (in rnnx.synthetic, re-exported here) is vectorised numpy, seede
 numpy Generator (or an int seed), and returns time-major inputs x (L, B, D) and targets in
 the form rnnx.RNN's losses expect: regression targets (B, 1) for "mse" at the last step,
 integer labels (B,) for "cross_entropy" at the last step, integer labels (L, B) for
-per-step tasks.
-
-    adding                  Hochreiter & Schmidhuber (1997), experiment 4
-    temporal_order_hs, temporal_order_3bit_hs
-                            Hochreiter & Schmidhuber (1997), experiments 6a and 6b
-    addition, multiplication, temporal_order, temporal_order_3bit, random_permutation,
-    noiseless_memorization  Pascanu, Mikolov & Bengio (2013), as their published code
-                            (pascanur/trainingRNNs) generates them
-    CharText                next-character prediction on a text the user supplies
+per-step tasks. rnnx.synthetic's docstring says which paper each generator follows;
+CharText here is next-character prediction on a text the user supplies.
 
 Lengths. Hochreiter & Schmidhuber draw the length of EVERY SEQUENCE from [T, T + T/10].
 Pascanu et al.'s code draws one length per BATCH for addition and multiplication, from

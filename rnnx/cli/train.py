@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .._checks import FLOAT_DTYPES
 from ..model.init import RECURRENT_INITS
-from ..optim.named import CLIPS, make_clip
+from ..optim.named import CLIPS, make_clip, make_optimizer
 from ..optim.optimizers import OPTIMIZERS
 from ..tasks import make as make_task
 from ..training import POLICIES, SPIKE_POLICIES
@@ -109,9 +109,7 @@ def _clip(args):
 def _optimizer(args):
     if args.momentum and args.optimizer != "sgd":
         raise UsageError("--momentum applies to --optimizer sgd only")
-    if args.optimizer == "sgd":
-        return OPTIMIZERS["sgd"](lr=args.lr, momentum=args.momentum)
-    return OPTIMIZERS[args.optimizer](lr=args.lr)
+    return make_optimizer(args.optimizer, args.lr, args.momentum)
 
 
 def run_train(args):

@@ -1,14 +1,16 @@
-"""The clipping transformations by the names the command line and sweeps use.
+"""The optimizers and clipping transformations by the names the command line and sweeps
+use.
 
-``rnnx train --clip NAME --clip-threshold C`` and a sweep's ``clip`` setting both build
-their transformation here, so that one table says what each name means.
+``rnnx train --optimizer NAME --clip NAME --clip-threshold C`` and a sweep's settings both
+build their objects here, so that one table says what each name means.
 """
 from __future__ import annotations
 
 from . import clipping
+from .optimizers import OPTIMIZERS
 from .zclip import zclip
 
-__all__ = ["CLIPS", "make_clip"]
+__all__ = ["CLIPS", "make_clip", "make_optimizer"]
 
 # name -> (the transformation given its threshold, the threshold's default)
 CLIPS = {"none": (lambda c: None, None),
@@ -27,3 +29,11 @@ def make_clip(name, threshold=None):
         raise ValueError(f"clip must be one of {tuple(CLIPS)}; got {name!r}")
     make, default = CLIPS[name]
     return make(default if threshold is None else threshold)
+
+
+def make_optimizer(name, lr, momentum=0.0):
+    """The optimizer called name (a key of rnnx.optim.optimizers.OPTIMIZERS) with learning
+    rate lr; momentum applies to "sgd" only (the caller checks that, naming its option)."""
+    if name == "sgd":
+        return OPTIMIZERS["sgd"](lr=lr, momentum=momentum)
+    return OPTIMIZERS[name](lr=lr)

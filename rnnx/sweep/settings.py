@@ -15,7 +15,7 @@ import numbers
 from dataclasses import dataclass
 
 from ..optim import optimizers
-from ..optim.named import CLIPS
+from ..optim.named import CLIPS, make_clip, make_optimizer
 
 __all__ = ["SETTINGS", "Setting", "defaults", "check_settings", "build_run"]
 
@@ -152,19 +152,12 @@ def check_settings(settings):
 
 def _clip(settings):
     from ..optim import clipping
-    from ..optim.named import make_clip
     clip, c = settings["clip"], settings["clip_threshold"]
     if clip is None:
         return None
     if not isinstance(clip, str):
         return clipping.clip_by_global_norm(clip)
     return make_clip(clip, c)
-
-
-def _optimizer(settings):
-    if settings["optimizer"] == "sgd":
-        return optimizers.SGD(lr=settings["lr"], momentum=settings["momentum"])
-    return optimizers.OPTIMIZERS[settings["optimizer"]](lr=settings["lr"])
 
 
 def build_run(settings, *, callbacks=()):
@@ -178,7 +171,8 @@ def build_run(settings, *, callbacks=()):
     model = RNN(task.input_size, s["hidden"], task.output_size, readout=task.readout,
                 dtype=s["dtype"], init=s["init"], spectral_radius=s["spectral_radius"],
                 std=s["std"], seed=s["seed"])
-    trainer = Trainer(model, _optimizer(s), loss=task.loss, clip=_clip(s),
+    optimizer = make_optimizer(s["optimizer"], s["lr"], s["momentum"])
+    trainer = Trainer(model, optimizer, loss=task.loss, clip=_clip(s),
                       policy=s["policy"], max_norm=s["max_norm"],
                       clip_delta=s["clip_delta"], omega=s["omega"],
                       spikes=None if s["spikes"] == "off" else s["spikes"],
