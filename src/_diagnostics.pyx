@@ -20,8 +20,8 @@ from cython cimport floating
 import numpy as np
 
 from scipy.linalg.cython_blas cimport ddot, dgemv, dsyrk, dsymv, dtrsm
-from scipy.linalg.cython_lapack cimport dpotrf, dgeqrf, dorgqr, dstev
-from _blas cimport blas_int, _gemm, _singular_values
+from scipy.linalg.cython_lapack cimport dpotrf, dgeqrf, dorgqr, dstev, dsyevr
+from _blas cimport blas_int, _gemm, _gemv
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1
@@ -33,6 +33,7 @@ cdef enum:
     LANCZOS_STEPS = 32    # Lanczos steps before a restart from the Ritz vector
     LANCZOS_RESTARTS = 2
     LANCZOS_BEFORE_GRAM = 8   # Lanczos steps by R before the Gram matrix is formed
+    GRAM_STEPS = 12           # Lanczos steps by G before Cholesky decides
     GRAM_SCHMIDT_K = 16       # frames of up to this many directions: Gram-Schmidt QR
 
 # the statuses, for Python
@@ -100,31 +101,21 @@ cdef inline double _dot4(const double *x, const double *y, Py_ssize_t n) noexcep
 
 cdef void _rt_r(const double *R, Py_ssize_t H, double inv_s, const double *v, double *y,
                 double *w) noexcept nogil:
-    """w := (R/s) ((R/s)^T v) for R (H, H) row-major, y: scratch. Plain loops: at these
-    sizes a BLAS call's fixed cost (several microseconds here) exceeds the arithmetic."""
-    cdef Py_ssize_t r, c
-    cdef double vr
-    memset(y, 0, H * sizeof(double))
-    for r in range(H):                   # y := R^T v, row by row of R
-        vr = v[r] * inv_s
-        for c in range(H):
-            y[c] += R[r * H + c] * vr
-    for r in range(H):                   # w := R y
-        w[r] = _dot4(R + r * H, y, H) * inv_s
+    """w := (R/s) ((R/s)^T v) for R (H, H) row-major, y: scratch."""
+    _gemv(True, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> H, v, 0.0, y)
+    _gemv(False, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> H, y, 0.0, w)
 
 
-cdef void _reorthogonalise(const double *V, Py_ssize_t m, Py_ssize_t H,
-                           double *w) noexcept nogil:
+cdef void _reorthogonalise(const double *V, Py_ssize_t m, Py_ssize_t H, double *w,
+                           double *c) noexcept nogil:
     """w := w - V^T (V w) for the m orthonormal rows of V (H each), twice (full
     reorthogonalisation; once can leave an error of the size of the rounding times the
-    growth that Lanczos amplifies)."""
-    cdef Py_ssize_t i, c, p
-    cdef double acc
+    growth that Lanczos amplifies). c: m of scratch."""
+    cdef Py_ssize_t p
     for p in range(2):
-        for i in range(m):
-            acc = _dot4(V + i * H, w, H)
-            for c in range(H):
-                w[c] -= acc * V[i * H + c]
+        # c := V w   (m,) = (m, H) @ (H,);  w := w - V^T c   (H,) = (H, m) @ (m,)
+        _gemv(False, <blas_int> m, <blas_int> H, 1.0, V, <blas_int> H, w, 0.0, c)
+        _gemv(True, <blas_int> m, <blas_int> H, -1.0, V, <blas_int> H, c, 1.0, w)
 
 
 cdef inline double _dsq(const floating *h) noexcept nogil:
@@ -177,13 +168,63 @@ cdef double _top_eigenvalue(Py_ssize_t n, const double *a, const double *b,
     return lo
 
 
+cdef void _gram(const double *R, blas_int H, double alpha, double *G,
+                double *frob_sq) noexcept nogil:
+    """G := alpha R R^T (the upper triangle, column-major) and frob_sq := ||G||_F^2"""
+    cdef blas_int i, c
+    cdef double zero = 0.0, acc = 0
+    cdef char *up = b'U'
+    cdef char *tr = b'T'
+    # G := alpha R R^T   (H, H) = (H, H) @ (H, H)^T. R row-major is R^T column-major:
+    # X^T X for the column-major X = R^T, the upper triangle
+    dsyrk(up, tr, &H, &H, &alpha, <double *> R, &H, &zero, G, &H)
+    for c in range(H):
+        for i in range(c):
+            acc += 2 * G[i + c * H] * G[i + c * H]
+        acc += G[c + c * H] * G[c + c * H]
+    frob_sq[0] = acc
+
+
+cdef int _top_eigenvalue_lapack(double *G, blas_int H, double *ev, double *work,
+                                blas_int *iwork, double *out) noexcept nogil:
+    """out := the largest eigenvalue of the symmetric G (upper triangle, column-major; G is
+    overwritten) by LAPACK's dsyevr (bisection on its tridiagonal form: within a few
+    rounding errors of ||G||). ev: H, work: 26 H, iwork: 10 H. Returns LAPACK's info."""
+    cdef blas_int info = 0, found = 0, one = 1, lwork = 26 * H, liwork = 10 * H
+    cdef double unused = 0, abstol = 0
+    cdef char *no = b'N'
+    cdef char *index = b'I'
+    cdef char *up = b'U'
+    dsyevr(no, index, up, &H, G, &H, &unused, &unused, &H, &H, &abstol, &found, ev, NULL,
+           &one, iwork, work, &lwork, iwork + 2 * H, &liwork, &info)
+    out[0] = ev[0]
+    return info
+
+
+cdef bint _below(const double *G, double *C, blas_int H, double mu) noexcept nogil:
+    """Whether every eigenvalue of the symmetric G (H, H) (upper triangle, column-major) is
+    below mu: exactly when mu I - G is positive definite, which its Cholesky factorisation
+    (into C) decides."""
+    cdef blas_int i, j, info = 0
+    cdef char *up = b'U'
+    for j in range(H):
+        for i in range(j + 1):
+            C[i + j * H] = -G[i + j * H]
+        C[j + j * H] += mu
+    dpotrf(up, &H, C, &H, &info)
+    return info == 0
+
+
 cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, double *C,
-                             double *u, double *V, double *lz, double *y, double *sv,
-                             double *work, blas_int lwork, double *out) noexcept nogil:
+                             double *u, double *V, double *lz, double *y, double *ev,
+                             double *work, blas_int *iwork, int *path,
+                             double *out) noexcept nogil:
     """out := sigma_max(R / s) for R (H, H), s = ||R||_F; u (H) holds the previous lag's top
     left singular vector and gets this one's. V: LANCZOS_STEPS + 1 rows of H; lz: room for
-    the small tridiagonal problems; y: H of scratch (see jacobian_log_norms). Returns
-    LAPACK's info.
+    the small tridiagonal problems; y: H of scratch; G, C: H * H; ev, work, iwork: see
+    _top_eigenvalue_lapack. path: in, how the previous lag was certified; out, this lag's
+    (0: from R alone, 1: with the Gram matrix, 2: Cholesky, 3: LAPACK). Returns LAPACK's
+    info.
 
     Why it is exact. With G = (R/s)(R/s)^T, sigma_max^2 = lambda_max(G). m Lanczos steps on
     G (with full reorthogonalisation) from the previous lag's top left singular vector
@@ -197,18 +238,19 @@ cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, d
     trace ||R/s||_F^2 = 1), or ||G_U||_F = sqrt(||G||_F^2 - ||T_m||_F^2 - 2 beta^2) once G
     is formed. So lambda_max(G) <= lambda_max(M), and once M has no eigenvalue above
     theta (1 + CERT_MARGIN) (a Sturm count), sqrt(theta) is within CERT_MARGIN / 2 of
-    sigma_max. This holds once a few directions carry most of the product's Frobenius
-    mass (all but the first lags). Else a second certificate: mu I - G with
-    mu = theta (1 + CERT_MARGIN) is positive definite exactly when lambda_max < mu, which
-    Cholesky decides (its backward error, about H * 1e-16, is far below the margin). Where
-    both fail, LAPACK's SVD gives the value.
-    Cost: a few Lanczos steps of two O(H^2) products by R, against the lag's product
-    (H^3 multiply-adds); where they do not certify, the Gram matrix (H^3 / 2) and at the
-    first lags the Cholesky factorisation (H^3 / 6).
+    sigma_max. The trace bound holds once a few directions carry most of the product's
+    Frobenius mass (the later lags: cost a few Lanczos steps of two O(H^2) products by R,
+    against the lag's H^3 multiply-adds); the Frobenius bound once a few dozen directions
+    do (most lags: the Gram matrix, H^3 / 2 multiply-adds in one BLAS-3 call, then steps of
+    one O(H^2) product by G). A lag that needed G is followed by one that forms it first.
+    Else a third certificate: mu I - G with mu = theta (1 + CERT_MARGIN) is positive
+    definite exactly when lambda_max < mu, which Cholesky decides (its backward error,
+    about H * 1e-16, is far below the margin). Where all fail (the first lags, whose
+    singular values are nearly equal), LAPACK's largest eigenvalue of G gives the value.
     """
-    cdef blas_int one = 1, info = 0, n2 = H * H, i, j, c, m = 0, restart, ld
+    cdef blas_int one = 1, info = 0, i, j, m = 0, restart, ld
     cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), inv_s = 1.0 / s
-    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq
+    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr
     cdef double *a = lz                              # Lanczos alphas
     cdef double *b = lz + LANCZOS_STEPS              # betas
     cdef double *d = lz + 2 * LANCZOS_STEPS          # scratch of dstev
@@ -216,11 +258,12 @@ cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, d
     cdef double *z = lz + 4 * LANCZOS_STEPS + 2      # T_m's eigenvectors, (m, m)
     cdef double *zw = z + LANCZOS_STEPS * LANCZOS_STEPS
     cdef double *w
+    cdef Py_ssize_t before_gram = LANCZOS_BEFORE_GRAM if path[0] == 0 else 0
     cdef bint certified = False
     cdef char *up = b'U'
-    cdef char *tr = b'T'
     cdef char *nt = b'N'
     cdef char *vec = b'V'
+    path[0] = 0
     for restart in range(LANCZOS_RESTARTS):
         nrm = sqrt(ddot(&H, u, &one, u, &one))
         for i in range(H):
@@ -230,6 +273,8 @@ cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, d
         for j in range(LANCZOS_STEPS):
             m = j + 1
             w = V + (j + 1) * H
+            if frob_sq < 0 and j >= before_gram:
+                _gram(R, H, alpha, G, &frob_sq)
             if frob_sq < 0:
                 # w := (R/s) ((R/s)^T v_j)   (H,) = (H, H) @ ((H, H)^T @ (H,))
                 _rt_r(R, H, inv_s, V + j * H, y, w)
@@ -238,20 +283,11 @@ cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, d
                 dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
             a[j] = ddot(&H, V + j * H, &one, w, &one)
             # w := w - V_{0..j}^T (V_{0..j} w)   (H,) = (H, m) @ ((m, H) @ (H,))
-            _reorthogonalise(V, m, H, w)
+            _reorthogonalise(V, m, H, w, y)
             b[j] = sqrt(ddot(&H, w, &one, w, &one))
             t_sq += a[j] * a[j] + (2 * b[j - 1] * b[j - 1] if j > 0 else 0)
             t_tr += a[j]
-            if frob_sq < 0 and m >= LANCZOS_BEFORE_GRAM:
-                # G := (R/s) (R/s)^T   (H, H) = (H, H) @ (H, H)^T. R row-major is R^T
-                # column-major: X^T X for the column-major X = R^T, the upper triangle.
-                dsyrk(up, tr, &H, &H, &alpha, <double *> R, &H, &zero, G, &H)
-                frob_sq = 0
-                for c in range(H):
-                    for i in range(c):
-                        frob_sq += 2 * G[i + c * H] * G[i + c * H]
-                    frob_sq += G[c + c * H] * G[c + c * H]
-            g = max(1 - t_tr, 0)
+            g = g_tr = max(1 - t_tr, 0)
             if frob_sq >= 0:
                 g_sq = frob_sq - t_sq - 2 * b[j] * b[j]
                 g = min(g, sqrt(g_sq) if g_sq > 0 else 0)
@@ -262,8 +298,11 @@ cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, d
                 mu = theta * (1 + CERT_MARGIN)
                 if _count_above(m, a, b, g, mu) == 0:
                     certified = True
+                    # the trace bound alone would have done: the next lag tries without G
+                    if frob_sq >= 0 and (g_tr > g and _count_above(m, a, b, g_tr, mu) > 0):
+                        path[0] = 1
                     break
-            if b[j] == 0 or m == H:
+            if b[j] == 0 or m == H or (frob_sq >= 0 and restart == 0 and m >= GRAM_STEPS):
                 break
             for i in range(H):
                 w[i] /= b[j]
@@ -273,30 +312,23 @@ cdef int _top_singular_value(const double *R, double s, blas_int H, double *G, d
         ld = m
         dstev(vec, &m, d, e, z, &ld, zw, &info)
         if info != 0:
-            break
+            return info
         dgemv(nt, &H, &m, &unit, V, &H, z + (m - 1) * m, &one, &zero, u, &one)
         if certified:
             out[0] = sqrt(theta)
             return 0
         theta = d[m - 1]
+        before_gram = 0
+        if frob_sq >= 0 and theta > 0:
+            if _below(G, C, H, theta * (1 + CERT_MARGIN)):
+                path[0] = 2
+                out[0] = sqrt(theta)
+                return 0
     if frob_sq < 0:
-        dsyrk(up, tr, &H, &H, &alpha, <double *> R, &H, &zero, G, &H)
-    if info == 0 and theta > 0:
-        # C := mu I - G (upper triangle); its Cholesky factorisation decides
-        mu = theta * (1 + CERT_MARGIN)
-        for j in range(H):
-            for i in range(j + 1):
-                C[i + j * H] = -G[i + j * H]
-            C[j + j * H] += mu
-        dpotrf(up, &H, C, &H, &info)
-        if info == 0:
-            out[0] = sqrt(theta)
-            return 0
-    # the fallback: LAPACK's singular values of R / s (dgesvd overwrites its input)
-    for i in range(n2):
-        C[i] = R[i] / s
-    info = _singular_values(H, C, sv, work, lwork)
-    out[0] = sv[0]
+        _gram(R, H, alpha, G, &frob_sq)
+    path[0] = 3
+    info = _top_eigenvalue_lapack(G, H, ev, work, iwork, &theta)
+    out[0] = sqrt(max(theta, 0))
     return info
 
 
@@ -315,23 +347,25 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     """
     cdef Py_ssize_t T = h.shape[0], H = h.shape[2], K = L.shape[0] - 1, b, k, i, r, c
     cdef double w_scale = np.max(np.abs(W)), log_w, log_c, s, val, sig, dr
+    cdef Py_ssize_t nsv = 0 if frobenius else H
     cdef double[:, ::1] Wn
     cdef double[:, ::1] R = np.empty((H, H))
     cdef double[:, ::1] Rn = np.empty((H, H))
     cdef double[:, ::1] DW = np.empty((H, H))
-    cdef double[:, ::1] G = np.empty((0 if frobenius else H, H))
-    cdef double[:, ::1] C = np.empty((0 if frobenius else H, H))
+    cdef double[:, ::1] G = np.empty((nsv, H))
+    cdef double[:, ::1] C = np.empty((nsv, H))
     cdef double[::1] u = np.empty(H)
     cdef double[::1] y = np.empty(H)
-    cdef double[::1] V = np.empty(0 if frobenius else (LANCZOS_STEPS + 1) * H)
+    cdef double[::1] V = np.empty((LANCZOS_STEPS + 1) * nsv)
     cdef double[::1] lz = np.empty(LANCZOS_STEPS * (LANCZOS_STEPS + 6) + 2)
-    cdef double[::1] sv = np.empty(H)
-    cdef double[::1] work = np.empty(1)
+    cdef double[::1] ev = np.empty(nsv)
+    cdef double[::1] work = np.empty(26 * nsv)
+    cdef int[::1] iwork = np.empty(10 * nsv, np.intc)
     cdef double *Rp
     cdef double *Rnp
     cdef double *tmp
-    cdef blas_int lwork = 1, info = 0
-    cdef int status = OK
+    cdef blas_int info = 0
+    cdef int status = OK, path
     cdef Halt halt
     cdef Py_ssize_t done = 0
     if K > T or L.shape[1] != h.shape[1] or W.shape[0] != H or W.shape[1] != H or not (
@@ -344,16 +378,13 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
         return OK, 0
     log_w = log(w_scale)
     Wn = np.divide(W, w_scale)
-    if not frobenius:
-        _singular_values(<blas_int> H, &C[0, 0], &sv[0], &work[0], -1)
-        work = np.empty(max(1, int(work[0])))
-        lwork = <blas_int> work.shape[0]
     with nogil:
         for b in range(b0, b1):
             Rp, Rnp = &R[0, 0], &Rn[0, 0]
             # the first power vector: deterministic, not orthogonal to any simple direction
             for i in range(H):
                 u[i] = (1.0 + 0.5 * ((i * 7919) % 13)) / sqrt(<double> H * 21)
+            path = 0
             log_c = 0
             s = 1
             for k in range(1, K + 1):
@@ -379,8 +410,8 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
                 val = log(s)
                 if not frobenius:
                     info = _top_singular_value(Rp, s, <blas_int> H, &G[0, 0], &C[0, 0], &u[0],
-                                               &V[0], &lz[0], &y[0], &sv[0], &work[0], lwork,
-                                               &sig)
+                                               &V[0], &lz[0], &y[0], &ev[0], &work[0],
+                                               &iwork[0], &path, &sig)
                     if info != 0:
                         status = LAPACK_FAILED
                         break
