@@ -16,9 +16,9 @@ import numpy as np
 
 from .. import _diagnostics
 from ..core.recurrence import rnn_forward
-from ._threads import run_samples
+from ._threads import one_blas_thread, run_samples
 
-__all__ = ["jacobian_log_norms", "log_norms_along", "time_major", "checked_lags"]
+__all__ = ["jacobian_log_norms", "log_norms_along", "trajectory", "time_major", "checked_lags"]
 
 
 def time_major(x, batch_first):
@@ -39,6 +39,13 @@ def checked_lags(lags, T):
     if isinstance(lags, bool) or not isinstance(lags, numbers.Integral) or not 1 <= lags <= T:
         raise ValueError(f"lags must be an int in [1, T={T}] or None; got {lags!r}")
     return int(lags)
+
+
+def trajectory(x, W_xh, W_hh, b_h, h0=None):
+    """h = rnn_forward(x, W_xh, W_hh, b_h, h0) (checked there), with BLAS on one thread
+    (rnnx.diagnostics._threads says why)."""
+    with one_blas_thread():
+        return rnn_forward(x, W_xh, W_hh, b_h, h0)
 
 
 def _frobenius(ord):
@@ -80,6 +87,6 @@ def jacobian_log_norms(x, W_xh, W_hh, b_h, h0=None, *, ord=2, lags=None, batch_f
     """
     frobenius = _frobenius(ord)
     x = time_major(x, batch_first)
-    h = rnn_forward(x, W_xh, W_hh, b_h, h0)
+    h = trajectory(x, W_xh, W_hh, b_h, h0)
     L = log_norms_along(h, W_hh, "fro" if frobenius else 2, lags)
     return np.ascontiguousarray(L.T) if batch_first else L
