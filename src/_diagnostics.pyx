@@ -12,7 +12,7 @@ often (a release point, about every 2^27 multiply-adds) the calling thread takes
 briefly to let Python handle signals (Ctrl-C) and report progress; a flag shared by the
 blocks stops the others. Failures come back as a status; Python raises.
 """
-from libc.math cimport sqrt, log, log1p, fabs, INFINITY
+from libc.math cimport sqrt, log, fabs, INFINITY
 from libc.string cimport memcpy, memset
 from cpython.ref cimport PyObject
 from cython cimport floating
@@ -77,12 +77,6 @@ cdef double _fro(Py_ssize_t n, const double *a) noexcept nogil:
     """||a||_2 of n entries (n < 2^31; the entries here are bounded, see jacobian_log_norms)"""
     cdef blas_int m = <blas_int> n, one = 1
     return sqrt(ddot(&m, <double *> a, &one, <double *> a, &one))
-
-
-cdef double _fro_strided(Py_ssize_t n, const double *a, Py_ssize_t inc) noexcept nogil:
-    """||a[0], a[inc], ..., a[(n-1) inc]||_2"""
-    cdef blas_int m = <blas_int> n, i = <blas_int> inc
-    return sqrt(ddot(&m, <double *> a, &i, <double *> a, &i))
 
 
 cdef inline double _dot4(const double *x, const double *y, Py_ssize_t n) noexcept nogil:
@@ -432,111 +426,80 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     return status, info
 
 
-cdef int _householder_qr(double *Z, blas_int H, blas_int k, blas_int ldz, double *Zc,
-                         double *tau, double *work, blas_int lwork,
-                         double *logs) noexcept nogil:
-    """Z (H, k) row-major with leading dimension ldz := Q of Z = Q R, logs[j] += ln |R_jj|,
-    by LAPACK's Householder QR (on a column-major copy Zc). Returns LAPACK's info."""
-    cdef blas_int info = 0, i, j
-    for i in range(H):
-        for j in range(k):
-            Zc[i + j * H] = Z[i * ldz + j]
-    dgeqrf(&H, &k, Zc, &H, tau, work, &lwork, &info)
+cdef int _householder_qr(double *Z, blas_int H, blas_int k, double *tau, double *work,
+                         blas_int lwork, double *logs) noexcept nogil:
+    """Z (H, k) column-major := Q of Z = Q R, logs[j] += ln |R_jj|, by LAPACK's Householder
+    QR. Returns LAPACK's info."""
+    cdef blas_int info = 0, j
+    dgeqrf(&H, &k, Z, &H, tau, work, &lwork, &info)
     if info != 0:
         return info
     for j in range(k):
-        logs[j] += log(fabs(Zc[j + j * H]))
-    dorgqr(&H, &k, &k, Zc, &H, tau, work, &lwork, &info)
-    for i in range(H):
-        for j in range(k):
-            Z[i * ldz + j] = Zc[i + j * H]
+        logs[j] += log(fabs(Z[j + j * H]))
+    dorgqr(&H, &k, &k, Z, &H, tau, work, &lwork, &info)
     return info
 
 
-cdef bint _cholesky_qr_pass(double *Z, blas_int H, blas_int k, double *S,
-                            double *logs) noexcept nogil:
-    """One pass of Cholesky QR on Z (H, k) row-major: S := Z^T Z = U^T U, Z := Z U^-1,
-    logs[j] += ln U_jj. False (Z untouched) where the factorisation breaks down."""
+cdef double _frame_gram(const double *Z, blas_int H, blas_int k, double *S) noexcept nogil:
+    """S := Z^T Z (upper triangle, column-major (k, k)) for Z (H, k) column-major; returns
+    ||Z^T Z - I||_F."""
+    cdef blas_int i, j
+    cdef double zero = 0.0, unit = 1.0, sq = 0, e
+    cdef char *up = b'U'
+    cdef char *tr = b'T'
+    # S := Z^T Z   (k, k) = (k, H) @ (H, k)
+    dsyrk(up, tr, &k, &H, &unit, <double *> Z, &H, &zero, S, &k)
+    for j in range(k):
+        for i in range(j + 1):
+            e = S[i + j * k] - (1.0 if i == j else 0.0)
+            sq += e * e * (1 if i == j else 2)
+    return sqrt(sq)
+
+
+cdef bint _cholesky_qr_finish(double *Z, blas_int H, blas_int k, double *S,
+                              double *logs) noexcept nogil:
+    """The rest of a Cholesky QR pass on Z (H, k) column-major, given S = Z^T Z (upper
+    triangle): S = U^T U, Z := Z U^-1, logs[j] += ln U_jj. False (Z untouched) where the
+    factorisation breaks down."""
     cdef blas_int info = 0, j
-    cdef double zero = 0.0, unit = 1.0
+    cdef double unit = 1.0
     cdef char *up = b'U'
     cdef char *nt = b'N'
-    cdef char *tr = b'T'
-    cdef char *left = b'L'
-    # S := Z^T Z   (k, k) = (k, H) @ (H, k); Z row-major is the column-major (k, H) Z^T
-    dsyrk(up, nt, &k, &H, &unit, Z, &k, &zero, S, &k)
+    cdef char *right = b'R'
     dpotrf(up, &k, S, &k, &info)
     if info != 0:
         return False
-    # Z^T := U^-T Z^T   (k, H): Z := Z U^-1
-    dtrsm(left, up, tr, nt, &k, &H, &unit, S, &k, Z, &k)
+    # Z := Z U^-1   (H, k) = (H, k) @ (k, k)
+    dtrsm(right, up, nt, nt, &H, &k, &unit, S, &k, Z, &H)
     for j in range(k):
         logs[j] += log(S[j + j * k])
     return True
 
 
-cdef double _orthogonality_error(const double *Z, blas_int H, blas_int k,
-                                 double *S) noexcept nogil:
-    """S := Z^T Z - I (upper triangle, column-major (k, k)); returns max |S_ij|."""
-    cdef blas_int i, j
-    cdef double zero = 0.0, unit = 1.0, worst = 0
-    cdef char *up = b'U'
-    cdef char *nt = b'N'
-    # S := Z^T Z   (k, k) = (k, H) @ (H, k)
-    dsyrk(up, nt, &k, &H, &unit, <double *> Z, &k, &zero, S, &k)
-    for j in range(k):
-        S[j + j * k] -= 1
-        for i in range(j + 1):
-            worst = max(worst, fabs(S[i + j * k]))
-    return worst
-
-
-cdef void _first_order_qr(const double *Z, blas_int H, blas_int k, double *E, double *out,
-                          double *logs) noexcept nogil:
-    """out := Q of Z = Q U for a Z (H, k) whose columns are orthonormal but for
-    E = Z^T Z - I (upper triangle, column-major, |E| <= 1e-8): U = I + F + O(E^2) with
-    F = triu(E, 1) + diag(E) / 2 (from (I + F)^T (I + F) = I + E), so Q = Z (I - F) and
-    ln U_jj = ln(1 + E_jj / 2), exact to O(E^2) <= 1e-16. E is overwritten with F."""
-    cdef blas_int i, j
-    for j in range(k):
-        E[j + j * k] *= 0.5
-        logs[j] += log1p(E[j + j * k])
-        for i in range(j + 1, k):
-            E[i + j * k] = 0                     # the lower triangle of F is zero
-    memcpy(out, Z, H * k * sizeof(double))
-    # out := Z - Z F   (H, k) = (H, k) @ (k, k); E column-major is F^T row-major
-    _gemm(False, True, H, k, k, -1.0, Z, k, E, k, 1.0, out, k)
-
-
-cdef bint _gram_schmidt_qr(double *Z, Py_ssize_t H, Py_ssize_t k, double *Zt,
+cdef bint _gram_schmidt_qr(double *Z, Py_ssize_t H, Py_ssize_t k,
                            double *logs) noexcept nogil:
-    """Z (H, k) row-major := Q of Z = Q R, logs[j] += ln R_jj, by classical Gram-Schmidt
+    """Z (H, k) column-major := Q of Z = Q R, logs[j] += ln R_jj, by classical Gram-Schmidt
     with reorthogonalisation (two projections per column: orthogonal to about 1e-16 for a
     numerically full-rank Z, Giraud et al. 2005), in plain loops: for small frames a BLAS
-    or LAPACK call's fixed cost exceeds the arithmetic. Zt: H * k of scratch. False (Z
-    untouched) where a column nearly vanishes (a nearly rank-deficient frame)."""
+    or LAPACK call's fixed cost exceeds the arithmetic. False where a column nearly
+    vanishes (a nearly rank-deficient frame): Z is then Z0 T for an upper triangular T
+    whose diagonal's logs are in logs (the columns done), so the QR can go on from it."""
     cdef Py_ssize_t i, j, c, p
     cdef double r, nrm, first = 0
-    for i in range(H):                           # Zt := Z^T: the columns, contiguous
-        for j in range(k):
-            Zt[j * H + i] = Z[i * k + j]
     for j in range(k):
         for p in range(2):
             for c in range(j):
-                r = _dot4(Zt + c * H, Zt + j * H, H)
+                r = _dot4(Z + c * H, Z + j * H, H)
                 for i in range(H):
-                    Zt[j * H + i] -= r * Zt[c * H + i]
-        nrm = sqrt(_dot4(Zt + j * H, Zt + j * H, H))
+                    Z[j * H + i] -= r * Z[c * H + i]
+        nrm = sqrt(_dot4(Z + j * H, Z + j * H, H))
         if j == 0:
             first = nrm
         if not nrm > 1e-8 * first:
             return False
         for i in range(H):
-            Zt[j * H + i] /= nrm
+            Z[j * H + i] /= nrm
         logs[j] += log(nrm)
-    for i in range(H):
-        for j in range(k):
-            Z[i * k + j] = Zt[j * H + i]
     return True
 
 
@@ -550,22 +513,33 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     discard + w * window .. discard + (w+1) * window - 1 (steps past the last window of
     sums are carried, not counted).
 
-    The frames of the block's samples sit side by side in one (H, nb * k) matrix, so that
-    W @ frames is one GEMM per step for every sample; each sample's rows are then scaled
-    by its tanh' and its frame re-orthonormalised: small frames (k <= 16) by Gram-Schmidt
-    with reorthogonalisation in plain loops, larger ones by Cholesky QR (BLAS-3 work, about
-    the flops of one Householder QR without forming Q) with its rounding error corrected
-    (to first order, or by a second pass), and by Householder QR where these break down
-    (a nearly rank-deficient frame: saturated units).
+    The frames of the block's samples sit side by side in one column-major (H, nb * k)
+    matrix (each sample's frame contiguous), so that W @ frames is one GEMM per step for
+    every sample; each sample's frame is then scaled by its tanh' (row-wise) and
+    re-orthonormalised in place: small frames (k <= 16) by Gram-Schmidt with
+    reorthogonalisation in plain loops, larger ones by one pass of Cholesky QR (BLAS-3:
+    Z^T Z = U^T U, Z := Z U^-1), and by Householder QR where these break down (a nearly
+    rank-deficient frame: saturated units).
+
+    Why one pass of Cholesky QR is exact here. Its Q_t = Z_t U_t^-1 is orthonormal only to
+    about cond(Z_t)^2 * 1e-16, and its U_t differs from the R factor of Z_t as much. Write
+    Q_t = Qo_t P_t (Qo_t orthonormal, P_t upper triangular: the QR of Q_t). The exact
+    method's frame is Qo_t (it spans the same nested subspaces), so its step-t factor is
+    the R of J[t] Qo_{t-1} = Z_t P_{t-1}^-1 = Qo_t P_t U_t P_{t-1}^-1: its diagonal is
+    diag(U_t) diag(P_t) / diag(P_{t-1}). Over the steps a..b of a window the P's
+    telescope: sum of ln R_jj = sum of ln U_t,jj + ln P_b,jj - ln P_{a-1},jj. A second pass
+    at the steps b and a-1 (the steps that end a window, or precede the first) makes
+    P_b and P_{a-1} the identity to rounding, so the sums of ln U_t are the exact method's;
+    what remains is the triangular solve's rounding (about cond(Z_t) * H * 1e-16 relative
+    on each U_t,jj), as for Householder QR.
     Returns (status, info) like jacobian_log_norms; progress(n) counts steps.
     """
     cdef Py_ssize_t T = h.shape[0], H = h.shape[2], nb = b1 - b0, nw = sums.shape[0]
     cdef Py_ssize_t t, b, i, j, w, m = nb * k, done = 0
-    cdef double[:, ::1] Q = np.zeros((H, max(m, 1)))
-    cdef double[:, ::1] Z = np.empty((H, max(m, 1)))
+    cdef double[:, ::1] Q = np.zeros((max(m, 1), H))       # column-major (H, m)
+    cdef double[:, ::1] Z = np.empty((max(m, 1), H))
     cdef double[::1] S = np.empty(k * k)
-    cdef double[::1] Zc = np.empty(H * k)
-    cdef double[::1] Zk = np.empty(H * k)
+    cdef double[::1] d = np.empty(H)
     cdef double[::1] tau = np.empty(k)
     cdef double[::1] logs = np.empty(k)
     cdef double[::1] work = np.empty(1)
@@ -573,9 +547,9 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double *Qp = &Q[0, 0]
     cdef double *Zp = &Z[0, 0]
     cdef double *zb
-    cdef double dr, nrm, err
+    cdef double nrm, err
     cdef bint done_qr
-    cdef blas_int lwork, info = 0, Hb = <blas_int> H, kb = <blas_int> k, mb = <blas_int> m
+    cdef blas_int lwork, info = 0, Hb = <blas_int> H, kb = <blas_int> k
     cdef int status = OK
     cdef Halt halt
     if not (1 <= k <= H and 0 <= b0 < b1 <= h.shape[1] and W.shape[0] == H
@@ -587,64 +561,57 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     halt.progress, halt.errors = <PyObject *> progress, <PyObject *> errors
     # workspace of dgeqrf and dorgqr (query both, keep the larger)
     lwork = -1
-    dgeqrf(&Hb, &kb, &Zc[0], &Hb, &tau[0], &work[0], &lwork, &info)
+    dgeqrf(&Hb, &kb, &Z[0, 0], &Hb, &tau[0], &work[0], &lwork, &info)
     lwork = max(1, <blas_int> work[0], <blas_int> (H * k))
     work = np.empty(lwork)
     for b in range(nb):
         for j in range(k):
-            Q[j, b * k + j] = 1
+            Q[b * k + j, j] = 1
     info = 0
     with nogil:
         for t in range(T):
-            # Z := W @ frames   (H, nb k) = (H, H) @ (H, nb k)
-            _gemm(False, False, H, m, H, 1.0, &W[0, 0], H, Qp, m, 0.0, Zp, m)
+            # Z := W @ frames   (H, nb k) = (H, H) @ (H, nb k), column-major; W row-major
+            # is W^T column-major
+            _gemm(False, True, m, H, H, 1.0, Qp, H, &W[0, 0], H, 0.0, Zp, H)
             w = (t - discard) // window if t >= discard else -1
             for b in range(nb):
-                zb = Zp + b * k                  # sample b's (H, k) block, row stride m
+                zb = Zp + b * k * H              # sample b's (H, k) frame, column-major
                 # Z_b := diag(1 - h[t, b]^2) Z_b: J[t] Q[t-1] of sample b
                 for i in range(H):
-                    dr = _dsq(&h[t, b0 + b, i])
-                    for j in range(k):
-                        zb[i * m + j] *= dr
+                    d[i] = _dsq(&h[t, b0 + b, i])
+                for j in range(k):
+                    for i in range(H):
+                        zb[j * H + i] *= d[i]
                 memset(&logs[0], 0, k * sizeof(double))
                 if k == 1:
-                    nrm = _fro_strided(H, zb, m)
+                    nrm = _fro(H, zb)
                     logs[0] = log(nrm)
                     for i in range(H):           # a vanished direction keeps the old one
-                        zb[i * m] = zb[i * m] / nrm if nrm > 0 else Qp[i * m + b]
+                        zb[i] = zb[i] / nrm if nrm > 0 else Qp[b * H + i]
+                    done_qr = True
+                elif k <= GRAM_SCHMIDT_K:
+                    done_qr = _gram_schmidt_qr(zb, H, k, &logs[0])
                 else:
-                    # the QR on a contiguous copy (the frames' rows are nb * k apart)
-                    for i in range(H):
-                        memcpy(&Zk[i * k], zb + i * m, k * sizeof(double))
-                    # Small frames: Gram-Schmidt. Larger: Cholesky QR, then its error (about
-                    # cond(Z)^2 * 1e-16) corrected: to first order where it is below 1e-8,
-                    # else by a second pass (Yamamoto et al. 2015, CholeskyQR2). Householder
-                    # QR where these fail (a nearly rank-deficient frame: saturated units).
-                    # After a pass Z = Z1 U1, so the diagonal of R of Z is diag(R of Z1)
-                    # diag(U1): the logs add up.
-                    if k <= GRAM_SCHMIDT_K:
-                        done_qr = _gram_schmidt_qr(&Zk[0], H, k, &Zc[0], &logs[0])
-                        if not done_qr:
-                            memset(&logs[0], 0, k * sizeof(double))
-                    else:
-                        done_qr = _cholesky_qr_pass(&Zk[0], Hb, kb, &S[0], &logs[0])
-                    if done_qr and k > GRAM_SCHMIDT_K:
-                        err = _orthogonality_error(&Zk[0], Hb, kb, &S[0])
-                        if err <= 1e-8:
-                            _first_order_qr(&Zk[0], Hb, kb, &S[0], &Zc[0], &logs[0])
-                            memcpy(&Zk[0], &Zc[0], H * k * sizeof(double))
-                        elif err < 0.5:
-                            done_qr = _cholesky_qr_pass(&Zk[0], Hb, kb, &S[0], &logs[0])
-                        else:
+                    # One pass of Cholesky QR, then the frame's distance from orthonormal
+                    # (its Gram matrix is the start of a second pass): a second pass where
+                    # it is above 0.1 and at the steps that end a window (or precede the
+                    # first), Householder where it is 0.5 or more (the docstring says why
+                    # that is exact). After a pass Z = Z1 U1, so the diagonal of R of Z is
+                    # diag(R of Z1) diag(U1): the logs add up.
+                    _frame_gram(zb, Hb, kb, &S[0])       # S := Z^T Z
+                    done_qr = _cholesky_qr_finish(zb, Hb, kb, &S[0], &logs[0])
+                    if done_qr:
+                        err = _frame_gram(zb, Hb, kb, &S[0])
+                        if err >= 0.5:
                             done_qr = False
-                    if not done_qr:
-                        info = _householder_qr(&Zk[0], Hb, kb, kb, &Zc[0], &tau[0], &work[0],
-                                               lwork, &logs[0])
-                        if info != 0:
-                            status = LAPACK_FAILED
-                            break
-                    for i in range(H):
-                        memcpy(zb + i * m, &Zk[i * k], k * sizeof(double))
+                        elif err > 0.1 or (t >= discard - 1
+                                           and (t - discard + 1) % window == 0):
+                            done_qr = _cholesky_qr_finish(zb, Hb, kb, &S[0], &logs[0])
+                if not done_qr:
+                    info = _householder_qr(zb, Hb, kb, &tau[0], &work[0], lwork, &logs[0])
+                    if info != 0:
+                        status = LAPACK_FAILED
+                        break
                 if 0 <= w < nw:
                     for j in range(k):
                         sums[w, b0 + b, j] += logs[j]
