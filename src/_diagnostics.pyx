@@ -476,6 +476,21 @@ cdef bint _cholesky_qr_finish(double *Z, blas_int H, blas_int k, double *S,
     return True
 
 
+cdef inline double _cholesky_qr_error(double cond, Py_ssize_t H, Py_ssize_t k) noexcept nogil:
+    """A bound of ||Q^T Q - I||_2 after one pass of Cholesky QR on Z (H, k) with
+    cond(Z) <= cond: the rounding of Z^T Z and of its Cholesky factorisation, at most
+    (H + k + 1) eps ||Z||_F^2 <= (H + k + 1) k eps ||Z||_2^2, seen through U^-1 (whose
+    norm is 1 / sigma_min(Z)), and of the triangular solve, about 2 k eps cond(Z)
+    (Higham 2002, ch. 8 and 10), with a margin."""
+    cdef double eps = 1.2e-16
+    return (H + k + 1) * k * eps * cond * cond + 2 * k * eps * cond
+
+
+cdef inline double _cond_bound(double e) noexcept nogil:
+    """cond(Q) <= sqrt((1 + e) / (1 - e)) where ||Q^T Q - I||_2 <= e < 1"""
+    return sqrt((1 + e) / (1 - e)) if e < 1 else INFINITY
+
+
 cdef bint _gram_schmidt_qr(double *Z, Py_ssize_t H, Py_ssize_t k,
                            double *logs) noexcept nogil:
     """Z (H, k) column-major := Q of Z = Q R, logs[j] += ln R_jj, by classical Gram-Schmidt
@@ -540,6 +555,7 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double[:, ::1] Z = np.empty((max(m, 1), H))
     cdef double[::1] S = np.empty(k * k)
     cdef double[::1] d = np.empty(H)
+    cdef double[::1] q_cond = np.ones(nb)       # bounds of cond(Q[t-1]) per sample
     cdef double[::1] tau = np.empty(k)
     cdef double[::1] logs = np.empty(k)
     cdef double[::1] work = np.empty(1)
@@ -547,7 +563,8 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double *Qp = &Q[0, 0]
     cdef double *Zp = &Z[0, 0]
     cdef double *zb
-    cdef double nrm, err
+    cdef double nrm, err, w_cond, z_cond, d_min, d_max
+    cdef bint check, edge
     cdef bint done_qr
     cdef blas_int lwork, info = 0, Hb = <blas_int> H, kb = <blas_int> k
     cdef int status = OK
@@ -567,6 +584,8 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     for b in range(nb):
         for j in range(k):
             Q[b * k + j, j] = 1
+    sv = np.linalg.svd(W, compute_uv=False)
+    w_cond = sv[0] / sv[H - 1] if sv[H - 1] > 0 else INFINITY
     info = 0
     with nogil:
         for t in range(T):
@@ -577,8 +596,10 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
             for b in range(nb):
                 zb = Zp + b * k * H              # sample b's (H, k) frame, column-major
                 # Z_b := diag(1 - h[t, b]^2) Z_b: J[t] Q[t-1] of sample b
+                d_min, d_max = INFINITY, 0
                 for i in range(H):
                     d[i] = _dsq(&h[t, b0 + b, i])
+                    d_min, d_max = min(d_min, d[i]), max(d_max, d[i])
                 for j in range(k):
                     for i in range(H):
                         zb[j * H + i] *= d[i]
@@ -592,22 +613,30 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
                 elif k <= GRAM_SCHMIDT_K:
                     done_qr = _gram_schmidt_qr(zb, H, k, &logs[0])
                 else:
-                    # One pass of Cholesky QR, then the frame's distance from orthonormal
-                    # (its Gram matrix is the start of a second pass): a second pass where
-                    # it is above 0.1 and at the steps that end a window (or precede the
-                    # first), Householder where it is 0.5 or more (the docstring says why
-                    # that is exact). After a pass Z = Z1 U1, so the diagonal of R of Z is
+                    # One pass of Cholesky QR. Its frame's distance from orthonormal has a
+                    # bound from cond(Z) <= cond(diag(d)) cond(W) cond(Q[t-1]); where the
+                    # bound passes 0.1, and at the steps that end a window (or precede the
+                    # first), it is measured (the frame's Gram matrix, which starts a
+                    # second pass): a second pass where it is above 0.1 or at a window's
+                    # end, Householder where it is 0.5 or more (the docstring says why that
+                    # is exact). After a pass Z = Z1 U1, so the diagonal of R of Z is
                     # diag(R of Z1) diag(U1): the logs add up.
+                    z_cond = d_max / d_min * w_cond * q_cond[b] if d_min > 0 else INFINITY
+                    edge = t >= discard - 1 and (t - discard + 1) % window == 0
+                    check = _cholesky_qr_error(z_cond, H, k) > 0.1
                     _frame_gram(zb, Hb, kb, &S[0])       # S := Z^T Z
                     done_qr = _cholesky_qr_finish(zb, Hb, kb, &S[0], &logs[0])
-                    if done_qr:
+                    q_cond[b] = _cond_bound(_cholesky_qr_error(z_cond, H, k))
+                    if done_qr and (check or edge):
                         err = _frame_gram(zb, Hb, kb, &S[0])
+                        q_cond[b] = _cond_bound(err)
                         if err >= 0.5:
                             done_qr = False
-                        elif err > 0.1 or (t >= discard - 1
-                                           and (t - discard + 1) % window == 0):
+                        elif err > 0.1 or edge:
                             done_qr = _cholesky_qr_finish(zb, Hb, kb, &S[0], &logs[0])
+                            q_cond[b] = _cond_bound(_cholesky_qr_error(q_cond[b], H, k))
                 if not done_qr:
+                    q_cond[b] = 1
                     info = _householder_qr(zb, Hb, kb, &tau[0], &work[0], lwork, &logs[0])
                     if info != 0:
                         status = LAPACK_FAILED
