@@ -5,8 +5,8 @@ scaled over k steps.
     J[i] = dh[i]/dh[i-1] = diag(1 - h[i]^2) W_hh
 
 The products need T * B GEMMs of (H, H) @ (H, H); the Frobenius norm costs one pass over
-each, and the spectral norm a certified power iteration (src/_diagnostics.pyx says why it
-is exact) instead of an SVD per lag.
+each, and the spectral norm a few certified Lanczos steps warm-started from the previous
+lag (src/_spectral_norm.pxd says why it is exact) instead of an SVD per lag.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def jacobian_log_norms(x, W_xh, W_hh, b_h, h0=None, *, ord=2, lags=None, batch_f
     "fro"), k = T is the Jacobian with respect to h0. The product of the per-step Jacobians
     diag(1 - h[i]^2) W_hh is accumulated in float64 along the trajectory that rnn_forward
     computes, and renormalised after every factor, so it never overflows or underflows
-    whatever T and W_hh. ord is 2 (spectral norm, certified to 1e-10 relative) or "fro". A
+    whatever T and W_hh. ord is 2 (spectral norm, certified to 1e-9 relative) or "fro". A
     product that is exactly zero (saturated units) gives -inf from that lag on.
     batch_first=True takes x as (B, T, D) and returns L as (B, lags+1).
     """
