@@ -16,8 +16,10 @@ blocks of samples on threads) and scipy's BLAS threads. Inputs: float32, the pro
 benchmarks/_problem.py (W_hh = 0.9 x orthogonal, D = 8). With both thread counts, the
 ratios of each row's time at 2 threads over 1 follow the table.
 
-Then the busy-machine ratio: jacobian_log_norms at (T, B, H) = (10, 1, 128) with a busy
-loop on every core, over its time on the idle machine, at the default BLAS threads.
+Then jacobian_log_norms at (T, B, H) = (1000, 1, 64), 2 threads over 1, the two settings
+interleaved (the fastest of 8 calls each: robust to a drifting load), and the busy-machine
+ratio: jacobian_log_norms at (10, 1, 128) with a busy loop on every core, over its time on
+the idle machine, at the default BLAS threads.
 """
 import argparse
 import multiprocessing
@@ -65,6 +67,29 @@ def rows(T, B, H, rate):
             for k in sorted({1, min(10, H), H})]:
         t = best_time(fn)
         yield name, t, flops / t / 1e9, t / (flops / rate)
+
+
+def b1_thread_ratios():
+    """{ord: time with 2 threads / with 1} at (1000, 1, 64), interleaved, fastest of 8."""
+    import numpy as np
+    import rnnx
+    from threadpoolctl import threadpool_limits
+    from rnnx.core.threads import set_thread_budget
+    x, W_xh, W_hh, b_h, _ = problem(1000, 1, D, 64, np.float32)
+    best = {}
+    old = set_thread_budget(1)
+    try:
+        for _ in range(8):
+            for n in (1, 2):
+                set_thread_budget(n)
+                with threadpool_limits(n):
+                    for ord in (2, "fro"):
+                        t = best_time(lambda: rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h,
+                                                                       ord=ord), most=1)
+                        best[n, ord] = min(best.get((n, ord), t), t)
+    finally:
+        set_thread_budget(old)
+    return {ord: best[2, ord] / best[1, ord] for ord in (2, "fro")}
 
 
 def busy_ratio():
@@ -126,6 +151,8 @@ def main():
         print("time with 2 threads / with 1: " + ", ".join(
             f"{key[3]} ({key[0]}, {key[1]}, {key[2]}) {t / times[key[:4] + (1,)]:.2f}"
             for key, t in times.items() if key[4] == 2))
+    print("B = 1, (1000, 1, 64), 2 threads / 1, interleaved: " + ", ".join(
+        f"ord={ord!r} {r:.2f}" for ord, r in b1_thread_ratios().items()))
     idle, busy = busy_ratio()
     print(f"busy machine: jacobian_log_norms (10, 1, 128) {idle * 1e3:.3g} ms idle, "
           f"{busy * 1e3:.3g} ms with a busy loop on each of {os.cpu_count()} cores: "
