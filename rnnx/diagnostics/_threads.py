@@ -1,8 +1,9 @@
 """How a diagnostics call uses threads, decided once per call from its shape.
 
-The samples of a batch are independent, so with two BLAS threads or more and B >= 2 the
-kernels of rnnx._diagnostics run on disjoint blocks of samples at once, each on one BLAS
-thread. With one block, a product large enough to gain runs on the BLAS threads; a smaller
+The samples of a batch are independent, so with a thread budget of two or more and B >= 2
+the kernels of rnnx._diagnostics run on disjoint blocks of samples at once, each on one
+BLAS thread (the kernels call scipy's BLAS only: numpy's has worker threads of its own,
+and a numpy SVD in each block made two blocks 200x slower than one). With one block, a product large enough to gain runs on the BLAS threads; a smaller
 one runs on one thread, whatever the process's BLAS setting: threaded BLAS on small
 per-lag products, its idle workers spinning against a busy machine, was up to 900x slower
 (issue 14). The trajectory the kernels follow is computed on one BLAS thread too: its
