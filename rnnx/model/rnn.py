@@ -102,9 +102,10 @@ class RNN:
         self.dtype = float_dtype(dtype)
         self.init = init
         self.spectral_radius = positive("spectral_radius", spectral_radius, none=True)
-        self.params = init_params(self.input_size, self.hidden_size, self.output_size,
-                                  np.random.default_rng(seed), kind=init, std=std,
-                                  spectral_radius=self.spectral_radius, dtype=self.dtype)
+        with serial_blas():     # a QR or eigenvalues of (H, H), once
+            self.params = init_params(self.input_size, self.hidden_size, self.output_size,
+                                      np.random.default_rng(seed), kind=init, std=std,
+                                      spectral_radius=self.spectral_radius, dtype=self.dtype)
 
     def __repr__(self):
         return (f"RNN(input_size={self.input_size}, hidden_size={self.hidden_size}, "
