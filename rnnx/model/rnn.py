@@ -148,19 +148,17 @@ class RNN:
         return x, h0
 
     def _plan(self, x):
-        """The core's Plan for the time-major batch x; the whole call (the core, the
-        readout, the loss, Omega) runs under blas_limit(_threads(plan))."""
-        return make_plan(*x.shape, self.hidden_size, self.dtype)
-
-    @staticmethod
-    def _threads(plan):
-        """The BLAS threads of a call: the core's (rnnx.core.plan.Plan.blas_threads), one
-        where the core makes no BLAS call (the readout's and Omega's large products are
-        split over rnnx's threads by rnnx.core.threads.matmul instead)."""
-        return plan.blas_threads or 1
+        """(the core's Plan for the time-major batch x, the BLAS threads of the whole call):
+        the plan's (rnnx.core.plan.Plan.blas_threads), one where the core makes no BLAS
+        call. The call -- the core, the readout, the loss, Omega -- runs under
+        blas_limit(threads); its large products are split over rnnx's own threads
+        (rnnx.core.threads.matmul)."""
+        plan = make_plan(*x.shape, self.hidden_size, self.dtype)
+        return plan, plan.blas_threads or 1
 
     def _forward(self, p, x, h0, plan):
-        h = forward_checked(x, p["W_xh"], p["W_hh"], p["b_h"], h0, plan)   # checked by the caller
+        # every argument checked by the caller
+        h = forward_checked(x, p["W_xh"], p["W_hh"], p["b_h"], h0, plan)
         if self.readout == "last":
             # (B, H) @ (H, O)
             return h[-1] @ p["W_hy"].T + p["b_y"], h
@@ -174,8 +172,8 @@ class RNN:
         batch_first=True: x is (B, T, D), and y of readout "all" and h come back
         batch-first too, (B, T, O) and (B, T, H), as torch.nn.RNN(batch_first=True)."""
         x, h0 = self.checked_inputs(x, h0, batch_first=batch_first)
-        plan = self._plan(x)
-        with blas_limit(self._threads(plan)):
+        plan, threads = self._plan(x)
+        with blas_limit(threads):
             y, h = self._forward(self.checked_params(), x, h0, plan)
         if batch_first:
             h = h.swapaxes(0, 1)
@@ -232,8 +230,8 @@ class RNN:
             x, h0 = self.checked_inputs(x, h0, batch_first=batch_first)
             if batch_first and per_step:
                 target = _time_major("target", target)
-            plan = self._plan(x)
-            with blas_limit(self._threads(plan)):
+            plan, threads = self._plan(x)
+            with blas_limit(threads):
                 return self._gradients(x, target, loss, h0, max_norm, clip_delta, omega, plan)
         return evaluate
 
