@@ -298,3 +298,17 @@ def test_omega_does_not_depend_on_the_thread_budget(monkeypatch, form):
     for value, grad in results[1:]:
         assert value == pytest.approx(value1, rel=1e-12)
         np.testing.assert_allclose(grad, grad1, rtol=1e-6, atol=1e-7 * np.abs(grad1).max())
+
+
+@needs_limits
+def test_the_models_lapack_calls_run_on_one_blas_thread(monkeypatch, two_blas_threads):
+    """The initialisation's QR and W_hh's diagnostics (eigenvalues, singular values) of an
+    (H, H) matrix run on one BLAS thread; the counts are the user's again afterwards."""
+    seen = []
+    for name in ("qr", "svd", "eigvals"):
+        _spy(monkeypatch, np.linalg, name, seen)
+    model = rnnx.RNN(3, 64, 2, init="orthogonal", seed=0)
+    model.diagnostics()
+    assert {"qr", "svd", "eigvals"} <= {name for name, _ in seen}
+    assert all(counts == [1] * len(counts) for _, counts in seen), seen
+    assert _counts() == [2] * len(_counts())
