@@ -142,30 +142,34 @@ def blas_threads():
 
 @functools.cache
 def _setters():
-    """[(get, set)] of every OpenBLAS in _rnnx_blas: set is openblas_set_num_threads_local
-    (recent OpenBLAS; the wheels here ship 0.3.30 and 0.3.31), which changes the thread
-    count like openblas_set_num_threads but leaves the idle worker threads asleep. Empty
-    unless every one of them has it."""
+    """([(get, set)] of every OpenBLAS in _rnnx_blas, whether every set is quiet).
+
+    set is openblas_set_num_threads_local where the library has it (recent OpenBLAS; the
+    wheels here ship 0.3.30 and 0.3.31), which changes the thread count like
+    openblas_set_num_threads but leaves the idle worker threads asleep; else
+    openblas_set_num_threads itself (threadpoolctl's).
+    """
     import ctypes
-    setters = []
+    setters, quiet = [], True
     for lib in _rnnx_blas():
         if lib.internal_api != "openblas":
-            return []
+            continue
         dll = ctypes.CDLL(lib.filepath)
         fn = None
         for name in ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local"):
             fn = fn or getattr(dll, name, None)
         if fn is None:
-            return []
-        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+            fn, quiet = lib.set_num_threads, False
+        else:
+            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
         setters.append((lib.get_num_threads, fn))
-    return setters
+    return setters, quiet and bool(setters)
 
 
 def can_serialise():
-    """Whether blas_limit (and serial_blas) can set the thread count of every BLAS rnnx
-    calls without waking it."""
-    return bool(_setters())
+    """Whether blas_limit (and serial_blas) can set the thread count of every OpenBLAS
+    rnnx calls without waking it."""
+    return _setters()[1]
 
 
 _lock = threading.Lock()
@@ -177,7 +181,7 @@ def _apply():
     """Set every BLAS to the newest section's limit (never above its count before the
     first section), or back to that count when no section runs; only where it changes."""
     global _current
-    setters = _setters()
+    setters = _setters()[0]
     want = [min(s, _sections[-1][0]) if _sections else s for s in _saved]
     for k, ((_, set_threads), n) in enumerate(zip(setters, want)):
         if _current[k] != n:
@@ -188,8 +192,8 @@ def _apply():
 @contextmanager
 def blas_limit(threads):
     """The BLAS libraries rnnx calls (numpy's and scipy's) on at most `threads` threads
-    while the block runs (None: the count is left alone; a no-op without
-    can_serialise()).
+    while the block runs (None: the count is left alone; a no-op where rnnx calls no
+    OpenBLAS).
 
     Sections nest: the newest one running sets the count, and the count before the first
     one is restored when the last one ends. The count is process-wide, so meanwhile it
@@ -197,13 +201,13 @@ def blas_limit(threads):
     thread sees it as its original.
     """
     global _saved, _current
-    if threads is None or not _setters():
+    if threads is None or not _setters()[0]:
         yield
         return
     section = (threads,)
     with _lock:
         if not _sections:
-            _saved = [get() for get, _ in _setters()]
+            _saved = [get() for get, _ in _setters()[0]]
             _current = list(_saved)
         _sections.append(section)
         _apply()
