@@ -9,7 +9,10 @@ which is what a user gets on a 2-core machine without touching anything. A proce
 its case --seconds at a time, three times, and reports the best. The cases go round
 --rounds times, the two settings of a case one after the other in alternating order, so
 that a shared machine's drifts fall on both; the table gives each setting's best over the
-rounds and the ratio time(2 threads) / time(1 thread).
+rounds and the ratio time(2 threads) / time(1 thread). On Linux it also gives the CPU
+time the BLAS libraries' own worker threads (numpy's and scipy's OpenBLAS) used per call
+with 2 threads: a worker spinning after a threaded product shows there, however loaded
+the machine is.
 
 The cases: rnnx.Trainer steps (float32, the addition task, D = 2, one output, SGD,
 clip_by_global_norm(1.0), the Trainer's defaults otherwise: spike detection, W_hh's
@@ -47,12 +50,32 @@ def _best_seconds(run, seconds, repeats=3):
     return best
 
 
+def _thread_ids():
+    try:
+        return set(os.listdir("/proc/self/task"))
+    except OSError:                                     # not Linux
+        return set()
+
+
+def _cpu_seconds(tids):
+    """CPU time (user + system) used so far by the threads tids of this process."""
+    total = 0
+    for tid in tids:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _child(case, seconds):
-    """Seconds per call of the case, in this process (numpy imported only now, after the
-    environment was set)."""
+    """(seconds per call of the case, CPU seconds of the BLAS workers per call), in this
+    process (numpy imported only now, after the environment was set)."""
     import logging
 
+    before = _thread_ids()
     import numpy as np
+    import scipy.linalg  # noqa: F401  (scipy's BLAS, and its worker threads)
+    workers = _thread_ids() - before                   # the BLAS libraries' threads
 
     import rnnx
     from rnnx.optim.clipping import clip_by_global_norm
@@ -64,13 +87,22 @@ def _child(case, seconds):
     model = rnnx.RNN(task.input_size, H, task.output_size, seed=0)
     if case["kind"] == "diagnose":
         x, _ = task.sample(B, rng)
-        return _best_seconds(lambda: rnnx.diagnose(model, x), seconds)
-    # a tiny learning rate keeps the weights, and so the work of a step, steady
-    trainer = rnnx.Trainer(model, SGD(1e-6), clip=clip_by_global_norm(1.0),
-                           omega=case["omega"], progress=False, seed=0)
-    batches = [task.sample(B, rng) for _ in range(8)]
-    step = iter(range(1 << 62))
-    return _best_seconds(lambda: trainer.train_step(*batches[next(step) % 8]), seconds)
+        run = lambda: rnnx.diagnose(model, x)                              # noqa: E731
+    else:
+        # a tiny learning rate keeps the weights, and so the work of a step, steady
+        trainer = rnnx.Trainer(model, SGD(1e-6), clip=clip_by_global_norm(1.0),
+                               omega=case["omega"], progress=False, seed=0)
+        batches = [task.sample(B, rng) for _ in range(8)]
+        step = iter(range(1 << 62))
+        run = lambda: trainer.train_step(*batches[next(step) % 8])         # noqa: E731
+    calls = [0]
+
+    def counted():
+        calls[0] += 1
+        run()
+    cpu = _cpu_seconds(workers)
+    best = _best_seconds(counted, seconds)
+    return best, (_cpu_seconds(workers) - cpu) / calls[0]
 
 
 def _environment(threads):
@@ -81,11 +113,12 @@ def _environment(threads):
 
 
 def _measure(case, threads, seconds):
-    """Seconds per call of the case in a fresh process with `threads` threads."""
+    """(seconds per call, the BLAS workers' CPU seconds per call) of the case in a fresh
+    process with `threads` threads."""
     out = subprocess.run([sys.executable, __file__, "--child", json.dumps(case),
                           "--seconds", str(seconds)], env=_environment(threads),
                          capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _label(case):
@@ -103,7 +136,7 @@ def main():
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(_child(json.loads(args.child), args.seconds))
+        print(json.dumps(_child(json.loads(args.child), args.seconds)))
         return
     if args.quick:
         args.rounds, args.seconds = 1, 0.2
@@ -114,21 +147,25 @@ def main():
     print(f"{os.cpu_count()} CPUs, load average {load:.2f} at the start; "
           f"{args.rounds} rounds of {args.seconds} s timings", flush=True)
     times = {(i, n): [] for i in range(len(cases)) for n in (1, 2)}
+    spin = {i: [] for i in range(len(cases))}
     for r in range(args.rounds):
         for i, case in enumerate(cases):
             for n in ((1, 2) if (r + i) % 2 == 0 else (2, 1)):
-                times[i, n].append(_measure(case, n, args.seconds))
+                seconds, workers = _measure(case, n, args.seconds)
+                times[i, n].append(seconds)
+                if n == 2:
+                    spin[i].append(workers)
     print(f"load average {os.getloadavg()[0]:.2f} at the end\n")
     print("| case (T, B, H) | Omega | unit | 1 thread | 2 threads | time 2T / 1T | "
-          "median over rounds |")
-    print("|---|---|---|---|---|---|---|")
+          "median over rounds | BLAS workers' CPU per call, 2T |")
+    print("|---|---|---|---|---|---|---|---|")
     for i, case in enumerate(cases):
         one, two = min(times[i, 1]), min(times[i, 2])
         ratio = two / one
         per_round = statistics.median(b / a for a, b in zip(times[i, 1], times[i, 2]))
         mark = "**" if ratio > 1.05 else ""
         print(f"| {_label(case)} | {1 / one:.0f} | {1 / two:.0f} | {mark}{ratio:.2f}{mark} "
-              f"| {per_round:.2f} |", flush=True)
+              f"| {per_round:.2f} | {1e3 * max(spin[i]):.2f} ms |", flush=True)
 
 
 if __name__ == "__main__":
