@@ -47,6 +47,10 @@ class Plan:
         and always with blocks, whose loops make no BLAS call (plain loops make the
         products by W_xh the kernel does not tile).
     dx_kernel: dx's per-step product is the register-blocked kernel's (else BLAS).
+    blas_threads: the threads the call's BLAS calls may use (rnnx.core.threads.blas_limit):
+        None where it makes none (blocks, or the register-blocked kernel for every
+        product), the budget where the per-step products are BLAS's on its threads, else
+        1 -- small products on one thread, whatever the process's BLAS setting.
     """
 
     blocks: tuple[tuple[int, int], ...]
@@ -54,6 +58,7 @@ class Plan:
     dW_hh_in_loop: bool
     all_in_loop: bool
     dx_kernel: bool
+    blas_threads: int | None = 1
 
 
 def _row_blocks(T, B, H, itemsize, threads, min_work, core):
@@ -96,8 +101,12 @@ def _plan(T, B, D, H, itemsize, threads, min_work, core):
     kernel = len(blocks) > 1 or B * H * H < THREADED_PRODUCT or threads == 1
     in_loop = kernel and core.small_gemm_fits(H, H)
     all_in_loop = in_loop and (core.small_gemm_fits(H, D) or len(blocks) > 1)
+    step_kernel = kernel and core.small_gemm_fits(rows, H)
+    dx_kernel = all_in_loop and core.small_gemm_fits(rows, D)
+    no_blas = len(blocks) > 1 or (step_kernel and dx_kernel)
     return Plan(blocks=blocks,
-                step_kernel=kernel and core.small_gemm_fits(rows, H),
+                step_kernel=step_kernel,
                 dW_hh_in_loop=in_loop,
                 all_in_loop=all_in_loop,
-                dx_kernel=all_in_loop and core.small_gemm_fits(rows, D))
+                dx_kernel=dx_kernel,
+                blas_threads=None if no_blas else 1 if kernel else threads)
