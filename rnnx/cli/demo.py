@@ -46,13 +46,14 @@ Why: the jump is about exp(growth rate x the steps the signal travels), and with
 forward pass bounded by tanh, a growth rate that lasts over many time steps needs a
 chaotic trajectory (a positive lambda_1). Training on this task grows a few singular
 values of W_hh rather than a chaotic bulk (lambda_1 stays near or below 0 at the spikes
-above): the units it drives saturate, which caps the rate (at most 0.18 per time step
-in the nine runs above), and the spike's own update saturates them further, so the
-gradient collapses (2.5e-21 above) instead of overflowing. Longer sequences, a zero-input lead-in before the task, other radii,
-initialisations, hidden sizes, learning rates and momenta did not change that in the
-searches behind this choice (exp(88), float32's overflow, needs a rate of 0.3 over 300
-steps); the settings whose gradients did overflow overflowed at the first step (no calm
-start) or through the readout W_hy, and did not learn with clipping either.
+above): the units it drives saturate, which caps the rate (at most 0.18 per time step in
+the nine runs above), and the spike's own update saturates them further, so the gradient
+collapses (2.5e-21 above) instead of overflowing. Longer sequences, a zero-input lead-in
+before the task, other radii, initialisations, hidden sizes, learning rates and momenta
+did not change that in the searches behind this choice (exp(88), float32's overflow, needs
+a rate of 0.3 over 300 steps); the settings whose gradients did overflow overflowed at the
+first step (no calm start) or through the readout W_hy, and did not learn with clipping
+either.
 """
 from __future__ import annotations
 
