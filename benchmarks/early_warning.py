@@ -24,6 +24,7 @@ The forecaster's settings were chosen on the "tune" suite only; "holdout" differ
 in its seeds (model initialisation and batches).
 """
 import argparse
+import inspect
 import itertools
 import logging
 import os
@@ -46,6 +47,7 @@ RADII = (0.9, 1.5, 2.0, 3.0)
 PEAK_LRS = (0.03, 0.06, 0.15, 0.3)
 SUITES = {"tune": (0, 1), "holdout": (100, 101)}
 EARLY = 5       # a run that explodes by this step has no history to forecast from
+RATE_EVERY = inspect.signature(EarlyWarning).parameters["rate_every"].default
 
 
 def warmup(peak):
@@ -60,14 +62,15 @@ class StopAtThreshold(rnnx.Callback):
             trainer.stop_training = True
 
 
-def run(task_name, radius, peak, seed):
+def run(task_name, radius, peak, seed, rate_every):
     """(explosion step or None, first warning step or None) of one run."""
     task = tasks.make(task_name, T)
     model = rnnx.RNN(task.input_size, H, task.output_size, readout=task.readout,
                      spectral_radius=radius, seed=seed)
     trainer = rnnx.Trainer(model, rnnx.SGD(warmup(peak)), loss=task.loss, spikes=None,
                            progress=False, seed=seed + 1, shadow=False,
-                           warnings=EarlyWarning(threshold=THRESHOLD, blame=False),
+                           warnings=EarlyWarning(threshold=THRESHOLD, blame=False,
+                                                  rate_every=rate_every),
                            callbacks=[StopAtThreshold()])
     try:
         trainer.fit(task, steps=STEPS, batch_size=B)
@@ -82,11 +85,12 @@ def run(task_name, radius, peak, seed):
     return exploded, first_warning
 
 
-def suite(name):
+def suite(name, rate_every):
     rows = []
     for task_name in TASKS:
         for radius, peak, seed in itertools.product(RADII, PEAK_LRS, SUITES[name]):
-            rows.append((task_name, radius, peak, seed, *run(task_name, radius, peak, seed)))
+            rows.append((task_name, radius, peak, seed,
+                         *run(task_name, radius, peak, seed, rate_every)))
     return rows
 
 
@@ -109,6 +113,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suite", choices=("tune", "holdout", "both"), default="tune")
     p.add_argument("--runs", action="store_true", help="also print every run")
+    p.add_argument("--rate-every", type=int, default=RATE_EVERY, metavar="N",
+                   help="sample lambda_1 every N steps (0: never; default: EarlyWarning's)")
     args = p.parse_args()
     logging.getLogger("rnnx").setLevel(logging.ERROR)
     names = ("tune", "holdout") if args.suite == "both" else (args.suite,)
@@ -117,7 +123,7 @@ def main():
              "false alarms | time |", "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         t0 = time.perf_counter()
-        rows = suite(name)
+        rows = suite(name, args.rate_every or None)
         lines.append(table(name, rows, time.perf_counter() - t0))
         if args.runs:
             for r in rows:
