@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import rnnx
-from rnnx.diagnostics.forecast import (TrendForecaster, growth_rate, line_fit, log_max,
-                                       overflow_horizon, theil_sen)
+from rnnx.diagnostics.forecast import (TrendForecaster, growth_rate, kendall_score, line_fit,
+                                       log_max, overflow_horizon, theil_sen)
 from rnnx.training.warnings import EarlyWarning, LowerLR
 
 
@@ -206,3 +206,86 @@ def test_tighten_clip_policy_and_the_clip_threshold():
     assert n >= 1 and tr.clip.max_norm == pytest.approx(1e9 * 0.5 ** n)
     w = [e for e in events.events if e["event"] == "warning"]
     assert "clip" in w[0]["predicted_steps"] and w[0]["clip_max_norm"] == 5e8
+
+
+def test_kendall_score_transcribes_its_definition():
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=9)
+    pairs = [(i, j) for i in range(9) for j in range(i + 1, 9)]
+    assert kendall_score(y) == pytest.approx(
+        sum(np.sign(y[j] - y[i]) for i, j in pairs) / len(pairs))
+    assert kendall_score(np.arange(5.0)) == 1.0 and kendall_score(-np.arange(5.0)) == -1.0
+    assert math.isnan(kendall_score([1.0]))
+
+
+def test_rate_channel_predicts_the_exp_lambda_T_crossing():
+    """Flat norms (the norm's channel is silent) while lambda_1 rises linearly from
+    below 0: the crossing is predicted when lambda_1 reaches 0 and then covers
+    ln(threshold / norm) / T (the definition, transcribed)."""
+    f = TrendForecaster()
+    T, r = 200, 0.002
+    for s in range(1, 61):
+        f.observe(s, 2.0)
+        if s % 10 == 0:
+            f.observe_rate(s, -0.05 + r * s, T)
+    out = f.forecast({"t": 1e6})
+    lam = -0.05 + r * 60
+    assert out.rate == pytest.approx(lam) and out.rate_trend == pytest.approx(r)
+    assert math.isnan(out.trend)
+    assert out.steps["t"] == pytest.approx((math.log(1e6 / 2.0) / T - min(lam, 0)) / r)
+    below = TrendForecaster()
+    for s in range(1, 61):
+        below.observe(s, 2.0)
+        if s % 10 == 0:
+            below.observe_rate(s, -0.2 + r * s, T)
+    assert below.forecast({"t": 1e6}).steps["t"] == pytest.approx(
+        (math.log(1e6 / 2.0) / T + 0.2 - r * 60) / r)
+
+
+@pytest.mark.parametrize("rates", [
+    [0.01, 0.03, 0.02, 0.04],                  # not rising at every sample
+    [0.05, 0.04, 0.03, 0.02],                  # falling
+    [0.01, 0.02, 0.03],                        # too few samples
+    [0.01, 0.02, math.inf, 0.03, -math.inf],  # non-finite samples left out: too few
+])
+def test_rate_channel_silent_without_a_steady_rise(rates):
+    f = TrendForecaster()
+    for i, lam in enumerate(rates, 1):
+        f.observe(10 * i, 1.0)
+        f.observe_rate(10 * i, lam, 100)
+    out = f.forecast({"t": 1e6})
+    assert out.steps["t"] == math.inf and math.isnan(out.rate_trend)
+
+
+class _Drift(rnnx.Callback):
+    """W_hh times 1.01 after every step: the recurrence drifts into the exploding regime
+    while SGD (lr 1e-6) barely moves the weights."""
+
+    def on_step_end(self, trainer, record):
+        trainer.model.params["W_hh"] *= np.float32(1.01)
+
+
+def _drifting_run(rate_every):
+    task = rnnx.tasks.make("adding", 200)
+    m = rnnx.RNN(task.input_size, 32, task.output_size, readout=task.readout,
+                 spectral_radius=0.9, seed=0)
+    tr = rnnx.Trainer(m, rnnx.SGD(1e-6), spikes=None, progress=False, seed=1,
+                      policy="skip", diag_every=None, callbacks=[_Drift()],
+                      warnings=EarlyWarning(threshold=1e6, rate_every=rate_every,
+                                            blame=False))
+    tr.fit(task, steps=70, batch_size=16)
+    h = tr.history
+    bad = np.flatnonzero(~(h["grad_norm"] <= 1e6) | h["nonfinite"])
+    warned = np.flatnonzero(h["warning"])
+    return bad[0], warned[0], tr
+
+
+def test_lambda_1_warns_earlier_than_the_norm_on_a_drift():
+    """On long sequences whose W_hh drifts up, the gradient norm stays flat while
+    lambda_1 climbs towards 0; sampling lambda_1 warns well before the norm rises."""
+    bad, with_rate, tr = _drifting_run(10)
+    bad_off, without, _ = _drifting_run(None)
+    assert bad == bad_off and with_rate < without < bad
+    assert bad - with_rate >= 20
+    f = tr.warnings.forecaster
+    assert f.length == len(tr.batch[0]) and len(f.state_dict()["rates"]) == f.rate_samples
