@@ -2,9 +2,13 @@
 
 (a) Trainer.fit per step with the early warning on (the default) and off, and, timed
 alone, the two parts that every step runs: the growth rate and overflow horizon columns,
-and the early warning's forecast (EarlyWarning.on_record on an ordinary step); (b) one
+and the early warning's forecast (EarlyWarning.on_record on an ordinary step), and the
+part it runs every rate_every steps: the sample of lambda_1 (EarlyWarning.sample_rate),
+per sample and spread over the steps between two samples; (b) one
 examination of a spiking or failing float32 step -- the float64 second opinion and the
-blame (Forensics.examine) -- against one ordinary training step on the same batch. (b)
+blame (Forensics.examine) -- against one ordinary training step on the same batch, and
+against its floor: one training step of the same model in float64 (the examination is
+one float64 forward pass and BPTT, which keeps delta, plus the blame's norms). (b)
 runs only on spikes and failures, so it is the price of a bad step, not of a run.
 
     .venv/bin/python benchmarks/forensics_cost.py [--T 50 --B 20 --H 50 --steps 1000]
@@ -47,8 +51,8 @@ def main():
     x = rng.standard_normal((args.T, args.B, 2)).astype(np.float32)
     y = rng.standard_normal((args.B, 1)).astype(np.float32)
 
-    def trainer(**kw):
-        m = rnnx.RNN(2, args.H, 1, seed=0)
+    def trainer(dtype=np.float32, **kw):
+        m = rnnx.RNN(2, args.H, 1, seed=0, dtype=dtype)
         return rnnx.Trainer(m, rnnx.SGD(1e-9), progress=False, diag_every=None, seed=0,
                             spikes=None, **kw)
 
@@ -62,10 +66,14 @@ def main():
     record = dict(on.history.records()[-1])
     t_growth = best(lambda: fill_growth(record, deltas, np.float32), 2000, args.repeat)
     warning = on.warnings                   # its on_record on an ordinary step, alone
+    on.step += on.step % warning.rate_every == 0          # not a step that samples lambda_1
     t_warn = best(lambda: warning.on_record(on, dict(record)), 2000, args.repeat)
+    t_rate = best(lambda: warning.sample_rate(on), 200, args.repeat)
 
     tr = trainer()
     t_step = best(lambda: tr.train_step(x, y), 200, args.repeat)
+    tr64, x64, y64 = trainer(np.float64), x.astype(np.float64), y.astype(np.float64)
+    t_step64 = best(lambda: tr64.train_step(x64, y64), 200, args.repeat)
     rec = dict(record)
     t_exam = best(lambda: tr.forensics.examine(tr, "nonfinite", (x, y, None), rec), 50,
                   args.repeat)
@@ -77,8 +85,13 @@ def main():
           f"({100 * t_growth / t_off:.1f}% of a step)")
     print(f"EarlyWarning.on_record alone:    {t_warn * 1e6:8.1f} us  "
           f"({100 * t_warn / t_off:.1f}% of a step)")
+    print(f"lambda_1 sample (every {warning.rate_every} steps): {t_rate * 1e6:8.1f} us  "
+          f"({t_rate / t_off:.2f} steps; {100 * t_rate / t_off / warning.rate_every:.1f}% "
+          f"of a step spread over {warning.rate_every})")
     print(f"one examined step (float64 second opinion + blame): {t_exam * 1e6:8.1f} us "
           f"= {t_exam / t_step:.2f} training steps")
+    print(f"its floor, one float64 training step:              {t_step64 * 1e6:8.1f} us "
+          f"= {t_step64 / t_step:.2f} training steps")
 
 
 if __name__ == "__main__":
