@@ -37,7 +37,7 @@ __all__ = ["EarlyWarning", "WarningPolicy", "WarnLog", "LowerLR", "TightenClip",
 log = logging.getLogger("rnnx")
 
 WARNING_POLICIES = ("log", "lower_lr", "tighten_clip")
-RATE_ROWS = 8       # sequences of the batch that lambda_1 is sampled along
+RATE_ROWS = 4       # sequences of the batch that lambda_1 is sampled along
 
 
 class WarningPolicy:
