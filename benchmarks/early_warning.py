@@ -18,10 +18,13 @@ Targets: recall >= 90%, median lead >= 5 steps, false alarms <= 5%.
 
     .venv/bin/python benchmarks/early_warning.py                  # the tuning suite
     .venv/bin/python benchmarks/early_warning.py --suite holdout   # seeds never tuned on
-    .venv/bin/python benchmarks/early_warning.py --suite both
+    .venv/bin/python benchmarks/early_warning.py --suite both --drift
 
 The forecaster's settings were chosen on the "tune" suite only; "holdout" differs only
-in its seeds (model initialisation and batches).
+in its seeds (model initialisation and batches). --rate-every 0 turns off the lambda_1
+channel (EarlyWarning(rate_every=None)); --drift adds one run where the recurrence,
+not the optimizer, explodes (W_hh grows by DRIFT per step on sequences of 200 steps),
+with and without that channel.
 """
 import argparse
 import inspect
@@ -46,6 +49,7 @@ TASKS = ("adding", "multiplication")
 RADII = (0.9, 1.5, 2.0, 3.0)
 PEAK_LRS = (0.03, 0.06, 0.15, 0.3)
 SUITES = {"tune": (0, 1), "holdout": (100, 101)}
+DRIFT = 1.01    # W_hh's growth per step in the drift run (--drift)
 EARLY = 5       # a run that explodes by this step has no history to forecast from
 RATE_EVERY = inspect.signature(EarlyWarning).parameters["rate_every"].default
 
@@ -94,6 +98,32 @@ def suite(name, rate_every):
     return rows
 
 
+class Drift(rnnx.Callback):
+    """W_hh times DRIFT after every step: the recurrence drifts into the exploding regime
+    while SGD at lr 1e-6 barely moves the weights."""
+
+    def on_step_end(self, trainer, record):
+        trainer.model.params["W_hh"] *= np.float32(DRIFT)
+
+
+def drift_run(rate_every):
+    """(explosion step, first warning step or None) of the drift run: adding with T = 200,
+    W_hh of spectral radius 0.9 growing by DRIFT per step."""
+    task = tasks.make("adding", 200)
+    model = rnnx.RNN(task.input_size, H, task.output_size, readout=task.readout,
+                     spectral_radius=0.9, seed=0)
+    trainer = rnnx.Trainer(model, rnnx.SGD(1e-6), loss=task.loss, spikes=None,
+                           progress=False, seed=1, shadow=False, policy="skip",
+                           warnings=EarlyWarning(threshold=THRESHOLD, blame=False,
+                                                 rate_every=rate_every),
+                           callbacks=[Drift(), StopAtThreshold()])
+    h = trainer.fit(task, steps=STEPS, batch_size=B)
+    bad = np.flatnonzero(~(h["grad_norm"] <= THRESHOLD) | h["nonfinite"])
+    warned = np.flatnonzero(h["warning"])
+    return (int(h["step"][bad[0]]) if bad.size else None,
+            int(h["step"][warned[0]]) if warned.size else None)
+
+
 def table(name, rows, seconds):
     early = [r for r in rows if r[4] is not None and r[4] <= EARLY]
     exploding = [r for r in rows if r[4] is not None and r[4] > EARLY]
@@ -113,6 +143,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suite", choices=("tune", "holdout", "both"), default="tune")
     p.add_argument("--runs", action="store_true", help="also print every run")
+    p.add_argument("--drift", action="store_true",
+                   help="also the drift run, with and without the lambda_1 channel")
     p.add_argument("--rate-every", type=int, default=RATE_EVERY, metavar="N",
                    help="sample lambda_1 every N steps (0: never; default: EarlyWarning's)")
     args = p.parse_args()
@@ -129,6 +161,12 @@ def main():
             for r in rows:
                 print(*r)
     print("\n".join(lines))
+    if args.drift:
+        exploded, with_rate = drift_run(args.rate_every or RATE_EVERY)
+        _, without = drift_run(None)
+        print(f"\ndrift run (adding, T = 200, W_hh x{DRIFT} per step): explodes at step "
+              f"{exploded}; first warning at step {with_rate} with lambda_1 sampled every "
+              f"{args.rate_every or RATE_EVERY} steps, {without} without")
 
 
 if __name__ == "__main__":
