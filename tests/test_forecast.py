@@ -289,3 +289,37 @@ def test_lambda_1_warns_earlier_than_the_norm_on_a_drift():
     assert bad - with_rate >= 20
     f = tr.warnings.forecaster
     assert f.length >= 200 and len(f.state_dict()["rates"]) == f.rate_samples   # T varies
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("T,B,D,H", [(1, 1, 1, 1), (5, 3, 2, 7)])
+def test_lambda_1_samples_on_odd_shapes(dtype, T, B, D, H):
+    """Every rate_every steps the forecaster gets lambda_1 along the step's batch: the
+    mean over its first RATE_ROWS sequences of local_lyapunov_exponents."""
+    from rnnx.diagnostics.lyapunov import local_lyapunov_exponents
+    from rnnx.training.warnings import RATE_ROWS
+    rng = np.random.default_rng(4)
+    m = rnnx.RNN(D, H, 1, spectral_radius=1.2, seed=0, dtype=dtype)
+    batches = [(rng.standard_normal((T, B, D)).astype(dtype),
+                rng.standard_normal((B, 1)).astype(dtype)) for _ in range(4)]
+    tr = rnnx.Trainer(m, rnnx.SGD(0.01), progress=False, spikes=None,
+                      warnings=EarlyWarning(rate_every=2, blame=False))
+    tr.fit(batches)
+    p, x = m.params, batches[-1][0]
+    want = local_lyapunov_exponents(x[:, :RATE_ROWS], p["W_xh"], p["W_hh"], p["b_h"],
+                                    window=T, k=1).mean()
+    rates = tr.warnings.forecaster.state_dict()["rates"]
+    assert len(rates) == 2 and rates[-1] == pytest.approx(want, rel=1e-12)
+    assert tr.warnings.forecaster.length == T
+
+
+def test_checkpoint_keeps_the_lambda_1_samples(tmp_path):
+    bad, _, tr = _drifting_run(10)
+    path = tmp_path / "c.npz"
+    tr.save_checkpoint(path)
+    _, _, other = _drifting_run(None)
+    other.load_checkpoint(path)
+    a, b = tr.warnings.forecaster.state_dict(), other.warnings.forecaster.state_dict()
+    assert a.keys() == b.keys() and a["length"] == b["length"]
+    for k in ("steps", "logs", "rate_steps", "rates"):
+        np.testing.assert_array_equal(a[k], b[k])
