@@ -323,3 +323,13 @@ def test_checkpoint_keeps_the_lambda_1_samples(tmp_path):
     assert a.keys() == b.keys() and a["length"] == b["length"]
     for k in ("steps", "logs", "rate_steps", "rates"):
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_forecaster_arguments_checked():
+    for kw, name in (({"window": 2}, "window"), ({"agree": 1.5}, "agree"),
+                     ({"agree": "high"}, "agree"), ({"rise": 0}, "rise"),
+                     ({"baseline": 4}, "baseline"), ({"rate_samples": 1}, "rate_samples")):
+        with pytest.raises(ValueError, match=name):
+            TrendForecaster(**kw)
+    with pytest.raises(ValueError, match="rate_every"):
+        EarlyWarning(rate_every=0)

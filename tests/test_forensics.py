@@ -237,3 +237,24 @@ def test_second_opinion_norm_is_the_float64_gradient_norm(readout, loss, clip_de
     assert opinion.verdict == "artefact"
     assert opinion.norm64 == pytest.approx(want, rel=1e-12)
     assert opinion.max_delta64 == pytest.approx(float(g.delta_norms.max()), rel=1e-12)
+
+
+def test_blame_time_step_where_delta_squares_pass_float64s_range():
+    """||delta[t]|| of 1e159 (squares past float64's range): the core's norms stay finite,
+    so the time step is still the peak (t = T-1 with a contracting W_hh, readout
+    "last"), against the norms of delta recomputed here overflow-safely."""
+    from rnnx.diagnostics.blame import safe_norms
+    from rnnx.training.shadow import blame_step
+    m = rnnx.RNN(2, 4, 1, spectral_radius=0.5, seed=0, dtype="float64")
+    m.params["W_hy"][:] = 1e80
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((6, 3, 2)), rng.standard_normal((3, 1))
+    with np.errstate(over="ignore"):
+        b = blame_step(m, "mse", (x, y, None))
+        _, h = m.forward(x)
+        grad_h = np.zeros_like(h)
+        grad_h[-1] = (m.predict(x) - y) * 2 / y.size @ m.params["W_hy"]
+    d = rnnx.rnn_backward(x, h, grad_h, m.params["W_xh"], m.params["W_hh"], m.params["b_h"],
+                          return_delta=True).delta
+    norms = safe_norms(d, axis=(1, 2))
+    assert norms.max() > 1e155 and b.time_step == int(np.argmax(norms)) == 5

@@ -19,8 +19,8 @@ Three rates say where the gradient is heading.
 
 * Across training steps, along the data: the largest finite-time Lyapunov exponent
   lambda_1 of the recurrence (sampled every few steps) is the growth rate's asymptotic
-  value; when it is positive and rising, exp(lambda_1 T) predicts the crossing before
-  the norm itself rises (TrendForecaster's second channel).
+  value; while it rises, exp(lambda_1 T) predicts the crossing before the norm itself
+  rises (TrendForecaster's second channel).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import positive, whole_number
+from .._checks import number_in, positive, whole_number
 
 __all__ = ["log_max", "growth_rate", "overflow_horizon", "line_fit", "theil_sen",
            "kendall_score", "TrendForecaster", "Forecast"]
@@ -163,9 +163,7 @@ class TrendForecaster:
         self.window = whole_number("window", window, low=3)
         self.rise = positive("rise", rise)
         self.baseline = whole_number("baseline", baseline, low=self.window)
-        if not (isinstance(agree, (int, float)) and -1 <= agree <= 1):
-            raise ValueError(f"agree must be a number in [-1, 1]; got {agree!r}")
-        self.agree = float(agree)
+        self.agree = number_in("agree", agree, -1, 1, closed="both")
         self.rate_samples = whole_number("rate_samples", rate_samples, low=2)
         self._steps = deque(maxlen=self.baseline)
         self._logs = deque(maxlen=self.baseline)

@@ -104,16 +104,15 @@ def _backward(model64, loss, x, target, h0, clip_delta):
 
 
 def blame_step(model, loss, batch, *, grads=None, time_step=-1, clip_delta=None,
-               model64=None, step=None):
+               step=None):
     """The Blame of one step: the parameter from grads (the step's gradients, when it
     has them), the time step (time_step when the caller knows where BPTT failed, else
     from the float64 delta), and the rows of the float64 delta at that step. step: the
     float64 _Pass when the caller has made it (second_opinion), else it is made here."""
     if step is None:
         x, target, h0 = batch
-        model64 = model64 if model64 is not None else float64_copy(model)
         x, h0 = _batch64(x, h0)
-        step = _backward(model64, loss, x, target, h0, clip_delta)
+        step = _backward(float64_copy(model), loss, x, target, h0, clip_delta)
     r = None if step is None else step.r
     if grads is None and r is not None:
         # the ranking of ||grad|| / max(||weight||, 1) does not depend on the common scale
@@ -121,6 +120,7 @@ def blame_step(model, loss, batch, *, grads=None, time_step=-1, clip_delta=None,
     parameter = blame_parameter(grads, model.params) if grads is not None else None
     if r is None:
         return Blame(parameter, time_step, ())
+    # the core's norms of a finite delta are finite (it scales its sums of squares)
     t = time_step if time_step >= 0 else blame_time_step(r.delta_norms)
     return Blame(parameter, t, blame_rows(r.delta[t]) if t >= 0 else ())
 
