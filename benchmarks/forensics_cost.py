@@ -4,7 +4,9 @@
 alone, the two parts that every step runs: the growth rate and overflow horizon columns,
 and the early warning's forecast (EarlyWarning.on_record on an ordinary step), and the
 part it runs every rate_every steps: the sample of lambda_1 (EarlyWarning.sample_rate),
-per sample and spread over the steps between two samples; (b) one
+per sample and spread over the steps between two samples, alone and inside training
+(the median train_step time at each position of the rate_every cycle, with and without
+the warning, interleaved: the sampling step's excess over the other steps); (b) one
 examination of a spiking or failing float32 step -- the float64 second opinion and the
 blame (Forensics.examine) -- against one ordinary training step on the same batch, and
 against its floor: one training step of the same model in float64 (the examination is
@@ -70,6 +72,17 @@ def main():
     t_warn = best(lambda: warning.on_record(on, dict(record)), 2000, args.repeat)
     t_rate = best(lambda: warning.sample_rate(on), 200, args.repeat)
 
+    cycle = {k: trainer(warnings=w) for k, w in (("off", None), ("on", "log"))}
+    times = {k: [] for k in cycle}
+    for _ in range(100 * warning.rate_every):
+        for k, t in cycle.items():
+            t0 = time.perf_counter()
+            t.train_step(x, y)
+            times[k].append(time.perf_counter() - t0)
+    by_position = {k: np.median(np.reshape(v, (-1, warning.rate_every)), axis=0)
+                   for k, v in times.items()}   # step k * rate_every samples: the last column
+    t_plain, t_sampling = np.median(by_position["on"][:-1]), by_position["on"][-1]
+    t_off_median = np.median(by_position["off"])
     tr = trainer()
     tr64, x64, y64 = trainer(np.float64), x.astype(np.float64), y.astype(np.float64)
     rec = dict(record)
@@ -90,6 +103,11 @@ def main():
     print(f"lambda_1 sample (every {warning.rate_every} steps): {t_rate * 1e6:8.1f} us  "
           f"({t_rate / t_off:.2f} steps; {100 * t_rate / t_off / warning.rate_every:.1f}% "
           f"of a step spread over {warning.rate_every})")
+    mean_on = (t_plain * (warning.rate_every - 1) + t_sampling) / warning.rate_every
+    print(f"inside training (medians by position): step {t_off_median * 1e6:.1f} us "
+          f"without the warning, {t_plain * 1e6:.1f} us with it, {t_sampling * 1e6:.1f} us "
+          f"on the sampling step (+{(t_sampling - t_plain) / t_off_median:.2f} steps); "
+          f"per step on average +{100 * (mean_on / t_off_median - 1):.1f}%")
     print(f"one examined step (float64 second opinion + blame): {t_exam * 1e6:8.1f} us "
           f"= {t_exam / t_step:.2f} training steps")
     print(f"its floor, one float64 training step:              {t_step64 * 1e6:8.1f} us "
