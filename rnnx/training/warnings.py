@@ -97,7 +97,10 @@ class EarlyWarning(Callback):
     """Forecasts the gradient norm and warns ``lead`` steps ahead (see the module docs).
 
     threshold: the user's explosion threshold on the global gradient norm (None: only the
-    dtype's range); lead: warn when the crossing is predicted within this many steps;
+    dtype's range); lead: warn when the crossing is predicted within this many steps
+    (a line fitted over ``window`` steps and extrapolated much further than about two
+    and a half windows mostly foretells climbs of stable runs that turn back -- see
+    benchmarks/early_warning.py for the suites this default was chosen on);
     window, rise, baseline, agree, rate_samples: the TrendForecaster's; rate_every: sample
     lambda_1 every this many steps (None: never); cooldown: steps between two warnings;
     policy: "log" | "lower_lr" | "tighten_clip" | a WarningPolicy; blame: name the batch
@@ -107,7 +110,7 @@ class EarlyWarning(Callback):
 
     state_key = "early_warning"
 
-    def __init__(self, threshold=None, *, lead=30, window=8, rise=5.0, baseline=50,
+    def __init__(self, threshold=None, *, lead=20, window=8, rise=5.0, baseline=50,
                  agree=0.6, rate_every=10, rate_samples=4, cooldown=20, policy="log",
                  blame=True):
         self.threshold = positive("threshold", threshold, none=True)
