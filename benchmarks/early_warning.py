@@ -29,7 +29,8 @@ only their seeds (model initialisation, and the batches through seed + 1) differ
 * "holdout2" (seeds 400, 401): never looked at before its figures were printed with
   the final settings.
 
---rate-every 0 turns off the lambda_1 channel (EarlyWarning(rate_every=None)); --drift
+--lead 30 reruns the suites with the previous default lead. --rate-every 0 turns off
+the lambda_1 channel (EarlyWarning(rate_every=None)); --drift
 adds one run where the recurrence, not the optimizer, explodes (W_hh grows by DRIFT per
 step on sequences of 200 steps), with and without that channel.
 """
@@ -60,6 +61,7 @@ SUITES = {"tune": (0, 1), "select": (200, 201),         # tuned on
 DRIFT = 1.01    # W_hh's growth per step in the drift run (--drift)
 EARLY = 5       # a run that explodes by this step has no history to forecast from
 RATE_EVERY = inspect.signature(EarlyWarning).parameters["rate_every"].default
+LEAD = inspect.signature(EarlyWarning).parameters["lead"].default
 
 
 def warmup(peak):
@@ -74,7 +76,7 @@ class StopAtThreshold(rnnx.Callback):
             trainer.stop_training = True
 
 
-def run(task_name, radius, peak, seed, rate_every):
+def run(task_name, radius, peak, seed, rate_every, lead):
     """(explosion step or None, first warning step or None) of one run."""
     task = tasks.make(task_name, T)
     model = rnnx.RNN(task.input_size, H, task.output_size, readout=task.readout,
@@ -82,7 +84,7 @@ def run(task_name, radius, peak, seed, rate_every):
     trainer = rnnx.Trainer(model, rnnx.SGD(warmup(peak)), loss=task.loss, spikes=None,
                            progress=False, seed=seed + 1, shadow=False,
                            warnings=EarlyWarning(threshold=THRESHOLD, blame=False,
-                                                  rate_every=rate_every),
+                                                  rate_every=rate_every, lead=lead),
                            callbacks=[StopAtThreshold()])
     try:
         trainer.fit(task, steps=STEPS, batch_size=B)
@@ -97,12 +99,12 @@ def run(task_name, radius, peak, seed, rate_every):
     return exploded, first_warning
 
 
-def suite(name, rate_every):
+def suite(name, rate_every, lead):
     rows = []
     for task_name in TASKS:
         for radius, peak, seed in itertools.product(RADII, PEAK_LRS, SUITES[name]):
             rows.append((task_name, radius, peak, seed,
-                         *run(task_name, radius, peak, seed, rate_every)))
+                         *run(task_name, radius, peak, seed, rate_every, lead)))
     return rows
 
 
@@ -114,7 +116,7 @@ class Drift(rnnx.Callback):
         trainer.model.params["W_hh"] *= np.float32(DRIFT)
 
 
-def drift_run(rate_every):
+def drift_run(rate_every, lead):
     """(explosion step, first warning step or None) of the drift run: adding with T = 200,
     W_hh of spectral radius 0.9 growing by DRIFT per step."""
     task = tasks.make("adding", 200)
@@ -123,7 +125,7 @@ def drift_run(rate_every):
     trainer = rnnx.Trainer(model, rnnx.SGD(1e-6), loss=task.loss, spikes=None,
                            progress=False, seed=1, shadow=False, policy="skip",
                            warnings=EarlyWarning(threshold=THRESHOLD, blame=False,
-                                                 rate_every=rate_every),
+                                                 rate_every=rate_every, lead=lead),
                            callbacks=[Drift(), StopAtThreshold()])
     h = trainer.fit(task, steps=STEPS, batch_size=B)
     bad = np.flatnonzero(~(h["grad_norm"] <= THRESHOLD) | h["nonfinite"])
@@ -155,6 +157,8 @@ def main():
                    help="also the drift run, with and without the lambda_1 channel")
     p.add_argument("--rate-every", type=int, default=RATE_EVERY, metavar="N",
                    help="sample lambda_1 every N steps (0: never; default: EarlyWarning's)")
+    p.add_argument("--lead", type=float, default=LEAD, metavar="N",
+                   help="EarlyWarning's lead (default: its own, %(default)s)")
     args = p.parse_args()
     logging.getLogger("rnnx").setLevel(logging.ERROR)
     names = tuple(SUITES) if args.suite == "all" else (args.suite,)
@@ -163,15 +167,15 @@ def main():
              "false alarms | time |", "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         t0 = time.perf_counter()
-        rows = suite(name, args.rate_every or None)
+        rows = suite(name, args.rate_every or None, args.lead)
         lines.append(table(name, rows, time.perf_counter() - t0))
         if args.runs:
             for r in rows:
                 print(*r)
     print("\n".join(lines))
     if args.drift:
-        exploded, with_rate = drift_run(args.rate_every or RATE_EVERY)
-        _, without = drift_run(None)
+        exploded, with_rate = drift_run(args.rate_every or RATE_EVERY, args.lead)
+        _, without = drift_run(None, args.lead)
         print(f"\ndrift run (adding, T = 200, W_hh x{DRIFT} per step): explodes at step "
               f"{exploded}; first warning at step {with_rate} with lambda_1 sampled every "
               f"{args.rate_every or RATE_EVERY} steps, {without} without")

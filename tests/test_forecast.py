@@ -333,3 +333,25 @@ def test_forecaster_arguments_checked():
             TrendForecaster(**kw)
     with pytest.raises(ValueError, match="rate_every"):
         EarlyWarning(rate_every=0)
+
+
+def _climb(turns_back):
+    """ln||grad|| flat at 0 for 60 steps, then +0.5 per step: for 5 steps before falling
+    back to 0 (a stable run's transient climb), or on until it crosses ln 1e6."""
+    logs = [0.0] * 60 + [0.5 * k for k in range(1, 6 if turns_back else 40)]
+    return [math.exp(v) for v in logs + ([0.0] * 40 if turns_back else [])]
+
+
+def test_default_lead_ignores_a_climb_that_turns_back_but_not_an_explosion():
+    """At its peak the transient is 2.5 nats up, 11.3 nats (about 23 steps at its slope)
+    below ln 1e6: a lead of 30 warns, EarlyWarning's default does not. The same climb
+    carried on is warned by the default lead at least 5 steps before it crosses."""
+    lead = EarlyWarning().lead
+    transient = [f.steps["t"] for f in _forecaster_on(_climb(True), {"t": 1e6})]
+    assert min(transient) == pytest.approx(11.3 / 0.5, abs=1.0)
+    assert lead < min(transient) <= 30
+    norms = _climb(False)
+    cross = next(s for s, n in enumerate(norms, 1) if n >= 1e6)
+    out = _forecaster_on(norms, {"t": 1e6})
+    first = next(s for s, f in enumerate(out, 1) if 0 < f.steps["t"] <= lead)
+    assert cross - first >= 5
