@@ -208,3 +208,53 @@ def test_forensics_columns_round_trip_through_the_log(tmp_path):
     assert back["shadow_verdict"][0] == "real"
     assert back["blame_param"][0] == tr.history["blame_param"][0]
     assert back["blame_t"][0] == 5
+
+
+@pytest.mark.parametrize("readout,loss,clip_delta,omega", [
+    ("last", "mse", None, 0.0), ("all", "mse", None, 0.0),
+    ("last", "cross_entropy", None, 0.0), ("all", "cross_entropy", 0.5, 0.0),
+    ("last", "mse", None, 0.1)])
+def test_second_opinion_norm_is_the_float64_gradient_norm(readout, loss, clip_delta, omega):
+    """The one float64 pass that serves the verdict and the blame gives the same global
+    gradient norm and peak ||delta[t]|| as the model's own float64 loss_and_gradients."""
+    rng = np.random.default_rng(5)
+    T, B, D, H, O = 7, 3, 2, 5, 4
+    m = rnnx.RNN(D, H, O, readout=readout, spectral_radius=1.5, seed=2)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    shape = (B,) if readout == "last" else (T, B)
+    y = (rng.integers(0, O, shape) if loss == "cross_entropy"
+         else rng.standard_normal(shape + (O,)).astype(np.float32))
+    h0 = rng.standard_normal((B, H)).astype(np.float32) * 0.1
+    opinion = second_opinion(m, loss, (x, y, h0), kind="spike", norm32=1.0,
+                             too_large=lambda norm, delta: False, clip_delta=clip_delta,
+                             omega=omega)
+    m64 = m.copy()
+    m64.dtype = np.dtype(np.float64)
+    m64.params = {k: v.astype(np.float64) for k, v in m.params.items()}
+    g = m64.loss_and_gradients(x.astype(np.float64), y, loss=loss, h0=h0.astype(np.float64),
+                               clip_delta=clip_delta, omega=omega)
+    want = math.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in g.grads.values()))
+    assert opinion.verdict == "artefact"
+    assert opinion.norm64 == pytest.approx(want, rel=1e-12)
+    assert opinion.max_delta64 == pytest.approx(float(g.delta_norms.max()), rel=1e-12)
+
+
+def test_blame_time_step_where_delta_squares_pass_float64s_range():
+    """||delta[t]|| of 1e159 (squares past float64's range): the core's norms stay finite,
+    so the time step is still the peak (t = T-1 with a contracting W_hh, readout
+    "last"), against the norms of delta recomputed here overflow-safely."""
+    from rnnx.diagnostics.blame import safe_norms
+    from rnnx.training.shadow import blame_step
+    m = rnnx.RNN(2, 4, 1, spectral_radius=0.5, seed=0, dtype="float64")
+    m.params["W_hy"][:] = 1e80
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((6, 3, 2)), rng.standard_normal((3, 1))
+    with np.errstate(over="ignore"):
+        b = blame_step(m, "mse", (x, y, None))
+        _, h = m.forward(x)
+        grad_h = np.zeros_like(h)
+        grad_h[-1] = (m.predict(x) - y) * 2 / y.size @ m.params["W_hy"]
+    d = rnnx.rnn_backward(x, h, grad_h, m.params["W_xh"], m.params["W_hh"], m.params["b_h"],
+                          return_delta=True).delta
+    norms = safe_norms(d, axis=(1, 2))
+    assert norms.max() > 1e155 and b.time_step == int(np.argmax(norms)) == 5

@@ -2,16 +2,20 @@
 
 Every step, EarlyWarning feeds the step's global gradient norm and its growth rate back
 in time (the record's growth column) to a TrendForecaster (rnnx.diagnostics.forecast),
-which extrapolates ln ||grad|| over the training steps to the thresholds: the clip
+and every ``rate_every`` steps the largest finite-time Lyapunov exponent lambda_1 along
+the step's batch (rnnx.diagnostics.lyapunov.local_lyapunov_exponents: one direction,
+the first RATE_ROWS sequences). The forecaster extrapolates ln ||grad|| over the
+training steps, and exp(lambda_1 T) while lambda_1 rises, to the thresholds: the clip
 threshold (when the clip has a max_norm), the user's ``threshold`` and the largest value
 of the model's dtype. When the explosion threshold (the user's, else the dtype's range)
 is predicted within ``lead`` steps, it emits a "warning" event -- the predicted steps to
-each threshold, the evidence (trend per training step, growth per time step, W_hh's
-sigma_max when the record has it) and the overflow horizon -- names the blame (parameter,
-time step, batch elements of the step's batch), sets the record's warning column and
-hands the warning to its policy: WarnLog (the default: only the event), LowerLR (the
-optimizer's lr_scale times factor) or TightenClip (a clip_by_global_norm's max_norm
-times factor). At most one warning every ``cooldown`` steps.
+each threshold, the evidence (trend per training step, growth per time step, lambda_1
+and its trend, W_hh's sigma_max when the Diagnostics callback has recorded it) and the
+overflow horizon -- names the blame (parameter, time step, batch elements of the step's
+batch), sets the record's warning column and hands the warning to its policy: WarnLog
+(the default: only the event), LowerLR (the optimizer's lr_scale times factor) or
+TightenClip (a clip_by_global_norm's max_norm times factor). At most one warning every
+``cooldown`` steps.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import numpy as np
 from .._checks import choice, open_unit_interval, positive, whole_number
 from ..diagnostics.blame import FLOOR, Blame
 from ..diagnostics.forecast import TrendForecaster, log_max, overflow_horizon
+from ..diagnostics.lyapunov import local_lyapunov_exponents
 from .callbacks import Callback
 from .shadow import blame_step
 
@@ -32,6 +37,7 @@ __all__ = ["EarlyWarning", "WarningPolicy", "WarnLog", "LowerLR", "TightenClip",
 log = logging.getLogger("rnnx")
 
 WARNING_POLICIES = ("log", "lower_lr", "tighten_clip")
+RATE_ROWS = 4       # sequences of the batch that lambda_1 is sampled along
 
 
 class WarningPolicy:
@@ -91,9 +97,12 @@ class EarlyWarning(Callback):
     """Forecasts the gradient norm and warns ``lead`` steps ahead (see the module docs).
 
     threshold: the user's explosion threshold on the global gradient norm (None: only the
-    dtype's range); lead: warn when the crossing is predicted within this many steps;
-    windows, rise, baseline, persist: the TrendForecaster's; cooldown: steps between two
-    warnings;
+    dtype's range); lead: warn when the crossing is predicted within this many steps
+    (a line fitted over ``window`` steps and extrapolated much further than about two
+    and a half windows mostly foretells climbs of stable runs that turn back -- see
+    benchmarks/early_warning.py for the suites this default was chosen on);
+    window, rise, baseline, agree, rate_samples: the TrendForecaster's; rate_every: sample
+    lambda_1 every this many steps (None: never); cooldown: steps between two warnings;
     policy: "log" | "lower_lr" | "tighten_clip" | a WarningPolicy; blame: name the batch
     elements too (one float64 recomputation of the step's batch per warning, with the
     weights after the step's update: on_record runs once the step is applied).
@@ -101,17 +110,19 @@ class EarlyWarning(Callback):
 
     state_key = "early_warning"
 
-    def __init__(self, threshold=None, *, lead=30, windows=(5, 10), rise=30.0, baseline=50,
-                 persist=1, cooldown=20, policy="log", blame=True):
+    def __init__(self, threshold=None, *, lead=20, window=8, rise=5.0, baseline=50,
+                 agree=0.6, rate_every=10, rate_samples=4, cooldown=20, policy="log",
+                 blame=True):
         self.threshold = positive("threshold", threshold, none=True)
         self.lead = positive("lead", lead)
         self.cooldown = whole_number("cooldown", cooldown, low=0)
+        self.rate_every = whole_number("rate_every", rate_every, none=True)
         if isinstance(policy, WarningPolicy):
             self.policy = policy
         else:
             self.policy = _SHORTHANDS[choice("policy", policy, WARNING_POLICIES)]()
         self.blame = bool(blame)
-        self.forecaster = TrendForecaster(windows, rise, baseline, persist)
+        self.forecaster = TrendForecaster(window, rise, baseline, agree, rate_samples)
         self.last_warning = -math.inf
         self.sigma_max = math.nan
 
@@ -120,7 +131,24 @@ class EarlyWarning(Callback):
         return {"clip": clip, "threshold": self.threshold,
                 "range": math.exp(log_max(trainer.model.dtype))}
 
+    def sample_rate(self, trainer):
+        """lambda_1 along the first RATE_ROWS sequences of the step's batch into the
+        forecaster."""
+        p = trainer.model.params
+        x, h0 = trainer.model.checked_inputs(trainer.batch[0], trainer.batch[2])
+        x, h0 = x[:, :RATE_ROWS], None if h0 is None else h0[:RATE_ROWS]
+        try:
+            lam = local_lyapunov_exponents(x, p["W_xh"], p["W_hh"], p["b_h"], h0,
+                                           window=len(x), k=1)
+        except FloatingPointError:             # the forward pass overflows: no sample
+            return
+        with np.errstate(invalid="ignore"):
+            self.forecaster.observe_rate(trainer.step, float(np.mean(lam)), len(x))
+
     def on_record(self, trainer, record):
+        if (self.rate_every and trainer.step % self.rate_every == 0 and not record["skipped"]
+                and trainer.batch is not None):
+            self.sample_rate(trainer)
         if math.isfinite(record["sigma_max"]):
             self.sigma_max = record["sigma_max"]
         self.forecaster.observe(trainer.step, record["grad_norm"], record["growth"])
@@ -135,10 +163,16 @@ class EarlyWarning(Callback):
         record["warning"] = True
         horizon = overflow_horizon(forecast.growth, trainer.model.dtype)
         event = {"predicted_steps": dict(forecast.steps), "trend": forecast.trend,
-                 "growth": forecast.growth, "sigma_max": self.sigma_max,
+                 "growth": forecast.growth, "lambda_1": forecast.rate,
+                 "lambda_1_trend": forecast.rate_trend, "sigma_max": self.sigma_max,
                  "overflow_horizon": horizon}
-        evidence = (f"ln||grad|| rises {forecast.trend:+.3g} per training step, the "
-                    f"backward signal grows {forecast.growth:+.3g} nats per time step")
+        evidence = (f"ln||grad|| rises {forecast.trend:+.3g} per training step" if
+                    math.isfinite(forecast.trend) else "ln||grad|| not rising yet")
+        evidence += f", the backward signal grows {forecast.growth:+.3g} nats per time step"
+        if math.isfinite(forecast.rate):
+            evidence += f", lambda_1 = {forecast.rate:+.3g}"
+            if math.isfinite(forecast.rate_trend):
+                evidence += f" rising {forecast.rate_trend:+.3g} per training step"
         if math.isfinite(self.sigma_max):
             evidence += f", sigma_max(W_hh) = {self.sigma_max:.4g}"
         where = ""
