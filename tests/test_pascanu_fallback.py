@@ -241,3 +241,9 @@ def test_rnnx_train_accepts_the_named_clip_and_policy(tmp_path, capsys):
                  "--policy", "pascanu", "--max-norm", "1e-12", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["nonfinite_steps"] == 5 and summary["skipped_steps"] == 5
+    assert main(["train", "--task", "temporal_order", "--length", "10", "--hidden", "5",
+                 "--steps", "3", "--policy", "pascanu", "--max-norm", "1e-12",
+                 "--quiet"]) == 0
+    assert main(["train", "--task", "temporal_order", "--length", "10", "--hidden", "5",
+                 "--steps", "3", "--policy", "pascanu", "--max-norm", "1e-12"]) == 0
+    assert "3 (replaced by 0.02 W_hh)" in capsys.readouterr().out
