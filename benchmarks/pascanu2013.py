@@ -14,8 +14,10 @@ the fallback (the code has it only with clipping), so a non-finite step ends the
 fresh sequences are wrong. The paper allows 5M updates and stops a run once it is solved;
 an ``rnnx sweep`` cell trains for its whole budget and is judged at its end.
 
-Each method is one ``rnnx sweep`` (its grid: task x length, ``--seeds``), into
-OUT/<method>/results.csv; a rerun of the same command skips the cells already there. The
+Two ``rnnx sweep`` commands run them (grid: task x length, ``--seeds``): SGD-C and SGD-CR
+differ only in omega, so they are one sweep with an omega axis (OUT/sgd-c-cr), SGD the
+other (OUT/sgd); a rerun of the same command skips the cells already in their
+results.csv. The
 script prints the sweep commands, the success table and the measured steps/s (training
 steps per second of one core, from the cells' own timings).
 
@@ -27,7 +29,7 @@ steps per second of one core, from the cells' own timings).
 
 --full is the paper's protocol: every task of section 4.1 at T = 50, 100, 150, 200, 5
 seeds, 5M steps. --estimate times a few hundred steps of every (task, length, method) of
-it on one core and prints its core-hours. A benchmark, not a test: on a shared machine
+it on one core (CPU time) and prints its core-hours. A benchmark, not a test: on a shared machine
 the times move with the load; the successes do not (every draw comes from the seed).
 """
 import argparse
@@ -41,9 +43,12 @@ ALPHA = 4.0                 # the paper's regularization weight (section 4.1.1)
 BASE = {"hidden": 50, "init": "smart_tanh", "spectral_radius": 0.95, "dtype": "float32",
         "optimizer": "sgd", "lr": 0.01, "batch_size": 20, "clip_threshold": 1.0,
         "spikes": "off", "eval_sequences": 10_000}
-METHODS = {"SGD": {"clip": "none", "policy": "raise", "omega": 0.0},
+METHODS = {"SGD": {"clip": None, "policy": "raise", "omega": 0.0},
            "SGD-C": {"clip": "pascanu", "policy": "pascanu", "omega": 0.0},
            "SGD-CR": {"clip": "pascanu", "policy": "pascanu", "omega": ALPHA}}
+# The sweeps that run them: SGD-C and SGD-CR differ only in omega, so they are one sweep
+# with an omega axis, its slower SGD-CR cells first (the pool then ends evenly).
+SWEEPS = {"sgd-c-cr": ("SGD-CR", "SGD-C"), "sgd": ("SGD",)}
 FULL = {"tasks": ["temporal_order", "temporal_order_3bit", "addition", "multiplication",
                   "random_permutation", "noiseless_memorization"],
         "lengths": [50, 100, 150, 200], "seeds": 5, "steps": 5_000_000}
@@ -56,15 +61,30 @@ def method_settings(method, alpha):
     return s
 
 
-def sweep_argv(method, args, out):
-    """The ``rnnx sweep`` arguments of one method."""
-    settings = {**BASE, **method_settings(method, args.alpha), "steps": args.steps}
+def method_of(row):
+    """The method a results row ran: SGD (no clipping), SGD-C or SGD-CR (omega > 0)."""
+    if row["clip"] in ("", "none"):
+        return "SGD"
+    return "SGD-CR" if float(row["omega"]) > 0 else "SGD-C"
+
+
+def _flag(value):
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def sweep_argv(name, args, out):
+    """The ``rnnx sweep`` arguments of one of SWEEPS."""
+    methods = [method_settings(m, args.alpha) for m in SWEEPS[name]]
+    shared = {k: v for k, v in methods[0].items() if all(m[k] == v for m in methods)}
+    settings = {**BASE, **shared, "steps": args.steps}
     argv = ["sweep", "--grid", "task=" + ",".join(args.tasks),
-            "--grid", "length=" + ",".join(map(str, args.lengths)),
-            "--seeds", str(args.seeds), "--out", str(out), "--no-plots"]
-    for name, value in settings.items():
-        argv += ["--" + name.replace("_", "-"), "none" if value is None else f"{value:g}"
-                 if isinstance(value, float) else str(value)]
+            "--grid", "length=" + ",".join(map(str, args.lengths))]
+    for k in methods[0]:
+        if k not in shared:
+            argv += ["--grid", f"{k}=" + ",".join(_flag(m[k]) for m in methods)]
+    argv += ["--seeds", str(args.seeds), "--out", str(out), "--no-plots"]
+    for k, value in settings.items():
+        argv += ["--" + k.replace("_", "-"), _flag(value)]
     if args.scheduler:
         argv += ["--scheduler", args.scheduler]
     elif args.workers:
@@ -109,54 +129,58 @@ def speeds(rows):
 def run(args):
     from rnnx.cli import main
     out = Path(args.out)
-    rows_by_method, walls = {}, {}
-    for method in METHODS:
-        argv = sweep_argv(method, args, out / method.lower())
+    rows_by_method, walls = {m: [] for m in METHODS}, {}
+    for name in SWEEPS:
+        argv = sweep_argv(name, args, out / name)
         print("$ rnnx " + shlex.join(argv), flush=True)
         t0 = time.perf_counter()
         status = main(argv)
-        walls[method] = time.perf_counter() - t0
+        walls[name] = time.perf_counter() - t0
         if status:
-            raise SystemExit(f"rnnx sweep for {method} exited with status {status}")
-        rows_by_method[method] = read(out / method.lower() / "results.csv")
+            raise SystemExit(f"rnnx sweep {name} exited with status {status}")
+        for row in read(out / name / "results.csv"):
+            rows_by_method[method_of(row)].append(row)
     print(f"\nPascanu et al. 2013's protocol at {args.steps:,} steps, {args.seeds} seeds "
           f"(alpha {args.alpha:g}): runs solved (fewer than 1% of 10,000 wrong)\n")
     print(table(rows_by_method, args))
-    print("\n| method | steps/s (one core) | core-seconds | sweep wall time (s) |")
-    print("|---|---:|---:|---:|")
+    print("\n| method | steps/s (one core) | core-seconds |")
+    print("|---|---:|---:|")
     for method, rows in rows_by_method.items():
         rate, seconds = speeds(rows)
-        print(f"| {method} | {rate:.0f} | {seconds:.0f} | {walls[method]:.0f} |")
-    print(f"\ntotal wall time {sum(walls.values()):.0f} s (a rerun skips the cells "
-          f"already in {out}/*/results.csv)")
+        print(f"| {method} | {rate:.0f} | {seconds:.0f} |")
+    print("\nwall time: " + ", ".join(f"{n} {w:.0f} s" for n, w in walls.items())
+          + f"; a rerun skips the cells already in {out}/*/results.csv")
 
 
 def estimate(args):
     """Time every (task, length, method) of the full protocol for args.steps steps on
-    one core and print the core-hours of FULL's budget."""
-    from rnnx.core.threads import serial_blas
-    from rnnx.sweep.grid import Cell
+    one core and print the core-hours of FULL's budget. The times are the process's CPU
+    time (one BLAS thread), so that a loaded machine gives nearly a quiet one's figures."""
     from rnnx.sweep.cells import run_cell
+    from rnnx.sweep.engines import SerialEngine
+    from rnnx.sweep.grid import Cell
     from rnnx.sweep.settings import check_settings
     total = 0.0
     print("| task | T | " + " | ".join(f"{m} steps/s" for m in METHODS) + " |")
     print("|---|---:|" + "---:|" * len(METHODS))
-    with serial_blas():
-        for task in FULL["tasks"]:
-            for T in FULL["lengths"]:
-                rates = []
-                for method in METHODS:
-                    s = check_settings({**BASE, **method_settings(method, args.alpha),
-                                        "task": task, "length": T, "steps": args.steps,
-                                        "eval_sequences": 20})
-                    row = run_cell(Cell("train", s, "estimate"))
-                    if row["status"] != "ok":
-                        raise SystemExit(f"{task} T={T} {method}: {row['error']}")
-                    rate = args.steps / row["seconds"]
-                    rates.append(rate)
-                    total += FULL["seeds"] * FULL["steps"] / rate
-                print(f"| {task} | {T} | " + " | ".join(f"{r:.0f}" for r in rates) + " |",
-                      flush=True)
+    engine = SerialEngine()          # one BLAS thread, as in every sweep worker
+    for task in FULL["tasks"]:
+        for T in FULL["lengths"]:
+            rates = []
+            for method in METHODS:
+                s = check_settings({**BASE, **method_settings(method, args.alpha),
+                                    "task": task, "length": T, "steps": args.steps,
+                                    "eval_sequences": 20})
+                cpu = time.process_time()
+                row, = engine.results(run_cell, [Cell("train", s, "estimate")])
+                cpu = time.process_time() - cpu
+                if row["status"] != "ok":
+                    raise SystemExit(f"{task} T={T} {method}: {row['error']}")
+                rate = args.steps / cpu
+                rates.append(rate)
+                total += FULL["seeds"] * FULL["steps"] / rate
+            print(f"| {task} | {T} | " + " | ".join(f"{r:.0f}" for r in rates) + " |",
+                  flush=True)
     print(f"\nfull protocol: {len(FULL['tasks'])} tasks x {len(FULL['lengths'])} lengths x "
           f"{len(METHODS)} methods x {FULL['seeds']} seeds at {FULL['steps']:,} steps: "
           f"{total / 3600:,.0f} core-hours (every run trained for its whole budget)")
