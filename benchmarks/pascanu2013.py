@@ -98,15 +98,16 @@ def read(path):
 
 
 def table(rows_by_method, args):
-    """The success table: solved / seeds per (task, length) and method, with the
-    outcomes of the runs that were not solved."""
+    """The success table: runs solved / runs finished per (task, length) and method,
+    with the runs that exploded or raised."""
     head = ["task", "T"] + list(rows_by_method)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for task in args.tasks:
         for T in args.lengths:
             cells = []
             for rows in rows_by_method.values():
-                mine = [r for r in rows if r["task"] == task and int(r["length"]) == T]
+                mine = [r for r in rows if r["task"] == task and int(r["length"]) == T
+                        and int(r["seed"]) < args.seeds]
                 solved = sum(r["outcome"] == "solved" for r in mine)
                 exploded = sum(r["outcome"] == "exploded" for r in mine)
                 failed = sum(r["status"] != "ok" for r in mine)
