@@ -19,7 +19,7 @@ differ only in omega, so they are one sweep with an omega axis (OUT/sgd-c-cr), S
 other (OUT/sgd); a rerun of the same command skips the cells already in their
 results.csv. The
 script prints the sweep commands, the success table and the measured steps/s (training
-steps per second of one core, from the cells' own timings).
+steps per second of a worker, from the cells' own wall times).
 
     .venv/bin/python benchmarks/pascanu2013.py                 # temporal order, T = 50,
                                                                 # 5 seeds, 100k steps
@@ -119,8 +119,9 @@ def table(rows_by_method, args):
 
 
 def speeds(rows):
-    """Training steps per second of one core over a method's cells (evaluation
-    included), and the cells' total core-seconds."""
+    """Training steps per second of a worker over a method's cells (their wall time,
+    evaluation included: on a loaded machine a worker has less than a core), and the
+    cells' total seconds."""
     ok = [r for r in rows if r["status"] == "ok"]
     seconds = sum(float(r["seconds"]) for r in ok)
     steps = sum(int(r["steps"]) for r in ok)
@@ -144,7 +145,7 @@ def run(args):
     print(f"\nPascanu et al. 2013's protocol at {args.steps:,} steps, {args.seeds} seeds "
           f"(alpha {args.alpha:g}): runs solved (fewer than 1% of 10,000 wrong)\n")
     print(table(rows_by_method, args))
-    print("\n| method | steps/s (one core) | core-seconds |")
+    print("\n| method | steps/s per worker (wall time) | worker-seconds |")
     print("|---|---:|---:|")
     for method, rows in rows_by_method.items():
         rate, seconds = speeds(rows)
