@@ -205,14 +205,14 @@ def parse(argv=None):
     p.add_argument("--full", action="store_true",
                    help="the paper's protocol: every task, T = 50..200, 5M steps")
     p.add_argument("--estimate", action="store_true",
-                   help="time --steps (default 300) steps of every cell of --full on one "
+                   help="time --steps (default 200) steps of every cell of --full on one "
                         "core and print its core-hours")
     args = p.parse_args(argv)
     if args.full:
         args.tasks, args.lengths = FULL["tasks"], FULL["lengths"]
         args.seeds, args.steps = FULL["seeds"], FULL["steps"]
     if args.estimate and "--steps" not in (argv or sys.argv):
-        args.steps = 300
+        args.steps = 200
     return args
 
 
