@@ -1,11 +1,18 @@
 """Pascanu et al.'s code's replacement of an untrusted gradient, against its definition:
-g(W_hh) = 0.02 W_hh and 0 elsewhere when the norm is NaN, inf, negative or above 1e10."""
+g(W_hh) = 0.02 W_hh and 0 elsewhere when the norm is NaN, inf, negative or above 1e10; as
+the clipping pascanu_rescale (the code's clipstyle "rescale") and the failure policy
+PascanuFallback, in real Trainer runs, rnnx train and checkpoints."""
 import math
 
 import numpy as np
 import pytest
 
-from rnnx.optim.pascanu_fallback import pascanu_fallback, untrustworthy
+from rnnx import RNN
+from rnnx.optim.clipping import clip_by_global_norm, global_norm
+from rnnx.optim.optimizers import SGD
+from rnnx.optim.pascanu_fallback import pascanu_fallback, pascanu_rescale, untrustworthy
+from rnnx.tasks import make
+from rnnx.training import EVENTS, Callback, PascanuFallback, Trainer
 
 KEYS = ("W_xh", "W_hh", "b_h", "W_hy", "b_y")
 
@@ -85,3 +92,158 @@ def test_cutoff_and_shrink_can_be_changed():
 def test_bad_arguments(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call(model_params(np.float64), model_params(np.float64, seed=1))
+
+
+# --- the code's clipstyle "rescale" as a Transform, and the policy, in a real Trainer ------
+
+def reference_rescale(grads, params, norm, c=1.0):
+    """RNN.py's clipstyle 'rescale', transcribed: rescale to c if norm > c, then the
+    switch on the raw norm replaces the result."""
+    if not (math.isnan(norm) or math.isinf(norm)) and norm > c:
+        grads = {k: c * g / norm for k, g in grads.items()}
+    return reference(grads, params, norm)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1e-3, 0.5, 3.0, 1e9, 1e11])
+def test_pascanu_rescale_is_the_codes_clipstyle(dtype, scale):
+    params = model_params(dtype)
+    raw = model_params(dtype, seed=1)
+    unit = global_norm(raw)
+    grads = {k: (v * (scale / unit)).astype(dtype) for k, v in raw.items()}
+    norm = global_norm(grads)
+    t = pascanu_rescale(1.0)
+    got, report = t(grads, params)
+    want = reference_rescale(grads, params, norm)
+    for k in KEYS:
+        assert got[k].dtype == dtype
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6 if dtype == np.float32
+                                   else 1e-12)
+    assert report.norm_before == norm
+    assert math.isclose(report.norm_after, global_norm(want), rel_tol=1e-6)
+    # what the Trainer folds into the update: the clip's factor, none for the replacement
+    c = t.coefficient(norm)
+    assert (c is None) == (norm > 1e10)
+    if c is not None:
+        assert c == (1.0 if norm <= 1.0 else 1.0 / norm)
+
+
+def test_pascanu_rescale_leaves_a_nonfinite_gradient_to_the_policy():
+    params = model_params(np.float64)
+    grads = {k: np.full_like(v, np.nan) for k, v in params.items()}
+    got, report = pascanu_rescale()(grads, params)
+    assert all(np.isnan(got[k]).all() for k in KEYS) and math.isnan(report.norm_before)
+    with pytest.raises(ValueError, match="params"):
+        pascanu_rescale(1.0, cutoff=1e-3)(model_params(np.float64))
+    for bad in ({"max_norm": 0}, {"cutoff": -1.0}, {"shrink": math.nan}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            pascanu_rescale(**bad)
+
+
+class Events(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_event(self, trainer, event):
+        self.events.append(event)
+
+
+def trainer_on_temporal_order(dtype, *, lr=0.5, steps_of=None, **kw):
+    task = make("temporal_order", 12, dtype=dtype)
+    model = RNN(task.input_size, 6, task.output_size, dtype=dtype, init="smart_tanh",
+                seed=1)
+    events = Events()
+    trainer = Trainer(model, SGD(lr=lr), loss=task.loss, progress=False, seed=2,
+                      callbacks=[events], **kw)
+    return task, model, trainer, events
+
+
+def shrunk(params, lr, dtype):
+    """SGD's step with the replacement, in numpy: W_hh - lr * (0.02 W_hh), the rest kept."""
+    out = {k: v.copy() for k, v in params.items()}
+    W = params["W_hh"]
+    out["W_hh"] = W - dtype(lr) * (dtype(0.02) * W)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("how", ["overflow", "forward"])
+def test_policy_pascanu_steps_with_the_replacement_in_a_trainer(dtype, how):
+    """A failed step -- BPTT's backward signal past max_norm, or a forward pass whose
+    pre-activations overflow (b_h and W_hh near the dtype's largest value) -- shrinks W_hh
+    by (1 - 0.02 lr), moves nothing else, and training goes on."""
+    kw = {"max_norm": 1e-12} if how == "overflow" else {}
+    task, model, trainer, events = trainer_on_temporal_order(dtype, policy="pascanu", **kw)
+    if how == "forward":
+        model.params["b_h"][:] = np.finfo(dtype).max
+        model.params["W_hh"][:] = np.finfo(dtype).max / 4
+    x, target = task.sample(4, np.random.default_rng(0))
+    for _ in range(3):
+        before = {k: v.copy() for k, v in model.params.items()}
+        record = trainer.train_step(x, target)
+        want = shrunk(before, 0.5, dtype)
+        for k in KEYS:
+            np.testing.assert_allclose(model.params[k], want[k], rtol=2e-7, atol=0)
+        assert record["skipped"] and record["nonfinite"]
+    assert trainer.policy == "pascanu" and isinstance(trainer.on_failure, PascanuFallback)
+    fallbacks = [e for e in events.events if e["event"] == "fallback"]
+    assert len(fallbacks) == 3 and "fallback" in EVENTS
+    assert all(np.isfinite(v).all() for v in model.params.values())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_pascanu_replaces_a_gradient_above_the_cutoff_in_a_trainer(dtype):
+    """With the cutoff below every gradient, each step is the replacement's; with the
+    cutoff out of reach, the run is clip_by_global_norm's bit for bit."""
+    task, model, trainer, _ = trainer_on_temporal_order(
+        dtype, clip=pascanu_rescale(1.0, cutoff=1e-9))
+    before = {k: v.copy() for k, v in model.params.items()}
+    x, target = task.sample(4, np.random.default_rng(0))
+    record = trainer.train_step(x, target)
+    assert record["grad_norm"] > 1e-9 and not record["skipped"]
+    want = shrunk(before, 0.5, dtype)
+    for k in KEYS:
+        np.testing.assert_allclose(model.params[k], want[k], rtol=2e-7, atol=0)
+    runs = []
+    for clip in (pascanu_rescale(0.05), clip_by_global_norm(0.05)):
+        task, model, trainer, _ = trainer_on_temporal_order(dtype, clip=clip)
+        h = trainer.fit(task, steps=20, batch_size=4)
+        assert (h["clip_coef"] < 1).any()
+        runs.append({k: v.copy() for k, v in model.params.items()})
+    for k in KEYS:
+        np.testing.assert_array_equal(runs[0][k], runs[1][k])
+
+
+def test_pascanu_policy_is_for_failures_only_and_survives_a_checkpoint(tmp_path):
+    task, model, trainer, _ = trainer_on_temporal_order(np.float32, policy="pascanu",
+                                                        max_norm=1e-12)
+    with pytest.raises(ValueError, match="spikes"):
+        Trainer(model, SGD(lr=0.1), spikes="pascanu")
+    with pytest.raises(ValueError, match="failed steps only"):
+        Trainer(model, SGD(lr=0.1), spikes=PascanuFallback())
+    with pytest.raises(ValueError, match="shrink"):
+        PascanuFallback(shrink=0)
+    trainer.fit(task, steps=3, batch_size=4)
+    trainer.save_checkpoint(tmp_path / "run.npz")
+    _, model2, again, _ = trainer_on_temporal_order(np.float32, policy="pascanu",
+                                                    max_norm=1e-12)
+    again.load_checkpoint(tmp_path / "run.npz")
+    assert again.step == 3
+    for k in KEYS:
+        np.testing.assert_array_equal(model2.params[k], model.params[k])
+
+
+def test_rnnx_train_accepts_the_named_clip_and_policy(tmp_path, capsys):
+    import json
+    from rnnx.cli.main import main
+    assert main(["train", "--task", "temporal_order", "--length", "10", "--hidden", "5",
+                 "--init", "smart_tanh", "--steps", "5", "--clip", "pascanu",
+                 "--policy", "pascanu", "--max-norm", "1e-12", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["nonfinite_steps"] == 5 and summary["skipped_steps"] == 5
+    assert main(["train", "--task", "temporal_order", "--length", "10", "--hidden", "5",
+                 "--steps", "3", "--policy", "pascanu", "--max-norm", "1e-12",
+                 "--quiet"]) == 0
+    assert main(["train", "--task", "temporal_order", "--length", "10", "--hidden", "5",
+                 "--steps", "3", "--policy", "pascanu", "--max-norm", "1e-12"]) == 0
+    assert "3 (replaced by 0.02 W_hh)" in capsys.readouterr().out

@@ -406,3 +406,29 @@ def test_workers_and_scheduler_exclude_each_other(tmp_path, capsys):
 def test_help_and_python_api_export():
     assert callable(rnnx.sweep) and "sweep" in rnnx.__all__
     assert main(["sweep", "--help"]) == 0
+
+
+def test_pascanu_clip_and_policy_by_name(tmp_path):
+    """clip=pascanu and policy=pascanu (Pascanu et al.'s code's SGD-C step) are settings,
+    a grid axis and the run rnnx train does; a failing step is replaced, not skipped."""
+    from rnnx.optim.pascanu_fallback import pascanu_rescale
+    from rnnx.sweep.settings import build_run
+    from rnnx.training import PascanuFallback
+    assert parse_grid(["clip=none,pascanu,0.5", "policy=raise,pascanu"]) == {
+        "clip": [None, "pascanu", 0.5], "policy": ["raise", "pascanu"]}
+    _, model, trainer = build_run({"clip": "pascanu", "clip_threshold": 0.25,
+                                   "policy": "pascanu"})
+    assert isinstance(trainer.clip, pascanu_rescale) and trainer.clip.max_norm == 0.25
+    assert isinstance(trainer.on_failure, PascanuFallback)
+    base = {**BASE, "task": "temporal_order", "length": 10, "hidden": 6,
+            "init": "smart_tanh", "lr": 0.5, "steps": 4, "clip": "pascanu",
+            "policy": "pascanu", "max_norm": 1e-12}
+    row = rnnx.sweep(base, {}, seeds=1, engine="serial", out=tmp_path, plots=False,
+                     progress=False).rows[0]
+    assert row["status"] == "ok" and row["error"] is None, row["error"]
+    assert row["nonfinite_steps"] == row["skipped_steps"] == 4
+    # the cell's run again (its weights are not in its row): four replacement steps
+    task, model, trainer = build_run(base)
+    W = model.params["W_hh"].copy()
+    trainer.fit(task, steps=4, batch_size=base["batch_size"])
+    np.testing.assert_allclose(model.params["W_hh"], W * (1 - 0.02 * 0.5) ** 4, rtol=1e-6)

@@ -103,7 +103,7 @@ def _handled(s, what):
     if not s["nonfinite_steps"]:
         return "0"
     how = {"skip": "skipped: weights unchanged", "rollback": "rolled back, lr lowered",
-           "raise": "raised"}[s["policy"]]
+           "raise": "raised", "pascanu": "replaced by 0.02 W_hh"}[s["policy"]]
     return f"{s['nonfinite_steps']} ({how})"
 
 

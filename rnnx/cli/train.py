@@ -62,7 +62,8 @@ def add_train(sub):
     g.add_argument("--lr", type=positive(float), default=0.01, help="learning rate")
     g.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
     g.add_argument("--clip", choices=tuple(CLIPS), default="none",
-                   help="gradient clipping transformation")
+                   help="gradient clipping transformation (pascanu: global norm, and a "
+                        "gradient above 1e10 replaced by 0.02 W_hh, as Pascanu et al.'s code)")
     g.add_argument("--clip-threshold", type=positive(float), default=None,
                    help="max norm / limit / AGC ratio / AutoClip percentile / ZClip z-score "
                         f"(default: {_threshold_defaults()})")
@@ -73,7 +74,8 @@ def add_train(sub):
     g.add_argument("--omega", type=float, default=0.0,
                    help="weight of Pascanu et al.'s regulariser")
     g.add_argument("--policy", choices=POLICIES, default="skip",
-                   help="what a non-finite step does")
+                   help="what a non-finite step does (pascanu: step with 0.02 W_hh instead, "
+                        "as Pascanu et al.'s code; with --clip pascanu, the code's SGD-C)")
     g.add_argument("--spikes", choices=_spike_choices(), default="log",
                    help="what a gradient-norm spike does")
     g.add_argument("--steps", type=positive(int), default=500,

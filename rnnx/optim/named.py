@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import clipping
 from .optimizers import OPTIMIZERS
+from .pascanu_fallback import pascanu_rescale
 from .zclip import zclip
 
 __all__ = ["CLIPS", "make_clip", "make_optimizer"]
@@ -19,7 +20,8 @@ CLIPS = {"none": (lambda c: None, None),
          "parameter_norm": (clipping.clip_by_parameter_norm, 1.0),
          "adaptive": (clipping.adaptive_clip, 1.0),
          "autoclip": (clipping.autoclip, 1.0),
-         "zclip": (zclip, 2.5)}
+         "zclip": (zclip, 2.5),
+         "pascanu": (pascanu_rescale, 1.0)}     # global norm + the code's fallback
 
 
 def make_clip(name, threshold=None):

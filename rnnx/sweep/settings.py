@@ -89,6 +89,7 @@ class Setting:
 def _table():
     from ..model.init import RECURRENT_INITS
     from ..tasks import TASKS
+    from ..training.policies import POLICIES
     S = Setting
     rows = [
         S("task", "choice", "adding", "built-in task", choices=tuple(sorted(TASKS))),
@@ -113,8 +114,8 @@ def _table():
         S("max_norm", "float", None, "fail a step whose ||dL/dh[t]|| passes this",
           "positive", none=True),
         S("omega", "float", 0.0, "weight of Pascanu et al.'s regulariser", "nonnegative"),
-        S("policy", "choice", "skip", "what a non-finite step does",
-          choices=("raise", "skip", "rollback")),
+        S("policy", "choice", "skip", "what a non-finite step does (pascanu: step with "
+          "0.02 W_hh, as Pascanu et al.'s code)", choices=POLICIES),
         S("spikes", "choice", "log", "what a gradient-norm spike does",
           choices=("log", "skip", "rollback", "off")),
         S("steps", "int", 500, "training steps", "positive"),

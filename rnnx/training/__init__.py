@@ -7,8 +7,9 @@ from .callbacks import EVENTS, Callback
 from .loop import Trainer
 from .warnings import EarlyWarning, LowerLR, TightenClip, WarnLog
 from .forensics import forensics_summary
-from .policies import POLICIES, SPIKE_POLICIES, Log, Policy, Raise, Rollback, Skip
+from .policies import (POLICIES, SPIKE_POLICIES, Log, PascanuFallback, Policy, Raise,
+                       Rollback, Skip)
 
 __all__ = ["Trainer", "Callback", "POLICIES", "SPIKE_POLICIES", "EVENTS", "Policy", "Raise",
-           "Skip", "Rollback", "Log", "EarlyWarning", "WarnLog", "LowerLR", "TightenClip",
+           "Skip", "Rollback", "Log", "PascanuFallback", "EarlyWarning", "WarnLog", "LowerLR", "TightenClip",
            "forensics_summary"]

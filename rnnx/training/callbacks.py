@@ -37,7 +37,8 @@ __all__ = ["Callback", "EVENTS", "Diagnostics", "EarlyStopping", "LogFile", "Che
 
 log = logging.getLogger("rnnx")
 
-EVENTS = ("spike", "skip", "rollback", "nonfinite", "early_stop", "checkpoint", "warning")
+EVENTS = ("spike", "skip", "rollback", "fallback", "nonfinite", "early_stop", "checkpoint",
+          "warning")
 HOOKS = ("on_fit_start", "on_record", "on_step_end", "on_event", "on_fit_end")
 
 

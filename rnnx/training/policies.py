@@ -7,30 +7,33 @@ step becomes a Failure -- a description, not an exception -- and is handed to on
 
 The policy sets the record's columns, may restore an earlier state, and returns the
 exception the loop raises once the step is logged (None: training goes on). Failed steps
-(overflow, non-finite) go to ``Trainer(policy=...)``: Raise, Skip or Rollback; spikes go
-to ``Trainer(spikes=...)``: Log (the update is applied; only the spike is reported), Skip
-or Rollback. The strings "raise", "skip", "rollback" and "log" are shorthands for them.
+(overflow, non-finite) go to ``Trainer(policy=...)``: Raise, Skip, Rollback or
+PascanuFallback; spikes go to ``Trainer(spikes=...)``: Log (the update is applied; only the
+spike is reported), Skip or Rollback. The strings "raise", "skip", "rollback", "pascanu" and
+"log" are shorthands for them.
 A policy may also watch good steps (on_good_step) and keep state in a checkpoint
 (state_dict / load_state_dict): Rollback's ring of good states and its failure count.
 """
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import choice, open_unit_interval, whole_number
+from .._checks import choice, open_unit_interval, positive, whole_number
 from ..errors import DivergenceError, GradientOverflowError
+from ..optim.pascanu_fallback import SHRINK, pascanu_fallback
 from .forensics import blame_of, describe_blame
 
-__all__ = ["Failure", "Policy", "Raise", "Skip", "Rollback", "Log", "POLICIES",
-           "SPIKE_POLICIES", "resolve"]
+__all__ = ["Failure", "Policy", "Raise", "Skip", "Rollback", "Log", "PascanuFallback",
+           "POLICIES", "SPIKE_POLICIES", "resolve"]
 
 log = logging.getLogger("rnnx")
 
-POLICIES = ("raise", "skip", "rollback")
+POLICIES = ("raise", "skip", "rollback", "pascanu")
 SPIKE_POLICIES = (None, "log", "skip", "rollback")
 
 
@@ -108,6 +111,32 @@ class Skip(Policy):
     def __call__(self, trainer, failure, record):
         log.warning("step %d skipped: %s", trainer.step, failure)
         trainer.emit("skip", f"step {trainer.step} skipped: {failure}", kind=failure.kind)
+
+
+class PascanuFallback(Policy):
+    """(failures only) Pascanu et al.'s published code: step with the gradient
+    g(W_hh) = shrink * W_hh (0.02), 0 for every other parameter, instead of the one that
+    failed (rnnx.optim.pascanu_fallback), through the trainer's optimizer at this step's
+    learning rate -- with plain SGD, W_hh shrinks by the factor 1 - shrink * lr and nothing
+    else moves. The record keeps skipped = True (the step's own gradient was not applied);
+    the "fallback" event says what was done instead. Together with the clipping
+    pascanu_rescale (which replaces a finite gradient above 1e10 the same way) it is the
+    code's SGD-C step."""
+
+    name = "pascanu"
+
+    def __init__(self, shrink=SHRINK):
+        self.shrink = positive("shrink", shrink)
+
+    def __call__(self, trainer, failure, record):
+        params = trainer.model.params
+        grads = pascanu_fallback(None, params, math.nan, shrink=self.shrink)
+        trainer.optimizer.update(params, grads, 1.0, record["lr"])
+        log.warning("step %d: %s; stepped with %g W_hh instead", trainer.step, failure,
+                    self.shrink)
+        trainer.emit("fallback", f"step {trainer.step}: {failure}; stepped with "
+                     f"{self.shrink:g} W_hh instead (Pascanu et al.'s fallback)",
+                     kind=failure.kind)
 
 
 class Log(Policy):
@@ -192,7 +221,7 @@ def restore(trainer, snap):
         trainer.clip.load_state_dict(snap["clip"])
 
 
-_SHORTHANDS = {"raise": Raise, "skip": Skip, "log": Log}
+_SHORTHANDS = {"raise": Raise, "skip": Skip, "log": Log, "pascanu": PascanuFallback}
 
 
 def resolve(name, value, choices, rollback):
@@ -202,6 +231,8 @@ def resolve(name, value, choices, rollback):
     if isinstance(value, Policy):
         if name == "policy" and isinstance(value, Log):
             raise ValueError("policy=Log() applies to spikes only")
+        if name == "spikes" and isinstance(value, PascanuFallback):
+            raise ValueError("spikes=PascanuFallback() applies to failed steps only")
         return value
     if value is None and None in choices:
         return None
