@@ -436,10 +436,12 @@ def panels(const floating[:, ::1] M):
     once per call, for every step's product."""
     cdef Py_ssize_t k = M.shape[0], n = M.shape[1]
     cdef Py_ssize_t count = (n + RNNX_GEMM_NR - 1) // RNNX_GEMM_NR
+    cdef Py_ssize_t full = n // RNNX_GEMM_NR
     padded = np.zeros((count, k, RNNX_GEMM_NR), dtype=_dtype_of(&M[0, 0]))
-    for j in range(count):
-        padded[j, :, :min(RNNX_GEMM_NR, n - j * RNNX_GEMM_NR)] = (
-            np.asarray(M)[:, j * RNNX_GEMM_NR:(j + 1) * RNNX_GEMM_NR])
+    a = np.asarray(M)
+    padded[:full] = a[:, :full * RNNX_GEMM_NR].reshape(k, full, RNNX_GEMM_NR).transpose(1, 0, 2)
+    if full < count:
+        padded[full, :, :n - full * RNNX_GEMM_NR] = a[:, full * RNNX_GEMM_NR:]
     return padded
 
 

@@ -12,9 +12,11 @@
  * in (full, the last rows, the last columns), so that splitting the rows into blocks
  * changes no bit of a result.
  */
-#include <string.h>
-
 #include "_small_gemm.h"
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#  include <immintrin.h>           /* masked loads and stores of a partial last vector */
+#endif
 
 #if !defined(RNNX_VARIANT) || !defined(RNNX_VECTOR_BYTES)
 #  error "compile with -DRNNX_VARIANT=name -DRNNX_VECTOR_BYTES=bytes (see CMakeLists.txt)"
@@ -26,53 +28,67 @@
 /* C from this size on (a weight gradient of H = 512) comes from L3 tile by tile, and the
    tile's loads stall unless the next tile is fetched ahead */
 #define RNNX_GEMM_PREFETCH_BYTES (1 << 20)
-/* rows of M a partial column strip of a row-major M is copied in at a time */
-#define RNNX_GEMM_KC 64
 
-/* The tile of each dtype: MR rows x NV vectors, so that the MR * NV accumulators, NV
+/* The tiles, rows x vectors, of the two products (gemm: by weights in panels, m the rows
+   of a block; tn: the weight gradients, m = H) of each dtype: the accumulators, a row of
    vectors of M and a broadcast fit the register file (32 registers with AVX-512 and on
-   arm64, 16 with AVX2 and SSE2), and NV vectors divide the panel. */
+   arm64, 16 with AVX2 and SSE2), the vectors of a row divide the panel, and the more rows,
+   the fewer loads of M per multiply-add (benchmarks/kernels.py measures the result). */
 #if RNNX_VECTOR_BYTES == 64
-#  define RNNX_MR_F 4
-#  define RNNX_NV_F 2
-#  define RNNX_MR_D 4
-#  define RNNX_NV_D 4
+#  define RNNX_TILES_F 8, 2, 12, 2
+#  define RNNX_TILES_D 6, 4, 12, 2
 #elif RNNX_VECTOR_BYTES == 32
-#  define RNNX_MR_F 6
-#  define RNNX_NV_F 2
-#  define RNNX_MR_D 6
-#  define RNNX_NV_D 2
+#  define RNNX_TILES_F 6, 2, 6, 2
+#  define RNNX_TILES_D 6, 2, 6, 2
 #elif defined(__aarch64__)
-#  define RNNX_MR_F 4
-#  define RNNX_NV_F 4
-#  define RNNX_MR_D 4
-#  define RNNX_NV_D 4
+#  define RNNX_TILES_F 6, 4, 12, 2
+#  define RNNX_TILES_D 6, 4, 12, 2
 #else
-#  define RNNX_MR_F 4
-#  define RNNX_NV_F 2
-#  define RNNX_MR_D 4
-#  define RNNX_NV_D 2
+#  define RNNX_TILES_F 6, 2, 6, 2
+#  define RNNX_TILES_D 6, 2, 6, 2
 #endif
+#ifdef RNNX_TRY_TILES_F           /* benchmarks of other tiles: -DRNNX_TRY_TILES_F=8,2,12,2 */
+#  undef RNNX_TILES_F
+#  define RNNX_TILES_F RNNX_TRY_TILES_F
+#endif
+#ifdef RNNX_TRY_TILES_D
+#  undef RNNX_TILES_D
+#  define RNNX_TILES_D RNNX_TRY_TILES_D
+#endif
+#define RNNX_PICK_(i, a, b, c, d) RNNX_PICK_##i(a, b, c, d)
+#define RNNX_PICK_0(a, b, c, d) a
+#define RNNX_PICK_1(a, b, c, d) b
+#define RNNX_PICK_2(a, b, c, d) c
+#define RNNX_PICK_3(a, b, c, d) d
+#define RNNX_PICK(i, tiles) RNNX_PICK_(i, tiles)
 
 #define T float
 #define S f
-#define MR RNNX_MR_F
-#define NV RNNX_NV_F
+#define MR_GEMM RNNX_PICK(0, RNNX_TILES_F)
+#define NV_GEMM RNNX_PICK(1, RNNX_TILES_F)
+#define MR_TN RNNX_PICK(2, RNNX_TILES_F)
+#define NV_TN RNNX_PICK(3, RNNX_TILES_F)
 #include "_small_gemm_tiles.h"
 #undef T
 #undef S
-#undef MR
-#undef NV
+#undef MR_GEMM
+#undef NV_GEMM
+#undef MR_TN
+#undef NV_TN
 
 #define T double
 #define S d
-#define MR RNNX_MR_D
-#define NV RNNX_NV_D
+#define MR_GEMM RNNX_PICK(0, RNNX_TILES_D)
+#define NV_GEMM RNNX_PICK(1, RNNX_TILES_D)
+#define MR_TN RNNX_PICK(2, RNNX_TILES_D)
+#define NV_TN RNNX_PICK(3, RNNX_TILES_D)
 #include "_small_gemm_tiles.h"
 #undef T
 #undef S
-#undef MR
-#undef NV
+#undef MR_GEMM
+#undef NV_GEMM
+#undef MR_TN
+#undef NV_TN
 
 RNNX_HIDDEN const rnnx_gemm_kernels RNNX_GLUE(rnnx_gemm, RNNX_VARIANT) = {
     gemm_f, tn_f, gemm_d, tn_d
