@@ -12,6 +12,8 @@
  * in (full, the last rows, the last columns), so that splitting the rows into blocks
  * changes no bit of a result.
  */
+#include <stdlib.h>
+
 #include "_small_gemm.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)

@@ -71,11 +71,12 @@ INLINE void N(store_part)(T *p, const VEC v, const int rem)
     ((part) && (v) == nv - 1 ? N(load_part)((p) + (v) * LN, rem)                          \
                              : *(const VEC *)((p) + (v) * LN))
 
-/* one product op(A) @ M of a tile: op(A)[i, p] = A[i * ai + p * ap], M[p, :] at M + p * ms */
+/* one product op(A) @ M of a tile: op(A)[i, p] = A[i * ai + p * ap], M[p, :] at M + p * ms;
+   the tile of the rows from i0 (a multiple of the tile height) on starts at A + i0 * ti */
 typedef struct {
     ptrdiff_t k;
     const T *A;
-    ptrdiff_t ai, ap;
+    ptrdiff_t ai, ap, ti;
     const T *M;
     ptrdiff_t ms;
 } N(operand);
@@ -84,7 +85,7 @@ typedef struct {
 INLINE N(operand) N(from_row)(N(operand) o, ptrdiff_t i0)
 {
     if (o.k)
-        o.A += i0 * o.ai;
+        o.A += i0 * o.ti;
     return o;
 }
 
@@ -171,16 +172,34 @@ INLINE void N(strip)(const int mrf, const int nv, const int part, const int part
             break;                                                                        \
     }
 
+/* pack (k * (m + mrf) entries) := A^T for A (k, m), in tiles of mrf rows one after the
+   other, each (k, mrf) row-major, the rows past m zeros */
+static void N(pack_rows)(const int mrf, const ptrdiff_t m, const ptrdiff_t k, const T *A,
+                         T *pack)
+{
+    for (ptrdiff_t i0 = 0; i0 < m; i0 += mrf, pack += k * mrf)
+        for (ptrdiff_t p = 0; p < k; p++)
+            for (int r = 0; r < mrf; r++)
+                pack[p * mrf + r] = i0 + r < m ? A[p * m + i0 + r] : 0;
+}
+
 /* C (m, n) := beta C + op(A) @ M + op(A2) @ M2: M and M2 in panels (panels = 1) with
    op(A) = A (m, k), op(A2) = A2 (m, k2); or M row-major (panels = 0) with op(A) = A^T
-   for A (k, m) (and the same for A2) */
+   for A (k, m) (and the same for A2). pack, unless NULL (panels = 0, one product), has
+   room for k * (m + mrf + nvf vectors) entries: op(A) and each strip of M are copied
+   there and read from there, one contiguous stream each. Without it the rows of A and M
+   of a large product lie pages apart, and a tile that reads k of them misses the TLB
+   on every row (benchmarks/kernels.py, H = 512). */
 INLINE void N(product)(const int panels, const ptrdiff_t m, const ptrdiff_t n, const int beta,
                        const ptrdiff_t k, const T *A, const T *M, const ptrdiff_t k2,
-                       const T *A2, const T *M2, T *C)
+                       const T *A2, const T *M2, T *C, T *pack)
 {
     const int mrf = panels ? MR_GEMM : MR_TN, nvf = panels ? NV_GEMM : NV_TN;
     const ptrdiff_t width = nvf * LN;
     const int ahead = beta && (size_t)m * n * sizeof(T) >= RNNX_GEMM_PREFETCH_BYTES;
+    T *strip = pack ? pack + k * (m + mrf) : NULL;
+    if (pack)
+        N(pack_rows)(mrf, m, k, A, pack);
     for (ptrdiff_t j = 0; j < n; j += width) {
         const ptrdiff_t cols = n - j < width ? n - j : width;
         const int nv = (int)((cols + LN - 1) / LN), rem = (int)(cols % LN);
@@ -188,15 +207,22 @@ INLINE void N(product)(const int panels, const ptrdiff_t m, const ptrdiff_t n, c
         if (panels) {
             /* a strip never crosses a panel: width divides RNNX_GEMM_NR */
             const ptrdiff_t j0 = j - j % RNNX_GEMM_NR, jj = j % RNNX_GEMM_NR;
-            a = (N(operand)){k, A, k, 1, M + j0 * k + jj, RNNX_GEMM_NR};
-            b = (N(operand)){k2, A2, k2, 1, k2 ? M2 + j0 * k2 + jj : NULL, RNNX_GEMM_NR};
+            a = (N(operand)){k, A, k, 1, k, M + j0 * k + jj, RNNX_GEMM_NR};
+            b = (N(operand)){k2, A2, k2, 1, k2, k2 ? M2 + j0 * k2 + jj : NULL, RNNX_GEMM_NR};
+        } else if (pack) {
+            /* op(A) in tiles of mrf rows, each (k, mrf); M's strip (k, nv vectors) */
+            for (ptrdiff_t p = 0; p < k; p++)
+                for (ptrdiff_t c = 0; c < nv * LN; c++)
+                    strip[p * nv * LN + c] = c < cols ? M[p * n + j + c] : 0;
+            a = (N(operand)){k, pack, 1, mrf, k, strip, nv * LN};
+            b = (N(operand)){0, NULL, 0, 0, 0, NULL, 0};
         } else {
-            a = (N(operand)){k, A, 1, m, M + j, n};
-            b = (N(operand)){k2, A2, 1, m, k2 ? M2 + j : NULL, n};
+            a = (N(operand)){k, A, 1, m, 1, M + j, n};
+            b = (N(operand)){k2, A2, 1, m, 1, k2 ? M2 + j : NULL, n};
         }
         if (rem == 0) {
             RNNX_BY_NV(0, 0)
-        } else if (panels) {
+        } else if (panels || pack) {
             RNNX_BY_NV(1, 0)
         } else {
             RNNX_BY_NV(1, 1)
@@ -207,13 +233,17 @@ INLINE void N(product)(const int panels, const ptrdiff_t m, const ptrdiff_t n, c
 static void N(gemm)(ptrdiff_t m, ptrdiff_t n, int beta, ptrdiff_t k, const T *A, const T *M,
                     ptrdiff_t k2, const T *A2, const T *M2, T *C)
 {
-    N(product)(1, m, n, beta, k, A, M, k2, A2, M2, C);
+    N(product)(1, m, n, beta, k, A, M, k2, A2, M2, C, NULL);
 }
 
 static void N(tn)(ptrdiff_t m, ptrdiff_t n, int beta, ptrdiff_t k, const T *A, const T *M,
                   ptrdiff_t k2, const T *A2, const T *M2, T *C)
 {
-    N(product)(0, m, n, beta, k, A, M, k2, A2, M2, C);
+    /* pages apart: rows of 2 KiB or more */
+    T *pack = k2 == 0 && (m >= 2048 / (ptrdiff_t)sizeof(T) || n >= 2048 / (ptrdiff_t)sizeof(T))
+                  ? malloc(sizeof(T) * k * (m + MR_TN + NV_TN * LN)) : NULL;
+    N(product)(0, m, n, beta, k, A, M, k2, A2, M2, C, pack);
+    free(pack);
 }
 
 #undef RNNX_ACCUMULATE

@@ -33,10 +33,12 @@ def test_auto_is_the_fastest_this_machine_runs():
     assert set(RUNS) <= set(kernels.KERNEL_NAMES)
 
 
-# shapes around the panel (32 columns) and the tiles (4 or 6 rows, 4 to 32 columns), with
-# H and D below, at and past a multiple, B of one row to a few tiles and a remainder
+# shapes around the panel (32 columns) and the tiles (4 to 12 rows, 4 to 32 columns), with
+# H and D below, at and past a multiple, B of one row to a few tiles and a remainder; H of
+# 260 and 515, whose weight gradients copy their operands first (rows of 2 KiB or more in
+# float64, in float32 too for 515)
 SHAPES = [(3, 1, 3, 16), (4, 5, 17, 17), (3, 7, 20, 50), (2, 13, 33, 33),
-          (3, 4, 16, 100), (2, 9, 40, 64), (2, 3, 1, 130)]
+          (3, 4, 16, 100), (2, 9, 40, 64), (2, 3, 1, 130), (2, 14, 21, 260), (2, 5, 17, 515)]
 
 
 @pytest.mark.parametrize("T, B, D, H", SHAPES)
