@@ -23,6 +23,15 @@ def kernel(request):
     rnnx.set_kernel(old)
 
 
+@pytest.mark.skipif(not os.environ.get("RNNX_EXPECT_KERNELS"),
+                    reason="RNNX_EXPECT_KERNELS is set by the wheel builds only")
+def test_the_wheel_carries_the_expected_variants():
+    """The wheel builds (.github/workflows/wheels.yml) name the variants each platform's
+    wheel must carry; "none (...)" for a build without any."""
+    expected = os.environ["RNNX_EXPECT_KERNELS"]
+    assert (" ".join(_core.KERNELS) or "none") == expected.split(" (")[0], _core.KERNELS
+
+
 def test_auto_is_the_fastest_this_machine_runs():
     old = rnnx.set_kernel("auto")
     try:
