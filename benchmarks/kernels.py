@@ -1,7 +1,7 @@
 """Forward + BPTT time of every kernel path this machine runs, against numpy (hoisted GEMMs).
 
-    python benchmarks/kernels.py [--quick] [--threads 1,2] [--dtypes float32,float64] [--clock cpu]
-                                 [--kernels avx512,avx2,generic,blas] [--sizes "T,B,D,H;..."]
+    python benchmarks/kernels.py [--quick] [--clock wall|cpu] [--threads 1,2]
+        [--dtypes float32,float64] [--kernels avx512,avx2,generic,blas] [--sizes "T,B,D,H;..."]
 
 For each thread count (a child process each, with OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and
 RNNX_NUM_THREADS set before numpy loads), each dtype and each size, times numpy with the
@@ -12,9 +12,10 @@ ratios of a row come from the same moment. Prints, per thread count and dtype, t
 ms and the ratio to numpy (lower is better), the time per FLOP (picoseconds, FLOPs as the
 yardstick counts them: 6 T B H (H + D)), avx2's time per FLOP over avx512's, and for
 each size whose H is not a multiple of 32 the time per FLOP over that of the nearest
-multiple (same T, B, D, timed in turn with it; the path "auto" picks). The sizes: the project's yardstick's six
-and the six of issue 17. On a loaded machine compare the ratios of one run and repeat.
---quick: fewer, shorter samples (about a third of the time).
+multiple (same T, B, D, timed in turn with it; the path "auto" picks). The sizes: the
+project's yardstick's six and the six of issue 17. On a loaded machine compare the
+ratios of one run, repeat, and prefer --clock cpu (1 thread).
+--quick: fewer, shorter samples.
 """
 import argparse
 import json
@@ -43,7 +44,6 @@ def child(args):
     import statistics
     import time
 
-    import numpy as np
     import rnnx
     from _problem import problem
     from core_speed import numpy_impl

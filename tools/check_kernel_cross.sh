@@ -42,8 +42,11 @@ if [[ $(uname -m) == x86_64 ]]; then
     for cc in gcc clang; do
         command -v $cc > /dev/null || { echo "$cc: not installed, skipped"; continue; }
         for variant in avx512 avx2 generic; do
-            bytes=$([[ $variant == avx512 ]] && echo 64 || ([[ $variant == avx2 ]] && echo 32 || echo 16))
-            need=$([[ $variant == avx512 ]] && echo avx512f || ([[ $variant == avx2 ]] && echo avx2 || echo sse2))
+            case $variant in
+                avx512) bytes=64 need=avx512f ;;
+                avx2) bytes=32 need=avx2 ;;
+                *) bytes=16 need=sse2 ;;
+            esac
             if ! grep -qw "$need" /proc/cpuinfo; then
                 echo "$cc $variant: this CPU lacks $need, skipped"
                 continue

@@ -3,9 +3,10 @@ the backward time loop adds up itself, and which blocks of batch rows run on thr
 
 Decided in one place, make_plan, from the shape, the dtype, the CPU (which variant of the
 register-blocked kernel of src/_small_gemm.h runs here, rnnx.core.kernels, and the shapes
-it takes) and the thread budget (rnnx.core.threads.thread_budget, fixed per process). The wrappers of
-rnnx.core.recurrence and the benchmarks both run what a Plan says; nothing in the plan
-depends on what other threads do, so neither does any bit of a result.
+it takes) and the thread budget (rnnx.core.threads.thread_budget, fixed per process).
+The wrappers of rnnx.core.recurrence and the benchmarks both run what a Plan says;
+nothing in the plan depends on what other threads do, so neither does any bit of a
+result.
 
 The figures behind the thresholds are measured by benchmarks/row_blocks.py (blocks
 against one block, BLAS against the register-blocked kernel) and quoted in the README.
