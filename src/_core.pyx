@@ -424,10 +424,12 @@ def kernel_runs(str name):
 
 
 def small_gemm_fits(Py_ssize_t m, Py_ssize_t n):
-    """Whether the shape of a product of m rows and n columns suits the register-blocked
-    kernel (any m >= 1; n >= RNNX_GEMM_MIN_COLS, any multiple or not of the panel), where
-    one runs (kernel_runs); elsewhere BLAS does it."""
-    return m >= 1 and n >= RNNX_GEMM_MIN_COLS
+    """Whether the plans give a product of m rows and n columns to the register-blocked
+    kernel, where one runs (kernel_runs): m >= 4 (of fewer rows, a product runs at the
+    speed of a GEMV, and BLAS's was faster: benchmarks/kernels.py at B = 1) and
+    n >= RNNX_GEMM_MIN_COLS, any multiple or not of the panel. The kernel itself takes
+    any m >= 1 (the remainder tiles of every product)."""
+    return m >= 4 and n >= RNNX_GEMM_MIN_COLS
 
 
 def panels(const floating[:, ::1] M):
