@@ -105,7 +105,9 @@ def _plan(T, B, D, H, itemsize, threads, min_work, core, kernel):
     # With several blocks each uses the register-blocked kernel, also where one block would
     # use BLAS's threads on every step's whole product.
     step = len(blocks) > 1 or B * H * H < THREADED_PRODUCT or threads == 1
-    in_loop = step and fits(H, H)
+    # the weight gradients in the loop add rows-long products: of fewer rows than a
+    # tile, one GEMM after the loop is faster (benchmarks/kernels.py at B = 1)
+    in_loop = step and fits(H, H) and fits(rows, H)
     all_in_loop = in_loop and (fits(H, D) or len(blocks) > 1)
     return Plan(blocks=blocks,
                 step_kernel=step and fits(rows, H),
