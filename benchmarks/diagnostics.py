@@ -11,11 +11,15 @@ The limits: exact Jacobian log-norms for every lag need T * B products of (H, H)
 2 T B H (D + H) + 2 T B H^2. Each time is printed with its GFLOP/s and its multiple of
 the limit at the float64 GEMM rate of (1024, 1024) @ (1024, 1024) measured just before
 each size with the same number of threads (the kernels accumulate in float64; on a shared
-machine the rate drifts within a run). Inputs: float32, the
-problem of benchmarks/_problem.py (W_hh = 0.9 x orthogonal, D = 8).
+machine the rate drifts within a run). "threads" is both rnnx's thread budget (B >= 2:
+blocks of samples on threads) and scipy's BLAS threads. Inputs: float32, the problem of
+benchmarks/_problem.py (W_hh = 0.9 x orthogonal, D = 8). With both thread counts, the
+ratios of each row's time at 2 threads over 1 follow the table.
 
-Then the busy-machine ratio: jacobian_log_norms at (T, B, H) = (10, 1, 128) with a busy
-loop on every core, over its time on the idle machine, at the default BLAS threads.
+Then jacobian_log_norms at (T, B, H) = (1000, 1, 64), 2 threads over 1, the two settings
+interleaved (the fastest of 8 calls each: robust to a drifting load), and the busy-machine
+ratio: jacobian_log_norms at (10, 1, 128) with a busy loop on every core, over its time on
+the idle machine, at the default BLAS threads.
 """
 import argparse
 import multiprocessing
@@ -65,6 +69,29 @@ def rows(T, B, H, rate):
         yield name, t, flops / t / 1e9, t / (flops / rate)
 
 
+def b1_thread_ratios():
+    """{ord: time with 2 threads / with 1} at (1000, 1, 64), interleaved, fastest of 8."""
+    import numpy as np
+    import rnnx
+    from threadpoolctl import threadpool_limits
+    from rnnx.core.threads import set_thread_budget
+    x, W_xh, W_hh, b_h, _ = problem(1000, 1, D, 64, np.float32)
+    best = {}
+    old = set_thread_budget(1)
+    try:
+        for _ in range(8):
+            for n in (1, 2):
+                set_thread_budget(n)
+                with threadpool_limits(n):
+                    for ord in (2, "fro"):
+                        t = best_time(lambda: rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h,
+                                                                       ord=ord), most=1)
+                        best[n, ord] = min(best.get((n, ord), t), t)
+    finally:
+        set_thread_budget(old)
+    return {ord: best[2, ord] / best[1, ord] for ord in (2, "fro")}
+
+
 def busy_ratio():
     import numpy as np
     import rnnx
@@ -96,24 +123,36 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=None, metavar="I",
                         help=f"indices into {SIZES} (default: all)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                        help="BLAS thread counts to run (default: 1 2)")
+                        help="thread counts to run: rnnx's budget and BLAS's (default: 1 2)")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
+    from rnnx.core.threads import set_thread_budget
     sizes = SIZES[:2] if args.quick else SIZES
     if args.sizes is not None:
         sizes = [SIZES[i] for i in args.sizes]
     print("| T | B | H | threads | what | time (s) | GFLOP/s | x limit |")
     print("|---|---|---|---|---|---|---|---|")
-    rates = []
+    rates, times = [], {}
     for n in args.threads:
-        with threadpool_limits(n):
-            for T, B, H in sizes:
-                rate = gemm_rate()
-                rates.append(f"{rate / 1e9:.3g} ({n} thread{'s' if n > 1 else ''}, H={H})")
-                for name, t, gflops, multiple in rows(T, B, H, rate):
-                    print(f"| {T} | {B} | {H} | {n} | {name} | {t:.3g} | {gflops:.3g} | "
-                          f"{multiple:.2f} |", flush=True)
+        old = set_thread_budget(n)
+        try:
+            with threadpool_limits(n):
+                for T, B, H in sizes:
+                    rate = gemm_rate()
+                    rates.append(f"{rate / 1e9:.3g} ({n} thread{'s' if n > 1 else ''}, H={H})")
+                    for name, t, gflops, multiple in rows(T, B, H, rate):
+                        times[T, B, H, name, n] = t
+                        print(f"| {T} | {B} | {H} | {n} | {name} | {t:.3g} | {gflops:.3g} | "
+                              f"{multiple:.2f} |", flush=True)
+        finally:
+            set_thread_budget(old)
     print("float64 GEMM (1024^3) GFLOP/s before each size: " + ", ".join(rates))
+    if 1 in args.threads and 2 in args.threads:
+        print("time with 2 threads / with 1: " + ", ".join(
+            f"{key[3]} ({key[0]}, {key[1]}, {key[2]}) {t / times[key[:4] + (1,)]:.2f}"
+            for key, t in times.items() if key[4] == 2))
+    print("B = 1, (1000, 1, 64), 2 threads / 1, interleaved: " + ", ".join(
+        f"ord={ord!r} {r:.2f}" for ord, r in b1_thread_ratios().items()))
     idle, busy = busy_ratio()
     print(f"busy machine: jacobian_log_norms (10, 1, 128) {idle * 1e3:.3g} ms idle, "
           f"{busy * 1e3:.3g} ms with a busy loop on each of {os.cpu_count()} cores: "

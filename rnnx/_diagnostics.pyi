@@ -1,5 +1,6 @@
 """Type stub of rnnx._diagnostics, the compiled kernels of the diagnostics
-(src/_diagnostics.pyx): Jacobian log-norms and the QR method's sums for Lyapunov exponents.
+(src/_diagnostics.pyx, with src/_spectral_norm.pxd, src/_qr_frames.pxd and
+src/_diag_shared.pxd): Jacobian log-norms and the QR method's sums for Lyapunov exponents.
 
 h is C-contiguous float32 or float64; W and the outputs are float64. Both kernels work on
 the samples b0:b1 and return (status, LAPACK info); rnnx.diagnostics raises from them.

@@ -103,6 +103,28 @@ def test_spectral_norm_matches_lapack_at_every_lag(rng, H, init):
     np.testing.assert_allclose(L, expected, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("H", [17, 40])
+def test_spectral_norm_with_nearly_equal_top_singular_values(rng, H, dtype):
+    # h = 0 throughout, so the product over k lags is W^k; W = U diag(s) V^T with its two
+    # largest singular values 1e-7 apart (and a third 1e-3 below): Lanczos cannot tell
+    # them apart in a few steps, so the lags go through the Gram matrix, Cholesky and
+    # LAPACK's eigenvalue. The reference: numpy's SVD of each explicit product.
+    s = np.concatenate([[1.0, 1.0 - 1e-7, 1.0 - 1e-3], np.linspace(0.9, 0.2, H - 3)])
+    W_hh = ((orthogonal(H, rng) * s) @ orthogonal(H, rng).T).astype(dtype)
+    T, B, D = 40, 2, 3
+    x = np.zeros((T, B, D), dtype)
+    L = rnnx.jacobian_log_norms(x, rng.standard_normal((H, D)).astype(dtype), W_hh,
+                                np.zeros(H, dtype), np.zeros((B, H), dtype))
+    W = W_hh.astype(np.float64)
+    P, expected = np.eye(H), [0.0]
+    for _ in range(T):
+        P = P @ W
+        expected.append(np.log(np.linalg.norm(P, 2)))
+    np.testing.assert_allclose(L, np.broadcast_to(np.array(expected)[:, None], (T + 1, B)),
+                               rtol=0, atol=1e-9)
+
+
 def test_lags_and_batch_first(rng):
     x, W_xh, W_hh, b_h, h0, _ = random_problem(9, 3, 2, 5, rng=rng, scale=1.3)
     full = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0)
@@ -128,6 +150,25 @@ def test_same_numbers_with_one_and_two_threads(rng, ord):
     with threadpool_limits(2):
         two = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, ord=ord)
     np.testing.assert_allclose(one, two, rtol=0, atol=1e-12)
+
+
+def test_thread_plan_from_the_shape():
+    # the blocks of samples and the BLAS setting come from B and the thread budget only:
+    # one block (one BLAS thread for small products) at B = 1, blocks of samples at B >= 2
+    from rnnx.core.threads import blas_threads, can_serialise, set_thread_budget
+    from rnnx.diagnostics._threads import one_blas_thread, sample_blocks
+    old = set_thread_budget(2)
+    try:
+        assert sample_blocks(1, 128 ** 3)[0] == [(0, 1)]
+        assert sample_blocks(5, 128 ** 3)[0] == ([(0, 2), (2, 5)] if can_serialise()
+                                                 else [(0, 5)])
+        set_thread_budget(1)
+        assert sample_blocks(5, 128 ** 3)[0] == [(0, 5)]
+    finally:
+        set_thread_budget(old)
+    if can_serialise():
+        with one_blas_thread():
+            assert blas_threads() == 1
 
 
 def test_model_method_takes_lags_and_batch_first(rng):

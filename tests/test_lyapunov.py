@@ -147,6 +147,28 @@ def test_ill_conditioned_frames_fall_back_to_householder():
     np.testing.assert_allclose(e, np.sort(ref)[::-1], rtol=1e-8)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ill_conditioned_large_frames_against_numpy(dtype):
+    # k = H = 24 > 16: Cholesky QR, one pass per step and a second at window ends; units
+    # near saturation make Z ill-conditioned (Cholesky's Q off orthonormal by about
+    # cond(Z)^2 1e-16); the sums per window still match numpy's Householder QR
+    rng = np.random.default_rng(7)
+    T, B, H = 40, 2, 24
+    x = 0.5 * rng.standard_normal((T, B, H))
+    x[:, 0, :3] = 4.0                          # tanh'(4) ~ 1e-3 on three units
+    x[::3, 1, 5] = 7.0
+    x = x.astype(dtype)
+    W_xh, W_hh = np.eye(H, dtype=dtype), (1.2 * np.linalg.qr(
+        rng.standard_normal((H, H)))[0]).astype(dtype)
+    b_h = np.zeros(H, dtype)
+    h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
+    local = local_lyapunov_exponents(x, W_xh, W_hh, b_h, window=7, k=H, discard=3)
+    np.testing.assert_allclose(local, _qr_method(h, W_hh, H, 3, 7) / 7, rtol=1e-10)
+    e = lyapunov_exponents(x, W_xh, W_hh, b_h, discard=3)
+    ref = _qr_method(h, W_hh, H, 3, T - 3)[0].mean(axis=0) / (T - 3)
+    np.testing.assert_allclose(e, np.sort(ref)[::-1], rtol=1e-10)
+
+
 def test_saturated_trajectory_gets_its_own_verdict():
     # an exploded W_hh: every unit at |h| = 1, tanh' = 0, no gradient flows back
     m = RNN(2, 5, 1, seed=0, dtype="float32", init="identity")

@@ -49,6 +49,10 @@ class Plan:
         and always with blocks, whose loops make no BLAS call (plain loops make the
         products by W_xh the kernel does not tile).
     dx_kernel: dx's per-step product is the register-blocked kernel's (else BLAS).
+    blas_threads: the threads the call's BLAS calls may use (rnnx.core.threads.blas_limit):
+        None where it makes none (blocks, or the register-blocked kernel for every
+        product), the budget where the per-step products are BLAS's on its threads, else
+        1 -- small products on one thread, whatever the process's BLAS setting.
     kernel: the variant of the register-blocked kernel ("avx512", "avx2", "generic"), or
         "blas" where none runs (rnnx.core.kernels).
     """
@@ -58,6 +62,7 @@ class Plan:
     dW_hh_in_loop: bool
     all_in_loop: bool
     dx_kernel: bool
+    blas_threads: int | None = 1
     kernel: str = "blas"
 
 
@@ -109,9 +114,13 @@ def _plan(T, B, D, H, itemsize, threads, min_work, core, kernel):
     # tile, one GEMM after the loop is faster (benchmarks/kernels.py at B = 1)
     in_loop = step and fits(H, H) and fits(rows, H)
     all_in_loop = in_loop and (fits(H, D) or len(blocks) > 1)
+    step_kernel = step and fits(rows, H)
+    dx_kernel = all_in_loop and fits(rows, D)
+    no_blas = len(blocks) > 1 or (step_kernel and dx_kernel)
     return Plan(blocks=blocks,
-                step_kernel=step and fits(rows, H),
+                step_kernel=step_kernel,
                 dW_hh_in_loop=in_loop,
                 all_in_loop=all_in_loop,
-                dx_kernel=all_in_loop and fits(rows, D),
+                dx_kernel=dx_kernel,
+                blas_threads=None if no_blas else 1 if step else threads,
                 kernel=kernel if in_loop else "blas")

@@ -20,7 +20,7 @@ from .. import _core
 from .._checks import compute_dtype, float_array, positive_or_none, tanh_output
 from ..errors import GradientOverflowError
 from .plan import make_plan
-from .threads import run_blocks
+from .threads import blas_limit, run_blocks
 
 __all__ = ["BackwardResult", "rnn_forward", "rnn_backward"]
 
@@ -129,7 +129,10 @@ def rnn_forward(x, W_xh, W_hh, b_h, h0=None, *, batch_first=False):
     and FloatingPointError when a pre-activation overflows the dtype (in float32, at
     about 3.4e38).
     """
-    h = forward_checked(*_parameters(x, W_xh, W_hh, b_h, h0, batch_first))
+    x, W_xh, W_hh, b_h, h0 = _parameters(x, W_xh, W_hh, b_h, h0, batch_first)
+    plan = make_plan(*x.shape, W_hh.shape[0], x.dtype)
+    with blas_limit(plan.blas_threads):
+        h = forward_checked(x, W_xh, W_hh, b_h, h0, plan)
     return _time_major(h, batch_first)
 
 
@@ -159,10 +162,12 @@ def rnn_backward(x, h, grad_h, W_xh, W_hh, b_h, h0=None, *, max_norm=None, clip_
     h = _time_major(tanh_output("h", h, x.dtype, shape), batch_first)
     grad_h = _time_major(float_array("grad_h", grad_h, x.dtype, shape),
                          batch_first)
-    return backward_checked(x, h, grad_h, W_xh, W_hh, h0,
-                            positive_or_none("max_norm", max_norm),
-                            positive_or_none("clip_delta", clip_delta), return_delta,
-                            batch_first=batch_first)
+    plan = make_plan(T, B, x.shape[2], H, x.dtype)
+    with blas_limit(plan.blas_threads):
+        return backward_checked(x, h, grad_h, W_xh, W_hh, h0,
+                                positive_or_none("max_norm", max_norm),
+                                positive_or_none("clip_delta", clip_delta), return_delta,
+                                plan, batch_first=batch_first)
 
 
 def backward_checked(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_delta,

@@ -1,11 +1,15 @@
 """How a diagnostics call uses threads, decided once per call from its shape.
 
-The samples of a batch are independent, so with two BLAS threads or more and B >= 2 the
-kernels of rnnx._diagnostics run on disjoint blocks of samples at once, each on one BLAS
-thread. With one block, a product large enough to gain runs on the BLAS threads; a smaller
+The samples of a batch are independent, so with a thread budget of two or more and B >= 2
+the kernels of rnnx._diagnostics run on disjoint blocks of samples at once, each on one
+BLAS thread (the kernels call scipy's BLAS only: numpy's has worker threads of its own,
+and a numpy SVD in each block made two blocks 200x slower than one). With one block, a product large enough to gain runs on the BLAS threads; a smaller
 one runs on one thread, whatever the process's BLAS setting: threaded BLAS on small
 per-lag products, its idle workers spinning against a busy machine, was up to 900x slower
-(issue 14). benchmarks/diagnostics.py measures both.
+(issue 14). The trajectory the kernels follow is computed on one BLAS thread too: its
+products are H times smaller than the kernels', and BLAS's workers, once woken, spin for
+tens of milliseconds, taking a core from the kernels that follow. benchmarks/diagnostics.py
+measures both.
 """
 from contextlib import nullcontext
 
@@ -14,7 +18,7 @@ import numpy as np
 from .. import _diagnostics
 from ..core.threads import can_serialise, run_blocks, serial_blas, thread_budget
 
-__all__ = ["run_samples"]
+__all__ = ["run_samples", "one_blas_thread", "sample_blocks"]
 
 # multiply-adds of one product from which it runs on the BLAS threads: (H, H) @ (H, H) at
 # H = 1024. Below that, 2 BLAS threads were slower than one on a busy machine (their
@@ -23,8 +27,15 @@ __all__ = ["run_samples"]
 _THREADED_PRODUCT = 1 << 30
 
 
-def _plan(B, product):
-    """(blocks, context): the blocks of samples and the BLAS setting they run under."""
+def one_blas_thread():
+    """A context with scipy's BLAS on one thread (without waking its workers), where that
+    can be done; else the BLAS setting as it is."""
+    return serial_blas() if can_serialise() else nullcontext()
+
+
+def sample_blocks(B, product):
+    """(blocks, context): the blocks of samples and the BLAS setting they run under, from
+    the batch size B, the multiply-adds of one per-step product and the thread budget."""
     threads = thread_budget()
     quiet = can_serialise()
     if threads >= 2 and B >= 2 and quiet:
@@ -42,7 +53,7 @@ def run_samples(kernel, B, product, progress=None):
     gets the units done by all samples (estimated from the first block's). Raises the
     exception that stopped a block (KeyboardInterrupt on Ctrl-C) or, for a LAPACK failure,
     FloatingPointError."""
-    blocks, context = _plan(B, product)
+    blocks, context = sample_blocks(B, product)
     stop, errors = np.zeros(1, np.int32), []
     share = B / (blocks[0][1] - blocks[0][0])
     report = None if progress is None else (lambda n: progress(n * share))

@@ -5,8 +5,8 @@ scaled over k steps.
     J[i] = dh[i]/dh[i-1] = diag(1 - h[i]^2) W_hh
 
 The products need T * B GEMMs of (H, H) @ (H, H); the Frobenius norm costs one pass over
-each, and the spectral norm a certified power iteration (src/_diagnostics.pyx says why it
-is exact) instead of an SVD per lag.
+each, and the spectral norm a few certified Lanczos steps warm-started from the previous
+lag (src/_spectral_norm.pxd says why it is exact) instead of an SVD per lag.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import numpy as np
 
 from .. import _diagnostics
 from ..core.recurrence import rnn_forward
-from ._threads import run_samples
+from ._threads import one_blas_thread, run_samples
 
-__all__ = ["jacobian_log_norms", "log_norms_along", "time_major", "checked_lags"]
+__all__ = ["jacobian_log_norms", "log_norms_along", "trajectory", "time_major", "checked_lags"]
 
 
 def time_major(x, batch_first):
@@ -39,6 +39,13 @@ def checked_lags(lags, T):
     if isinstance(lags, bool) or not isinstance(lags, numbers.Integral) or not 1 <= lags <= T:
         raise ValueError(f"lags must be an int in [1, T={T}] or None; got {lags!r}")
     return int(lags)
+
+
+def trajectory(x, W_xh, W_hh, b_h, h0=None):
+    """h = rnn_forward(x, W_xh, W_hh, b_h, h0) (checked there), with BLAS on one thread
+    (rnnx.diagnostics._threads says why)."""
+    with one_blas_thread():
+        return rnn_forward(x, W_xh, W_hh, b_h, h0)
 
 
 def _frobenius(ord):
@@ -74,12 +81,12 @@ def jacobian_log_norms(x, W_xh, W_hh, b_h, h0=None, *, ord=2, lags=None, batch_f
     "fro"), k = T is the Jacobian with respect to h0. The product of the per-step Jacobians
     diag(1 - h[i]^2) W_hh is accumulated in float64 along the trajectory that rnn_forward
     computes, and renormalised after every factor, so it never overflows or underflows
-    whatever T and W_hh. ord is 2 (spectral norm, certified to 1e-10 relative) or "fro". A
+    whatever T and W_hh. ord is 2 (spectral norm, certified to 1e-9 relative) or "fro". A
     product that is exactly zero (saturated units) gives -inf from that lag on.
     batch_first=True takes x as (B, T, D) and returns L as (B, lags+1).
     """
     frobenius = _frobenius(ord)
     x = time_major(x, batch_first)
-    h = rnn_forward(x, W_xh, W_hh, b_h, h0)
+    h = trajectory(x, W_xh, W_hh, b_h, h0)
     L = log_norms_along(h, W_hh, "fro" if frobenius else 2, lags)
     return np.ascontiguousarray(L.T) if batch_first else L

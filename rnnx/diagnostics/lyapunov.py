@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _diagnostics
-from ..core.recurrence import rnn_forward
 from ._threads import run_samples
-from .jacobian import checked_lags, log_norms_along, time_major
+from .jacobian import checked_lags, log_norms_along, time_major, trajectory
 
 __all__ = ["lyapunov_exponents", "local_lyapunov_exponents", "verdict", "Diagnosis",
            "diagnose", "EDGE_TOLERANCE", "SINGULAR_TOLERANCE"]
@@ -66,7 +65,7 @@ def lyapunov_exponents(x, W_xh, W_hh, b_h, h0=None, *, k=None, discard=0,
     ``discard`` steps move the frame onto the trajectory's dominant directions without
     being counted (a transient).
     """
-    h = rnn_forward(time_major(x, batch_first), W_xh, W_hh, b_h, h0)
+    h = trajectory(time_major(x, batch_first), W_xh, W_hh, b_h, h0)
     T, B, H = h.shape
     k = H if k is None else _int_in("k", k, 1, H)
     discard = _int_in("discard", discard, 0, T - 1)
@@ -83,7 +82,7 @@ def local_lyapunov_exponents(x, W_xh, W_hh, b_h, h0=None, *, window, k=1, discar
     Their mean over windows and sequences is lyapunov_exponents' (before sorting).
     With batch_first=True x is (B, T, D) and the result (B, n, k).
     """
-    h = rnn_forward(time_major(x, batch_first), W_xh, W_hh, b_h, h0)
+    h = trajectory(time_major(x, batch_first), W_xh, W_hh, b_h, h0)
     T, B, H = h.shape
     k = _int_in("k", k, 1, H)
     discard = _int_in("discard", discard, 0, T - 1)
@@ -191,7 +190,7 @@ def diagnose(model, x, h0=None, *, k=None, discard=None, tol=EDGE_TOLERANCE, lag
     x, h0 = model.checked_inputs(time_major(x, batch_first), h0)
     p = model.checked_params()
     d = model.diagnostics()
-    h = rnn_forward(x, p["W_xh"], p["W_hh"], p["b_h"], h0)
+    h = trajectory(x, p["W_xh"], p["W_hh"], p["b_h"], h0)
     T, B, H = h.shape
     k = H if k is None else _int_in("k", k, 1, H)
     discard = _int_in("discard", T // 10 if discard is None else discard, 0, T - 1)

@@ -29,12 +29,15 @@ carry over to the other. Common conventions:
   * a live term whose u is 0 (saturated units) contributes its value but, in eq. 9's form,
     no gradient (the norm has no derivative at 0).
 Both return (Omega: float, dOmega/dW_hh (H, H) in W_hh's dtype), computed in float64.
+Their two products, of (T*B) x H x H multiply-adds each, are rnnx.core.threads.matmul's:
+on one BLAS thread, split over rnnx's threads where they are large.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .._checks import positive
+from ..core.threads import matmul
 
 __all__ = ["pascanu_omega", "pascanu_omega_eq9", "OMEGA_FORMS"]
 
@@ -52,14 +55,15 @@ def _flow(h, delta, W_hh):
         raise ValueError(f"h and delta must be (T, B, H) and W_hh (H, H); got h {h.shape}, "
                          f"delta {delta.shape}, W_hh {W.shape}")
     v = delta * (1.0 - h * h)
-    u = v @ W                                            # (T, B, H): delta[t] dh[t]/dh[t-1]
+    # u[t] = v[t] @ W = delta[t] dh[t]/dh[t-1]   (T*B, H) = (T*B, H) @ (H, H)
+    u = matmul(v.reshape(-1, W.shape[0]), W).reshape(v.shape)
     return v, u, np.einsum("tbh,tbh->tb", delta, delta), dtype
 
 
 def _outer_sum(v, c, u):
     """sum over (t, b) of c[t,b] * outer(v[t,b], u[t,b]): (T*B, H)^T (T*B, H) -> (H, H)."""
     H = v.shape[-1]
-    return (v * c[..., None]).reshape(-1, H).T @ u.reshape(-1, H)
+    return matmul((v * c[..., None]).reshape(-1, H).T, u.reshape(-1, H))
 
 
 def pascanu_omega(h, delta, W_hh, *, bound=CODE_BOUND):

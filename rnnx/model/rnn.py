@@ -21,7 +21,9 @@ from .._checks import (all_finite, choice, float_array, float_dtype, positive,
 from .._checks import seed as checked_seed
 from .init import RECURRENT_INITS, init_params, spectral_radius_of
 from .losses import LOSSES
+from ..core.plan import make_plan
 from ..core.recurrence import backward_checked, forward_checked
+from ..core.threads import blas_limit, matmul, serial_blas
 from ..errors import GradientOverflowError
 from .regularizers import OMEGA_FORMS
 
@@ -100,9 +102,10 @@ class RNN:
         self.dtype = float_dtype(dtype)
         self.init = init
         self.spectral_radius = positive("spectral_radius", spectral_radius, none=True)
-        self.params = init_params(self.input_size, self.hidden_size, self.output_size,
-                                  np.random.default_rng(seed), kind=init, std=std,
-                                  spectral_radius=self.spectral_radius, dtype=self.dtype)
+        with serial_blas():     # a QR or eigenvalues of (H, H), once
+            self.params = init_params(self.input_size, self.hidden_size, self.output_size,
+                                      np.random.default_rng(seed), kind=init, std=std,
+                                      spectral_radius=self.spectral_radius, dtype=self.dtype)
 
     def __repr__(self):
         return (f"RNN(input_size={self.input_size}, hidden_size={self.hidden_size}, "
@@ -144,12 +147,23 @@ class RNN:
             h0 = float_array("h0", h0, self.dtype, (x.shape[1], self.hidden_size))
         return x, h0
 
-    def _forward(self, p, x, h0):
-        h = forward_checked(x, p["W_xh"], p["W_hh"], p["b_h"], h0)   # all checked by the caller
+    def _plan(self, x):
+        """(the core's Plan for the time-major batch x, the BLAS threads of the whole call):
+        the plan's (rnnx.core.plan.Plan.blas_threads), one where the core makes no BLAS
+        call. The call -- the core, the readout, the loss, Omega -- runs under
+        blas_limit(threads); its large products are split over rnnx's own threads
+        (rnnx.core.threads.matmul)."""
+        plan = make_plan(*x.shape, self.hidden_size, self.dtype)
+        return plan, plan.blas_threads or 1
+
+    def _forward(self, p, x, h0, plan):
+        # every argument checked by the caller
+        h = forward_checked(x, p["W_xh"], p["W_hh"], p["b_h"], h0, plan)
         if self.readout == "last":
+            # (B, H) @ (H, O)
             return h[-1] @ p["W_hy"].T + p["b_y"], h
         # (T*B, H) @ (H, O) as one 2-D product: numpy's stacked matmul over T is much slower
-        y = np.dot(h.reshape(-1, self.hidden_size), p["W_hy"].T) + p["b_y"]
+        y = matmul(h.reshape(-1, self.hidden_size), p["W_hy"].T) + p["b_y"]
         return y.reshape(h.shape[:2] + (self.output_size,)), h
 
     def forward(self, x, h0=None, *, batch_first=False):
@@ -158,7 +172,9 @@ class RNN:
         batch_first=True: x is (B, T, D), and y of readout "all" and h come back
         batch-first too, (B, T, O) and (B, T, H), as torch.nn.RNN(batch_first=True)."""
         x, h0 = self.checked_inputs(x, h0, batch_first=batch_first)
-        y, h = self._forward(self.checked_params(), x, h0)
+        plan, threads = self._plan(x)
+        with blas_limit(threads):
+            y, h = self._forward(self.checked_params(), x, h0, plan)
         if batch_first:
             h = h.swapaxes(0, 1)
             if self.readout == "all":
@@ -214,28 +230,33 @@ class RNN:
             x, h0 = self.checked_inputs(x, h0, batch_first=batch_first)
             if batch_first and per_step:
                 target = _time_major("target", target)
-            return self._gradients(x, target, loss, h0, max_norm, clip_delta, omega)
+            plan, threads = self._plan(x)
+            with blas_limit(threads):
+                return self._gradients(x, target, loss, h0, max_norm, clip_delta, omega, plan)
         return evaluate
 
-    def _gradients(self, x, target, loss, h0, max_norm, clip_delta, omega):
+    def _gradients(self, x, target, loss, h0, max_norm, clip_delta, omega, plan):
         p = self.checked_params()
-        y, h = self._forward(p, x, h0)
+        y, h = self._forward(p, x, h0, plan)
         self._check_target(loss, target, y)
         value, dy = LOSSES[loss](y, target)
         # The readout is the only place the loss touches h: for "last" only h[T-1].
         if self.readout == "last":
+            # dW_hy (O, H) = (O, B) @ (B, H); grad_h[T-1] (B, H) = (B, O) @ (O, H)
             dW_hy, db_y = dy.T @ h[-1], dy.sum(axis=0)
             grad_h = (dy @ p["W_hy"])[None]     # (1, B, H): the core's "last step only"
         else:
-            dW_hy = dy.reshape(-1, self.output_size).T @ h.reshape(-1, self.hidden_size)
+            dy2 = dy.reshape(-1, self.output_size)
+            # dW_hy (O, H) = (O, T*B) @ (T*B, H)
+            dW_hy = matmul(dy2.T, h.reshape(-1, self.hidden_size))
             db_y = dy.sum(axis=(0, 1))
             # (T*B, O) @ (O, H) as one 2-D product (as in _forward)
-            grad_h = np.dot(dy.reshape(-1, self.output_size), p["W_hy"]).reshape(h.shape)
+            grad_h = matmul(dy2, p["W_hy"]).reshape(h.shape)
         if not (math.isfinite(value) and all_finite(grad_h)):
             raise _readout_overflow(value, grad_h, len(h))
         # x, h0 and the params were checked above, h and grad_h are finite by construction
         g = backward_checked(x, h, grad_h, p["W_xh"], p["W_hh"], h0, max_norm, clip_delta,
-                             omega > 0)
+                             omega > 0, plan)
         dW_hh, omega_value = g.dW_hh, 0.0
         if omega > 0:
             choice("omega_form", self.omega_form, tuple(OMEGA_FORMS))
@@ -259,9 +280,10 @@ class RNN:
     def diagnostics(self):
         """{"spectral_radius", "sigma_max", "singular_values" (descending)} of W_hh."""
         W = np.asarray(self.params["W_hh"], dtype=np.float64)
-        s = np.linalg.svd(W, compute_uv=False)
-        return {"spectral_radius": spectral_radius_of(W),
-                "sigma_max": float(s[0]), "singular_values": s}
+        with serial_blas():     # LAPACK on an (H, H) matrix, between training steps
+            s = np.linalg.svd(W, compute_uv=False)
+            radius = spectral_radius_of(W)
+        return {"spectral_radius": radius, "sigma_max": float(s[0]), "singular_values": s}
 
     def copy(self):
         """A new RNN with the same configuration and its own copies of the params."""
