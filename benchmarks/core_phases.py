@@ -25,6 +25,8 @@ def main():
     ap.add_argument("--shape", default="200,32,32,128", help="T,B,D,H")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--kernel", default=None,
+                    help="auto, avx512, avx2, generic or blas (default: RNNX_KERNEL, else auto)")
     args = ap.parse_args()
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)   # before numpy loads BLAS
     import numpy as np
@@ -33,6 +35,8 @@ def main():
     from rnnx.core.plan import make_plan
 
     T, B, D, H = (int(v) for v in args.shape.split(","))
+    if args.kernel is not None:
+        rnnx.set_kernel(args.kernel)
 
     def median_ms(fn):
         samples = []
@@ -43,7 +47,8 @@ def main():
         return statistics.median(samples) * 1e3
 
     print(f"(T, B, D, H) = ({T}, {B}, {D}, {H}), scipy BLAS threads and rnnx's thread "
-          f"budget: {args.threads}\n")
+          f"budget: {args.threads}, kernel: {rnnx.core.kernels.kernel_in_force()} "
+          "(RNNX_KERNEL or --kernel)\n")
     print("| phase | dtype | ms | GFLOP/s of its products |")
     print("|---|---|---|---|")
     for dtype in ("float32", "float64"):
@@ -75,14 +80,15 @@ def main():
         phases = [
             ("project" + mark[False], lambda: _core.project(x, W_xh), mac_xh),
             ("recur after project" + mark[False], lambda: _core.recur(
-                x, scratch, W_hh_T, b_h, r0=0, r1=B, W_hh_P=W_hh_TP), mac_hh),
+                x, scratch, W_hh_T, b_h, r0=0, r1=B, W_hh_P=W_hh_TP, kernel=plan.kernel),
+                mac_hh),
             ("recur projecting each step" + mark[True], lambda: _core.recur(
                 x, scratch, W_hh_T, b_h, r0=0, r1=B, W_xh_T=W_xh_T, W_hh_P=W_hh_TP,
-                W_xh_P=W_xh_TP), mac_hh + mac_xh),
+                W_xh_P=W_xh_TP, kernel=plan.kernel), mac_hh + mac_xh),
             ("backward_steps", lambda: _core.backward_steps(
                 x, h, G, W_xh, W_hh, r0=0, r1=B, max_norm=np.inf, clip_delta=0.0,
                 work=work, norms=norms, db_h=db_h, dW_hh=dW_hh, dW_xh=dW_xh,
-                W_hh_P=W_hh_P, W_xh_P=W_xh_P, **outputs), in_steps),
+                W_hh_P=W_hh_P, W_xh_P=W_xh_P, kernel=plan.kernel, **outputs), in_steps),
         ]
         if not fused:
             phases.append(("backward_gemms", lambda: _core.backward_gemms(

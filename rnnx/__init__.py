@@ -43,6 +43,7 @@ from .model.losses import mse, softmax_cross_entropy
 from .model import RNN, Gradients
 from .optim.optimizers import SGD, Adagrad, Adam, RMSprop
 from .core import BackwardResult, rnn_backward, rnn_forward
+from .core.kernels import available_kernels, set_kernel
 from .diagnostics import diagnose, jacobian_log_norms
 from .model.regularizers import pascanu_omega
 from .optim.schedules import constant, cosine, step_decay
@@ -57,6 +58,7 @@ __all__ = [
     "__version__",
     # the compiled core
     "rnn_forward", "rnn_backward", "jacobian_log_norms", "BackwardResult",
+    "set_kernel", "available_kernels",
     "GradientOverflowError", "DivergenceError",
     # model and training
     "RNN", "Gradients", "init_recurrent", "init_params", "mse", "softmax_cross_entropy",

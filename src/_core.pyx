@@ -52,19 +52,25 @@ cdef extern from "Python.h":
 
 cdef extern from "_small_gemm.h" nogil:
     enum: RNNX_GEMM_NR
-    bint rnnx_small_gemm_fits(Py_ssize_t m, Py_ssize_t n)
-    void rnnx_small_gemm_d(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
-                           const double *A, const double *M, Py_ssize_t k2,
-                           const double *A2, const double *M2, double *C)
-    void rnnx_small_gemm_f(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
-                           const float *A, const float *M, Py_ssize_t k2, const float *A2,
-                           const float *M2, float *C)
-    void rnnx_small_gemm_tn_d(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
-                              const double *A, const double *M, Py_ssize_t k2,
-                              const double *A2, const double *M2, double *C)
-    void rnnx_small_gemm_tn_f(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
-                              const float *A, const float *M, Py_ssize_t k2, const float *A2,
-                              const float *M2, float *C)
+    enum: RNNX_GEMM_MIN_COLS
+    ctypedef void (*rnnx_gemm_f_fn)(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
+                                    const float *A, const float *M, Py_ssize_t k2,
+                                    const float *A2, const float *M2, float *C)
+    ctypedef void (*rnnx_gemm_d_fn)(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
+                                    const double *A, const double *M, Py_ssize_t k2,
+                                    const double *A2, const double *M2, double *C)
+    ctypedef struct rnnx_gemm_kernels:
+        rnnx_gemm_f_fn gemm_f
+        rnnx_gemm_f_fn tn_f
+        rnnx_gemm_d_fn gemm_d
+        rnnx_gemm_d_fn tn_d
+    const rnnx_gemm_kernels *rnnx_gemm_built(int id)
+    bint rnnx_gemm_cpu_runs(int id)
+
+# the variants of the register-blocked kernel, in the order of _small_gemm.h's ids
+# (fastest first); KERNELS: those this build has
+_VARIANTS = ("avx512", "avx2", "generic")
+KERNELS = tuple(name for i, name in enumerate(_VARIANTS) if rnnx_gemm_built(i) != NULL)
 
 
 cdef inline Py_ssize_t _tanh_bias(floating *z, const floating *b, Py_ssize_t rows,
@@ -95,14 +101,15 @@ cdef inline void _add_rows(floating *acc, const floating *a, Py_ssize_t rows,
         rnnx_add_rows_d(acc, a, rows, cols)
 
 
-cdef inline void _weight_acc(const floating *a, const floating *M, floating *C, Py_ssize_t m,
-                             Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+cdef inline void _weight_acc(const rnnx_gemm_kernels *g, const floating *a, const floating *M,
+                             floating *C, Py_ssize_t m, Py_ssize_t k,
+                             Py_ssize_t n) noexcept nogil:
     """C := a^T @ M + C for a (k, m), M (k, n), C (m, n), with the register-blocked kernel
-    (the caller checked rnnx_small_gemm_fits(m, n))."""
+    g (the caller checked that it fits: _fits(g, m, n))."""
     if floating is float:
-        rnnx_small_gemm_tn_f(m, n, 1, k, a, M, 0, NULL, NULL, C)
+        g.tn_f(m, n, 1, k, a, M, 0, NULL, NULL, C)
     else:
-        rnnx_small_gemm_tn_d(m, n, 1, k, a, M, 0, NULL, NULL, C)
+        g.tn_d(m, n, 1, k, a, M, 0, NULL, NULL, C)
 
 
 cdef inline void _plain_acc(bint a_trans, const floating *a, const floating *M, floating *C,
@@ -115,19 +122,20 @@ cdef inline void _plain_acc(bint a_trans, const floating *a, const floating *M, 
         rnnx_plain_gemm_d(m, n, k, a_trans, a, M, C)
 
 
-cdef inline void _step_acc(const floating *a, const floating *M, const floating *Mp,
-                           floating *c, blas_int m, blas_int k, blas_int n) noexcept nogil:
+cdef inline void _step_acc(const rnnx_gemm_kernels *g, const floating *a, const floating *M,
+                           const floating *Mp, floating *c, blas_int m, blas_int k,
+                           blas_int n) noexcept nogil:
     """c := a @ M + c for a (m, k), M (k, n), c (m, n): the products every time step makes.
 
-    Mp, M in panels (panels()), selects the register-blocked kernel of _small_gemm.h: the
-    caller passes it where the kernel fits and may be used (it beats one BLAS thread, which
-    repacks M every step, but not a BLAS running several threads on a large product).
-    Without it, GEMV for m = 1 and BLAS GEMM otherwise."""
+    Mp, M in panels (panels()), selects the register-blocked kernel g of _small_gemm.h:
+    the caller passes it where the kernel fits and may be used (it beats one BLAS thread,
+    which repacks M every step, but not a BLAS running several threads on a large
+    product). Without it, GEMV for m = 1 and BLAS GEMM otherwise."""
     if Mp != NULL:
         if floating is float:
-            rnnx_small_gemm_f(m, n, 1, k, a, Mp, 0, NULL, NULL, c)
+            g.gemm_f(m, n, 1, k, a, Mp, 0, NULL, NULL, c)
         else:
-            rnnx_small_gemm_d(m, n, 1, k, a, Mp, 0, NULL, NULL, c)
+            g.gemm_d(m, n, 1, k, a, Mp, 0, NULL, NULL, c)
     elif m == 1:
         # c^T := M^T a^T + c^T   (n,) = (n, k) @ (k,)
         _gemv(True, k, n, <floating> 1, M, n, a, <floating> 1, c)
@@ -136,23 +144,23 @@ cdef inline void _step_acc(const floating *a, const floating *M, const floating 
         _gemm(False, False, m, n, k, <floating> 1, a, k, M, n, <floating> 1, c, n)
 
 
-cdef inline void _step_set(const floating *a, const floating *M, const floating *Mp,
-                           blas_int ka, const floating *b, const floating *N,
-                           const floating *Np, blas_int kb, floating *c, blas_int m,
-                           blas_int n) noexcept nogil:
+cdef inline void _step_set(const rnnx_gemm_kernels *g, const floating *a, const floating *M,
+                           const floating *Mp, blas_int ka, const floating *b,
+                           const floating *N, const floating *Np, blas_int kb, floating *c,
+                           blas_int m, blas_int n) noexcept nogil:
     """c := a @ M + b @ N for a (m, ka), M (ka, n), b (m, kb), N (kb, n), c (m, n); b NULL
-    for c := a @ M. With Mp (and Np), M and N in panels, the register-blocked kernel makes
+    for c := a @ M. With Mp (and Np), M and N in panels, the register-blocked kernel g makes
     both products in one pass over c; else c is zeroed and each product added (_step_acc)."""
     if Mp != NULL:
         if floating is float:
-            rnnx_small_gemm_f(m, n, 0, ka, a, Mp, kb if b != NULL else 0, b, Np, c)
+            g.gemm_f(m, n, 0, ka, a, Mp, kb if b != NULL else 0, b, Np, c)
         else:
-            rnnx_small_gemm_d(m, n, 0, ka, a, Mp, kb if b != NULL else 0, b, Np, c)
+            g.gemm_d(m, n, 0, ka, a, Mp, kb if b != NULL else 0, b, Np, c)
         return
     memset(c, 0, m * n * sizeof(floating))
-    _step_acc(a, M, NULL, c, m, ka, n)
+    _step_acc(g, a, M, NULL, c, m, ka, n)
     if b != NULL:
-        _step_acc(b, N, NULL, c, m, kb, n)
+        _step_acc(g, b, N, NULL, c, m, kb, n)
 
 
 cdef double _careful_norm(Py_ssize_t n, const floating *v) noexcept nogil:
@@ -379,35 +387,64 @@ cdef const floating *_start(const floating[:, :, ::1] a):
     return NULL if a is None else &a[0, 0, 0]
 
 
+cdef inline bint _fits(const rnnx_gemm_kernels *g, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """Whether the register-blocked kernel g (NULL: none) makes products of m rows, n
+    columns."""
+    return g != NULL and m >= 1 and n >= RNNX_GEMM_MIN_COLS
+
+
+cdef const rnnx_gemm_kernels *_kernel(str name) except? NULL:
+    """The functions of the kernel variant name (one of KERNELS, and one this CPU runs);
+    NULL for None or "blas"."""
+    if name is None or name == "blas":
+        return NULL
+    if name not in KERNELS or not rnnx_gemm_cpu_runs(_VARIANTS.index(name)):
+        raise ValueError(f"kernel must be 'blas' or a variant this CPU runs "
+                         f"{tuple(k for k in KERNELS if kernel_runs(k))}; got {name!r}")
+    return rnnx_gemm_built(_VARIANTS.index(name))
+
+
 cdef int _check_panels(const floating[:, :, ::1] P, Py_ssize_t k, Py_ssize_t n,
-                       Py_ssize_t m) except -1:
-    """P, unless None, must be a (k, n) matrix in panels() for products of m rows that the
-    register-blocked kernel does (rnnx_small_gemm_fits(m, n))."""
-    if P is not None and not (P.shape[0] * RNNX_GEMM_NR == n and P.shape[1] == k
-                              and P.shape[2] == RNNX_GEMM_NR and rnnx_small_gemm_fits(m, n)):
-        raise ValueError(f"a ({k}, {n}) matrix in panels is ({n // RNNX_GEMM_NR}, {k}, "
-                         f"{RNNX_GEMM_NR}), for products of {m} rows the register-blocked "
-                         "kernel fits")
+                       const rnnx_gemm_kernels *g) except -1:
+    """P, unless None, must be a (k, n) matrix in panels() for products that the
+    register-blocked kernel g does (_fits)."""
+    cdef Py_ssize_t count = (n + RNNX_GEMM_NR - 1) // RNNX_GEMM_NR
+    if P is not None and not (P.shape[0] == count and P.shape[1] == k
+                              and P.shape[2] == RNNX_GEMM_NR and _fits(g, 1, n)):
+        raise ValueError(f"a ({k}, {n}) matrix in panels is ({count}, {k}, {RNNX_GEMM_NR}), "
+                         f"for products of at least {RNNX_GEMM_MIN_COLS} columns by a "
+                         f"register-blocked kernel (kernel=...)")
     return 0
 
 
+def kernel_runs(str name):
+    """Whether this build has the register-blocked kernel variant name ("avx512", "avx2",
+    "generic") and this CPU runs it."""
+    return name in KERNELS and bool(rnnx_gemm_cpu_runs(_VARIANTS.index(name)))
+
+
 def small_gemm_fits(Py_ssize_t m, Py_ssize_t n):
-    """Whether the register-blocked kernel of _small_gemm.h does a per-step product of m
-    rows and n columns (AVX-512 at run time, m >= 4, n a multiple of 32); elsewhere BLAS
-    does."""
-    return bool(rnnx_small_gemm_fits(m, n))
+    """Whether the plans give a product of m rows and n columns to the register-blocked
+    kernel, where one runs (kernel_runs): m >= 4 (of fewer rows, a product runs at the
+    speed of a GEMV, and BLAS's was faster: benchmarks/kernels.py at B = 1) and
+    n >= RNNX_GEMM_MIN_COLS, any multiple or not of the panel. The kernel itself takes
+    any m >= 1 (the remainder tiles of every product)."""
+    return m >= 4 and n >= RNNX_GEMM_MIN_COLS
 
 
 def panels(const floating[:, ::1] M):
-    """M (k, n), n a multiple of 32, as the register-blocked kernel reads a weight matrix:
-    its 32-column panels one after the other, (n / 32, k, 32) C-contiguous. Made once per
-    call, for every step's product."""
+    """M (k, n) as the register-blocked kernel reads a weight matrix: its 32-column panels
+    one after the other, (ceil(n / 32), k, 32) C-contiguous, the columns past n zeros. Made
+    once per call, for every step's product."""
     cdef Py_ssize_t k = M.shape[0], n = M.shape[1]
-    if n % RNNX_GEMM_NR:
-        raise ValueError(f"panels of {RNNX_GEMM_NR} columns need n a multiple of "
-                         f"{RNNX_GEMM_NR}; got ({k}, {n})")
-    return np.ascontiguousarray(
-        np.asarray(M).reshape(k, n // RNNX_GEMM_NR, RNNX_GEMM_NR).transpose(1, 0, 2))
+    cdef Py_ssize_t count = (n + RNNX_GEMM_NR - 1) // RNNX_GEMM_NR
+    cdef Py_ssize_t full = n // RNNX_GEMM_NR
+    padded = np.zeros((count, k, RNNX_GEMM_NR), dtype=_dtype_of(&M[0, 0]))
+    a = np.asarray(M)
+    padded[:full] = a[:, :full * RNNX_GEMM_NR].reshape(k, full, RNNX_GEMM_NR).transpose(1, 0, 2)
+    if full < count:
+        padded[full, :, :n - full * RNNX_GEMM_NR] = a[:, full * RNNX_GEMM_NR:]
+    return padded
 
 
 # The recurrence runs in phases, so that Python can run the time loops of disjoint blocks
@@ -439,15 +476,16 @@ def recur(const floating[:, :, ::1] x, floating[:, :, ::1] h, const floating[:, 
           const floating[::1] b_h, *, Py_ssize_t r0, Py_ssize_t r1,
           const floating[:, ::1] h0=None, const floating[:, ::1] W_xh_T=None,
           const floating[:, :, ::1] W_hh_P=None, const floating[:, :, ::1] W_xh_P=None,
-          int[::1] cancel=None):
+          str kernel=None, int[::1] cancel=None):
     """The forward time loop of batch rows r0:r1, in place in h (T, B, H):
     h[t] = tanh(x[t] @ W_xh^T + h[t-1] @ W_hh^T + b_h), h[-1] = h0 (None: zeros).
 
     With W_xh_T (D, H) each step computes its rows' input projection; without it h already
     holds x @ W_xh^T (project()). The transposes W_xh_T and W_hh_T (H, H) are contiguous,
     so that each product is c += a @ M with M read row by row. W_hh_P and W_xh_P, the same
-    in panels(), select the register-blocked kernel (see _step_acc); None for BLAS.
-    cancel: the one-entry flag the blocks of one call share (see _stop).
+    in panels(), select the register-blocked kernel (see _step_acc), the variant kernel
+    (one of KERNELS that kernel_runs); None for BLAS. cancel: the one-entry flag the blocks
+    of one call share (see _stop).
 
     Returns -1; the time step t where a pre-activation was not finite (the loop stops
     there: tanh would round an overflow to +-1); or STOPPED when another block of the
@@ -463,11 +501,12 @@ def recur(const floating[:, :, ::1] x, floating[:, :, ::1] h, const floating[:, 
     cdef _Interrupt it = _interrupt(cancel)
     cdef long long step_work = m * H * (H + (0 if projected else D))
     cdef int stop = _GO_ON
+    cdef const rnnx_gemm_kernels *g = _kernel(kernel)
     if not 0 <= r0 < r1 <= B:
         raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
-    _check_panels(W_hh_P, H, H, m)
+    _check_panels(W_hh_P, H, H, g)
     if not projected:
-        _check_panels(W_xh_P, D, H, m)
+        _check_panels(W_xh_P, D, H, g)
         if (whp == NULL) != (wxp == NULL):
             raise ValueError("W_xh_P and W_hh_P go together")
     hp = &h[0, 0, 0] + r0 * H
@@ -486,12 +525,12 @@ def recur(const floating[:, :, ::1] x, floating[:, :, ::1] h, const floating[:, 
             if projected:
                 # h[t, r0:r1] += h[t-1, r0:r1] @ W_hh^T   (m, H) = (m, H) @ (H, H)
                 if prev != NULL:
-                    _step_acc(prev, &W_hh_T[0, 0], whp, hp + t * BH, m, H, H)
+                    _step_acc(g, prev, &W_hh_T[0, 0], whp, hp + t * BH, m, H, H)
             else:
                 # h[t, r0:r1] := x[t, r0:r1] @ W_xh^T + h[t-1, r0:r1] @ W_hh^T
                 #   (m, H) = (m, D) @ (D, H) + (m, H) @ (H, H)
-                _step_set(&x[t, r0, 0], &W_xh_T[0, 0], wxp, D, prev, &W_hh_T[0, 0], whp, H,
-                          hp + t * BH, m, H)
+                _step_set(g, &x[t, r0, 0], &W_xh_T[0, 0], wxp, D, prev, &W_hh_T[0, 0], whp,
+                          H, hp + t * BH, m, H)
             # h[t, r0:r1] := tanh(h[t, r0:r1] + b_h)
             if _tanh_bias(hp + t * BH, &b_h[0], m, H):
                 status = t
@@ -510,7 +549,7 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                    floating[:, ::1] dW_xh=None, floating[:, :, ::1] dx=None,
                    floating[:, ::1] dh0=None, const floating[:, :, ::1] W_hh_P=None,
                    const floating[:, :, ::1] W_xh_P=None, bint blas=True,
-                   int[::1] cancel=None):
+                   str kernel=None, int[::1] cancel=None):
     """The backward time loop of BPTT for batch rows r0:r1.
 
     delta[t] = grad_h[t] + dz[t+1] @ W_hh is the total dL/dh[t] of those rows and
@@ -534,7 +573,8 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
     (zero direct gradient at the other steps, with no (T, B, H) array of zeros).
     W_hh_P and W_xh_P, W_hh and W_xh in panels(), select the register-blocked kernel for
     the products by them (see _step_acc); None for BLAS, or with blas=False (the loops
-    of blocks, which must not start BLAS's threads) for plain loops. cancel: as in recur.
+    of blocks, which must not start BLAS's threads) for plain loops. kernel: the variant
+    (as in recur) of those products and of the weight gradients; cancel: as in recur.
     """
     cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], D = x.shape[2], t, i
     cdef Py_ssize_t BH = B * H, m = r1 - r0, mH = (r1 - r0) * H
@@ -555,13 +595,14 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
     cdef long long step_work = mH * (H + (H if dW_hh is not None else 0)
                                      + (2 * D if fused else 0))
     cdef int stop = _GO_ON
-    cdef bint x_kernel = rnnx_small_gemm_fits(H, D)
+    cdef const rnnx_gemm_kernels *g = _kernel(kernel)
+    cdef bint x_kernel = _fits(g, H, D)
     cdef floating[:, ::1] dW_xh_T = (None if x_kernel or not fused else
                                      np.zeros((D, H), dtype=_dtype_of(&h[0, 0, 0])))
     if not 0 <= r0 < r1 <= B:
         raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
-    _check_panels(W_hh_P, H, H, m)
-    _check_panels(W_xh_P, H, D, m)
+    _check_panels(W_hh_P, H, H, g)
+    _check_panels(W_xh_P, H, D, g)
     if work.shape[0] < slots * stride or norms.shape[0] != T or (
             kept is not None and (kept.shape[0] != T or kept.shape[1] != B
                                   or kept.shape[2] != H)):
@@ -571,7 +612,7 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
         raise ValueError(f"grad_h must have shape ({T}, {B}, {H}) or (1, {B}, {H}); got "
                          f"({grad_h.shape[0]}, {grad_h.shape[1]}, {grad_h.shape[2]})")
     if db_h.shape[0] != H or (dW_hh is not None and not (
-            dW_hh.shape[0] == H and dW_hh.shape[1] == H and rnnx_small_gemm_fits(H, H))):
+            dW_hh.shape[0] == H and dW_hh.shape[1] == H and _fits(g, H, H))):
         raise ValueError(f"db_h must be ({H},) and dW_hh ({H}, {H}), where the "
                          "register-blocked kernel fits")
     if not blas and whp == NULL:
@@ -596,7 +637,8 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
             else:
                 memset(dp, 0, mH * sizeof(floating))
             if t < T - 1:
-                _step_acc(dz0 + ((t + 1) % slots) * stride, &W_hh[0, 0], whp, dp, m, H, H)
+                _step_acc(g, dz0 + ((t + 1) % slots) * stride, &W_hh[0, 0], whp, dp, m, H,
+                          H)
             norm = _delta_norm(mH, dp)
             if isfinite(norm) and c > 0:
                 for i in range(mH):
@@ -616,27 +658,28 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
             if dW_hh is not None:
                 # dW_hh += dz[t, r0:r1]^T @ h[t-1, r0:r1]   (H, H) = (H, m) @ (m, H)
                 if t > 0:
-                    _weight_acc(dz, &h[t - 1, r0, 0], &dW_hh[0, 0], H, m, H)
+                    _weight_acc(g, dz, &h[t - 1, r0, 0], &dW_hh[0, 0], H, m, H)
                 elif h0 is not None:
-                    _weight_acc(dz, &h0[r0, 0], &dW_hh[0, 0], H, m, H)
+                    _weight_acc(g, dz, &h0[r0, 0], &dW_hh[0, 0], H, m, H)
             if fused:
                 # dW_xh += dz[t, r0:r1]^T @ x[t, r0:r1]   (H, D) = (H, m) @ (m, D)
                 if x_kernel:
-                    _weight_acc(dz, &x[t, r0, 0], &dW_xh[0, 0], H, m, D)
+                    _weight_acc(g, dz, &x[t, r0, 0], &dW_xh[0, 0], H, m, D)
                 else:
                     # dW_xh^T += x[t, r0:r1]^T @ dz[t, r0:r1]   (D, H) = (D, m) @ (m, H):
                     # the plain loops run along H, not along a short D
                     _plain_acc(True, &x[t, r0, 0], dz, &dW_xh_T[0, 0], D, m, H)
                 # dx[t, r0:r1] := dz[t, r0:r1] @ W_xh   (m, D) = (m, H) @ (H, D)
                 if wxp != NULL or blas:
-                    _step_set(dz, &W_xh[0, 0], wxp, H, NULL, NULL, NULL, 0, &dx[t, r0, 0],
-                              m, D)
+                    _step_set(g, dz, &W_xh[0, 0], wxp, H, NULL, NULL, NULL, 0,
+                              &dx[t, r0, 0], m, D)
                 else:
                     memset(&dx[t, r0, 0], 0, m * D * sizeof(floating))
                     _plain_acc(False, dz, &W_xh[0, 0], &dx[t, r0, 0], m, H, D)
         if fused and status == -1:
             # dh0[r0:r1] := dz[0, r0:r1] @ W_hh   (m, H) = (m, H) @ (H, H)
-            _step_set(dz0, &W_hh[0, 0], whp, H, NULL, NULL, NULL, 0, &dh0[r0, 0], m, H)
+            _step_set(g, dz0, &W_hh[0, 0], whp, H, NULL, NULL, NULL, 0, &dh0[r0, 0], m,
+                      H)
     if stop == _SIGNALLED:
         _raise_pending()
     if dW_xh_T is not None:

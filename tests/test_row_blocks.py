@@ -17,8 +17,8 @@ from _reference import backward, orthogonal, random_problem
 @pytest.fixture(params=[2, 3], ids=["2 threads", "3 threads"])
 def blocks(request, monkeypatch):
     """Blocks for every shape, with a thread budget of 2 or 3 whatever the machine has."""
-    if not _core.small_gemm_fits(4, 32):
-        pytest.skip("blocks need the AVX-512 kernel")
+    if rnnx.available_kernels()[0] == "blas":
+        pytest.skip("blocks need a register-blocked kernel")
     monkeypatch.setattr(plan, "MIN_WORK", 0)
     old = threads.set_thread_budget(request.param)
     yield request.param
@@ -144,21 +144,23 @@ def test_a_forked_child_makes_its_own_threads(blocks, rng):
     assert child.exitcode == 0
 
 
-def _blocks(T, B, H, dtype, threads=2, min_work=None):
-    return plan.make_plan(T, B, 1, H, dtype, threads=threads, min_work=min_work).blocks
+def _blocks(T, B, H, dtype, threads=2, min_work=None, kernel=None):
+    return plan.make_plan(T, B, 1, H, dtype, threads=threads, min_work=min_work,
+                          kernel=kernel).blocks
 
 
 def test_one_block_where_threads_do_not_pay():
     for dtype in (np.float32, np.float64):
         assert _blocks(100, 7, 64, dtype) == ((0, 7),)               # fewer than 8 rows
         assert _blocks(2, 32, 32, dtype) == ((0, 32),)               # too little work
-        assert _blocks(10 ** 6, 32, 33, dtype) == ((0, 32),)         # H % 32 != 0
+        assert _blocks(10 ** 6, 32, 15, dtype) == ((0, 32),)         # H < 16: BLAS
+        assert _blocks(10 ** 6, 32, 64, dtype, kernel="blas") == ((0, 32),)
         assert _blocks(10 ** 6, 32, 64, dtype, threads=1) == ((0, 32),)
 
 
 class _AnyCPU:
-    """Stands in for rnnx._core on a CPU with AVX-512: the register-blocked kernel's rule
-    on shapes."""
+    """Stands in for rnnx._core on a CPU where a register-blocked kernel runs: a rule on
+    shapes stricter than the kernel's own."""
 
     @staticmethod
     def small_gemm_fits(m, n):
@@ -167,6 +169,7 @@ class _AnyCPU:
 
 def _any_cpu(monkeypatch):
     monkeypatch.setattr(plan, "_core", _AnyCPU)
+    monkeypatch.setattr(plan, "kernel_in_force", lambda: "avx512")
 
 
 def test_float64_work_counts_double(monkeypatch):

@@ -113,7 +113,10 @@ class _NoKernelCPU:
 
 def _blas_threads(monkeypatch, core, T, B, D, H, threads=2):
     monkeypatch.setattr(plan, "_core", core)
-    return plan.make_plan(T, B, D, H, np.float32, threads=threads).blas_threads
+    # kernel: a variant in force, so that the stand-in decides (where none runs, as with
+    # MSVC, the plan would not ask it)
+    return plan.make_plan(T, B, D, H, np.float32, threads=threads,
+                          kernel="avx512").blas_threads
 
 
 def test_the_plan_leaves_blas_alone_where_the_core_makes_no_blas_call(monkeypatch):

@@ -1,11 +1,12 @@
 """The kernel plan of one call: which kernel makes the per-step products, which gradients
 the backward time loop adds up itself, and which blocks of batch rows run on threads.
 
-Decided in one place, make_plan, from the shape, the dtype, the CPU (whether the
-register-blocked kernel of src/_small_gemm.h runs here: AVX-512, and shapes it tiles) and
-the thread budget (rnnx.core.threads.thread_budget, fixed per process). The wrappers of
-rnnx.core.recurrence and the benchmarks both run what a Plan says; nothing in the plan
-depends on what other threads do, so neither does any bit of a result.
+Decided in one place, make_plan, from the shape, the dtype, the CPU (which variant of the
+register-blocked kernel of src/_small_gemm.h runs here, rnnx.core.kernels, and the shapes
+it takes) and the thread budget (rnnx.core.threads.thread_budget, fixed per process).
+The wrappers of rnnx.core.recurrence and the benchmarks both run what a Plan says;
+nothing in the plan depends on what other threads do, so neither does any bit of a
+result.
 
 The figures behind the thresholds are measured by benchmarks/row_blocks.py (blocks
 against one block, BLAS against the register-blocked kernel) and quoted in the README.
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _core
+from .kernels import kernel_in_force
 from .threads import thread_budget
 
 __all__ = ["Plan", "make_plan", "MIN_ROWS", "MIN_WORK", "THREADED_PRODUCT"]
 
-MIN_ROWS = 4                # the register-blocked kernel's tile height
+MIN_ROWS = 4                # the smallest block of rows (the AVX-512 tile height)
 # The work T * B * H * H (twice that in float64, whose multiply-adds take about twice as
 # long) below which one block is faster than several: a forward + backward hands two or
 # three jobs to the threads, and each hand-off costs.
@@ -51,6 +53,8 @@ class Plan:
         None where it makes none (blocks, or the register-blocked kernel for every
         product), the budget where the per-step products are BLAS's on its threads, else
         1 -- small products on one thread, whatever the process's BLAS setting.
+    kernel: the variant of the register-blocked kernel ("avx512", "avx2", "generic"), or
+        "blas" where none runs (rnnx.core.kernels).
     """
 
     blocks: tuple[tuple[int, int], ...]
@@ -59,9 +63,10 @@ class Plan:
     all_in_loop: bool
     dx_kernel: bool
     blas_threads: int | None = 1
+    kernel: str = "blas"
 
 
-def _row_blocks(T, B, H, itemsize, threads, min_work, core):
+def _row_blocks(T, B, H, itemsize, threads, min_work, fits):
     """The blocks of batch rows for a budget of threads: as many as the threads and the
     rows allow, each at least MIN_ROWS high and with the register-blocked kernel, where
     the work pays for the hand-offs; else one block of every row."""
@@ -69,7 +74,7 @@ def _row_blocks(T, B, H, itemsize, threads, min_work, core):
     if B < 2 * MIN_ROWS or T * B * H * H * (itemsize // 4) < min_work:
         return one
     n = min(threads, B // MIN_ROWS)
-    if n < 2 or not core.small_gemm_fits(B // n, H):
+    if n < 2 or not fits(B // n, H):
         return one
     # edges on multiples of the tile height, as even as that allows; rounding down keeps
     # every block at least B // n >= 4 rows high
@@ -77,36 +82,45 @@ def _row_blocks(T, B, H, itemsize, threads, min_work, core):
     return tuple(zip(edges[:-1], edges[1:]))
 
 
-def make_plan(T, B, D, H, dtype, *, threads=None, min_work=None):
+def make_plan(T, B, D, H, dtype, *, threads=None, min_work=None, kernel=None):
     """The Plan of a (T, B, D, H) forward + backward in dtype (float32 or float64).
 
     threads: the thread budget (default rnnx.core.threads.thread_budget()); min_work: the
     work from which blocks are used (default MIN_WORK; benchmarks/row_blocks.py passes 0
-    to time blocks everywhere they can run).
+    to time blocks everywhere they can run); kernel: the variant of the register-blocked
+    kernel, one this CPU runs, or "blas" (default rnnx.core.kernels.kernel_in_force()).
     """
     return _plan(T, B, D, H, np.dtype(dtype).itemsize,
                  thread_budget() if threads is None else threads,
-                 MIN_WORK if min_work is None else min_work, _core)
+                 MIN_WORK if min_work is None else min_work, _core,
+                 kernel_in_force() if kernel is None else kernel)
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(T, B, D, H, itemsize, threads, min_work, core):
+def _plan(T, B, D, H, itemsize, threads, min_work, core, kernel):
     """make_plan's Plan, kept for the next call of the same shape (a training loop makes
-    two per step). core: the compiled module, whose small_gemm_fits says where the
-    register-blocked kernel runs on this CPU (tests stand in another CPU's)."""
-    blocks = _row_blocks(T, B, H, itemsize, threads, min_work, core)
+    two per step). core: the compiled module, whose small_gemm_fits says which shapes the
+    register-blocked kernel takes (tests stand in another CPU's)."""
+
+    def fits(m, n):
+        return kernel != "blas" and core.small_gemm_fits(m, n)
+
+    blocks = _row_blocks(T, B, H, itemsize, threads, min_work, fits)
     rows = min(r1 - r0 for r0, r1 in blocks)
     # With several blocks each uses the register-blocked kernel, also where one block would
     # use BLAS's threads on every step's whole product.
-    kernel = len(blocks) > 1 or B * H * H < THREADED_PRODUCT or threads == 1
-    in_loop = kernel and core.small_gemm_fits(H, H)
-    all_in_loop = in_loop and (core.small_gemm_fits(H, D) or len(blocks) > 1)
-    step_kernel = kernel and core.small_gemm_fits(rows, H)
-    dx_kernel = all_in_loop and core.small_gemm_fits(rows, D)
+    step = len(blocks) > 1 or B * H * H < THREADED_PRODUCT or threads == 1
+    # the weight gradients in the loop add rows-long products: of fewer rows than a
+    # tile, one GEMM after the loop is faster (benchmarks/kernels.py at B = 1)
+    in_loop = step and fits(H, H) and fits(rows, H)
+    all_in_loop = in_loop and (fits(H, D) or len(blocks) > 1)
+    step_kernel = step and fits(rows, H)
+    dx_kernel = all_in_loop and fits(rows, D)
     no_blas = len(blocks) > 1 or (step_kernel and dx_kernel)
     return Plan(blocks=blocks,
                 step_kernel=step_kernel,
                 dW_hh_in_loop=in_loop,
                 all_in_loop=all_in_loop,
                 dx_kernel=dx_kernel,
-                blas_threads=None if no_blas else 1 if kernel else threads)
+                blas_threads=None if no_blas else 1 if step else threads,
+                kernel=kernel if in_loop else "blas")

@@ -104,7 +104,7 @@ def forward_checked(x, W_xh, W_hh, b_h, h0, plan=None):
         cancel = np.zeros(1, np.intc) if len(plan.blocks) > 1 else None
         statuses = run_blocks(lambda k, r0, r1: _core.recur(
             x, h, W_hh_T, b_h, r0=r0, r1=r1, h0=h0, W_xh_T=W_xh_T, W_hh_P=W_hh_P,
-            W_xh_P=W_xh_P, cancel=cancel), plan.blocks)
+            W_xh_P=W_xh_P, kernel=plan.kernel, cancel=cancel), plan.blocks)
     else:
         h = _core.project(x, W_xh)                 # one GEMM, then the loop adds to it
         statuses = [_core.recur(x, h, W_hh_T, b_h, r0=0, r1=B, h0=h0)]
@@ -199,7 +199,8 @@ def backward_checked(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_
         clip_delta=0.0 if clip_delta is None else clip_delta,
         work=work[2 * r0 * H:2 * r1 * H] if fused else work, norms=norms[k],
         db_h=db_parts[k], h0=h0, kept=kept, dW_hh=dW_parts[k], dW_xh=dW_xh_parts[k],
-        W_hh_P=W_hh_P, W_xh_P=W_xh_P, blas=n == 1, cancel=cancel, **outputs), blocks)
+        W_hh_P=W_hh_P, W_xh_P=W_xh_P, blas=n == 1, kernel=plan.kernel, cancel=cancel,
+        **outputs), blocks)
     if n == 1:
         delta_norms, t_fail = norms[0], stops[0]
     else:
