@@ -71,12 +71,6 @@
 #define MR_TN RNNX_PICK(2, RNNX_TILES_F)
 #define NV_TN RNNX_PICK(3, RNNX_TILES_F)
 #include "_small_gemm_tiles.h"
-#undef T
-#undef S
-#undef MR_GEMM
-#undef NV_GEMM
-#undef MR_TN
-#undef NV_TN
 
 #define T double
 #define S d
@@ -85,12 +79,6 @@
 #define MR_TN RNNX_PICK(2, RNNX_TILES_D)
 #define NV_TN RNNX_PICK(3, RNNX_TILES_D)
 #include "_small_gemm_tiles.h"
-#undef T
-#undef S
-#undef MR_GEMM
-#undef NV_GEMM
-#undef MR_TN
-#undef NV_TN
 
 RNNX_HIDDEN const rnnx_gemm_kernels RNNX_GLUE(rnnx_gemm, RNNX_VARIANT) = {
     gemm_f, tn_f, gemm_d, tn_d

@@ -1,7 +1,7 @@
 /* The kernel of one dtype, included by _small_gemm.c once per dtype with T (the scalar),
  * S (its suffix), and the tiles (rows x vectors) of the two products: MR_GEMM x NV_GEMM
  * (weights in panels) and MR_TN x NV_TN (the weight gradients). Defines gemm_<S> and
- * tn_<S> (_small_gemm.h says what they compute).
+ * tn_<S> (_small_gemm.h says what they compute), and undefines those parameters at its end.
  *
  * C is made in column strips of up to nvf vectors (a strip never crosses a panel), and
  * each strip in tiles of mrf rows (the last m % mrf rows in one smaller tile): the strip
@@ -256,3 +256,10 @@ static void N(tn)(ptrdiff_t m, ptrdiff_t n, int beta, ptrdiff_t k, const T *A, c
 #undef VEC
 #undef LN
 #undef INLINE
+/* the parameters of this instance, so that the next one can set them again */
+#undef T
+#undef S
+#undef MR_GEMM
+#undef NV_GEMM
+#undef MR_TN
+#undef NV_TN
