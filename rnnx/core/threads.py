@@ -33,7 +33,6 @@ import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +172,7 @@ def can_serialise():
 
 
 _lock = threading.Lock()
-_sections = []          # [(limit,)]: the blas_limit sections running now, oldest first
+_sections = []          # the blas_limit sections running now, oldest first
 _saved = _current = None   # each BLAS's count before the first of them; the count set now
 
 
@@ -182,15 +181,14 @@ def _apply():
     first section), or back to that count when no section runs; only where it changes."""
     global _current
     setters = _setters()[0]
-    want = [min(s, _sections[-1][0]) if _sections else s for s in _saved]
+    want = [min(s, _sections[-1].limit) if _sections else s for s in _saved]
     for k, ((_, set_threads), n) in enumerate(zip(setters, want)):
         if _current[k] != n:
             set_threads(n)
     _current = want
 
 
-@contextmanager
-def blas_limit(threads):
+class blas_limit:
     """The BLAS libraries rnnx calls (numpy's and scipy's) on at most `threads` threads
     while the block runs (None: the count is left alone; a no-op where rnnx calls no
     OpenBLAS).
@@ -198,25 +196,36 @@ def blas_limit(threads):
     Sections nest: the newest one running sets the count, and the count before the first
     one is restored when the last one ends. The count is process-wide, so meanwhile it
     holds for every thread of the process, and a threadpool_limits entered in another
-    thread sees it as its original.
+    thread sees it as its original. A class rather than a generator: training enters one
+    per step, and this keeps the section's own cost to a few microseconds.
     """
-    global _saved, _current
-    if threads is None or not _setters()[0]:
-        yield
-        return
-    section = (threads,)
-    with _lock:
-        if not _sections:
-            _saved = [get() for get, _ in _setters()[0]]
-            _current = list(_saved)
-        _sections.append(section)
-        _apply()
-    try:
-        yield
-    finally:
+
+    __slots__ = ("limit",)
+
+    def __init__(self, threads):
+        self.limit = threads
+
+    def __enter__(self):
+        global _saved, _current
+        if self.limit is None or not _setters()[0]:
+            return self
         with _lock:
-            # by identity: sections of another thread may have begun since
-            del _sections[next(i for i, s in enumerate(_sections) if s is section)]
+            if not _sections:
+                _saved = [get() for get, _ in _setters()[0]]
+                _current = list(_saved)
+            _sections.append(self)
+            _apply()
+        return self
+
+    def __exit__(self, *exc):
+        if self.limit is None or not _setters()[0]:
+            return
+        with _lock:
+            # by identity, from the newest: sections of another thread may have begun since
+            for i in range(len(_sections) - 1, -1, -1):
+                if _sections[i] is self:
+                    del _sections[i]
+                    break
             _apply()
 
 
