@@ -154,16 +154,19 @@ def test_same_numbers_with_one_and_two_threads(rng, ord):
 
 def test_thread_plan_from_the_shape():
     # the blocks of samples and the BLAS setting come from B and the thread budget only:
-    # one block (one BLAS thread for small products) at B = 1, blocks of samples at B >= 2
+    # one block (one BLAS thread for small products) at B = 1 or for small work, blocks of
+    # samples at B >= 2 where the work pays for the hand-off
     from rnnx.core.threads import blas_threads, can_serialise, set_thread_budget
     from rnnx.diagnostics._threads import one_blas_thread, sample_blocks
     old = set_thread_budget(2)
     try:
-        assert sample_blocks(1, 128 ** 3)[0] == [(0, 1)]
-        assert sample_blocks(5, 128 ** 3)[0] == ([(0, 2), (2, 5)] if can_serialise()
-                                                 else [(0, 5)])
+        big = 10 * 5 * 128 ** 3
+        assert sample_blocks(1, 128 ** 3, big)[0] == [(0, 1)]
+        assert sample_blocks(5, 128 ** 3, big)[0] == ([(0, 2), (2, 5)] if can_serialise()
+                                                      else [(0, 5)])
+        assert sample_blocks(4, 32 * 32, 50 * 4 * 32 * 32 * 3)[0] == [(0, 4)]
         set_thread_budget(1)
-        assert sample_blocks(5, 128 ** 3)[0] == [(0, 5)]
+        assert sample_blocks(5, 128 ** 3, big)[0] == [(0, 5)]
     finally:
         set_thread_budget(old)
     if can_serialise():

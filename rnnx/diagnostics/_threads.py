@@ -16,7 +16,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from .. import _diagnostics
-from ..core.threads import can_serialise, run_blocks, serial_blas, thread_budget
+from ..core.threads import SPLIT_WORK, can_serialise, run_blocks, serial_blas, thread_budget
 
 __all__ = ["run_samples", "one_blas_thread", "sample_blocks"]
 
@@ -33,12 +33,16 @@ def one_blas_thread():
     return serial_blas() if can_serialise() else nullcontext()
 
 
-def sample_blocks(B, product):
+def sample_blocks(B, product, work):
     """(blocks, context): the blocks of samples and the BLAS setting they run under, from
-    the batch size B, the multiply-adds of one per-step product and the thread budget."""
+    the batch size B, the multiply-adds of one per-step product, those of the whole call
+    (work) and the thread budget. Samples are split only where the work pays for the
+    hand-off to a thread (core.threads.SPLIT_WORK, the rule of the Python layer's
+    products): a finite-time exponent along a few short sequences, as EarlyWarning samples
+    every few training steps, stays on the calling thread."""
     threads = thread_budget()
     quiet = can_serialise()
-    if threads >= 2 and B >= 2 and quiet:
+    if threads >= 2 and B >= 2 and quiet and work >= SPLIT_WORK:
         n = min(threads, B)
         edges = [B * i // n for i in range(n + 1)]
         return list(zip(edges[:-1], edges[1:])), serial_blas
@@ -47,13 +51,14 @@ def sample_blocks(B, product):
     return [(0, B)], serial_blas if quiet else nullcontext
 
 
-def run_samples(kernel, B, product, progress=None):
+def run_samples(kernel, B, product, work, progress=None):
     """Run kernel(b0, b1, stop, progress, errors, main) -> (status, info) over blocks of the
-    B samples; product is the multiply-adds of one of its per-step products. progress(n)
+    B samples; product is the multiply-adds of one of its per-step products, work those of
+    the whole call. progress(n)
     gets the units done by all samples (estimated from the first block's). Raises the
     exception that stopped a block (KeyboardInterrupt on Ctrl-C) or, for a LAPACK failure,
     FloatingPointError."""
-    blocks, context = sample_blocks(B, product)
+    blocks, context = sample_blocks(B, product, work)
     stop, errors = np.zeros(1, np.int32), []
     share = B / (blocks[0][1] - blocks[0][0])
     report = None if progress is None else (lambda n: progress(n * share))

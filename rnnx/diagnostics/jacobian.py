@@ -70,7 +70,7 @@ def log_norms_along(h, W_hh, ord=2, lags=None, progress=None):
     run_samples(lambda b0, b1, stop, report, errors, main: _diagnostics.jacobian_log_norms(
         h, W, frobenius, L, b0, b1, stop,
         None if report is None else (lambda n: report(n * per_lag)), errors, main),
-        B, H ** 3, progress)
+        B, H ** 3, K * B * per_lag, progress)
     return L
 
 

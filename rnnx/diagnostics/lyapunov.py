@@ -51,7 +51,7 @@ def qr_log_sums(h, W_hh, k, discard, window, n_windows, progress=None):
     run_samples(lambda b0, b1, stop, report, errors, main: _diagnostics.lyapunov_sums(
         h, W, k, discard, window, sums, b0, b1, stop,
         None if report is None else (lambda n: report(n * (b1 - b0) * per_step)), errors,
-        main), B, H * H * k * B, progress)
+        main), B, H * H * k, (T - discard) * B * per_step, progress)
     return sums
 
 
