@@ -216,9 +216,9 @@ def test_300_forks_during_calls_do_not_hang():
 
 # --- 6. results that do not depend on other threads -----------------------------------------
 
-# blocks of rows (T*B*H*H >= 2^23), the BLAS products of one block (B*H*H >= 2^21, B < 8),
+# blocks of rows (T*B*H*H >= 2^25), the BLAS products of one block (B*H*H >= 2^21, B < 8),
 # and the register-blocked kernel with every gradient in the loop (D = 32)
-DETERMINISM_SHAPES = [(100, 32, 8, 64), (6, 4, 8, 1024), (12, 8, 32, 64)]
+DETERMINISM_SHAPES = [(400, 32, 8, 64), (6, 4, 8, 1024), (12, 8, 32, 64)]
 
 
 def _run(problem):

@@ -173,12 +173,12 @@ def _any_cpu(monkeypatch):
 
 
 def test_float64_work_counts_double(monkeypatch):
-    # T*B*H*H = 50*32*64*64 = 6.6e6 is below the threshold in float32 and, doubled, above
-    # it in float64
+    # T*B*H*H = 200*32*64*64 = 2.6e7 is below the threshold in float32 and, doubled,
+    # above it in float64
     _any_cpu(monkeypatch)
-    assert 50 * 32 * 64 * 64 < plan.MIN_WORK <= 2 * 50 * 32 * 64 * 64
-    assert _blocks(50, 32, 64, np.float32) == ((0, 32),)
-    assert _blocks(50, 32, 64, np.float64) == ((0, 16), (16, 32))
+    assert 200 * 32 * 64 * 64 < plan.MIN_WORK <= 2 * 200 * 32 * 64 * 64
+    assert _blocks(200, 32, 64, np.float32) == ((0, 32),)
+    assert _blocks(200, 32, 64, np.float64) == ((0, 16), (16, 32))
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 6])

@@ -27,8 +27,10 @@ __all__ = ["Plan", "make_plan", "MIN_ROWS", "MIN_WORK", "THREADED_PRODUCT"]
 MIN_ROWS = 4                # the smallest block of rows (the AVX-512 tile height)
 # The work T * B * H * H (twice that in float64, whose multiply-adds take about twice as
 # long) below which one block is faster than several: a forward + backward hands two or
-# three jobs to the threads, and each hand-off costs.
-MIN_WORK = 1 << 23
+# three jobs to the threads, and each hand-off costs -- on a virtual machine whose idle
+# CPU must first be woken, up to milliseconds (benchmarks/row_blocks.py), so the
+# threshold keeps a wide margin: a second thread must never make a call slower.
+MIN_WORK = 1 << 25
 # B*H*H from which a BLAS running several threads beats the register-blocked kernel (one
 # thread) for one block's per-step product.
 THREADED_PRODUCT = 1 << 21
