@@ -121,3 +121,16 @@ def assert_close(actual, expected, rtol, name=""):
     atol = rtol * float(np.max(np.abs(expected), initial=0.0))
     np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=rtol, atol=atol,
                                err_msg=name)
+
+
+def padded_batch(lengths, D, rng):
+    """(x, values, target) of a right-padded batch of len(lengths) sequences of D inputs:
+    x (L, B, D) zero past each sequence's length, one regression value per sequence, and
+    target (L, B, 1) NaN everywhere but each sequence's last step (L = max(lengths))."""
+    L, B = max(lengths), len(lengths)
+    x = rng.standard_normal((L, B, D))
+    x[np.arange(L)[:, None] >= lengths] = 0.0
+    values = rng.standard_normal(B)
+    target = np.full((L, B, 1), np.nan)
+    target[lengths - 1, np.arange(B), 0] = values
+    return x, values, target

@@ -1,6 +1,7 @@
 """Losses against numpy formulas, central finite differences and torch."""
 import numpy as np
 import pytest
+from _reference import padded_batch
 
 from rnnx.model.losses import mse, softmax_cross_entropy
 
@@ -141,11 +142,7 @@ def test_last_step_targets_of_padded_sequences_give_each_sequences_own_gradient(
     rng = np.random.default_rng(5)
     lengths = np.array([4, 7, 5])
     L, B = lengths.max(), len(lengths)
-    x = rng.standard_normal((L, B, 2))
-    x[np.arange(L)[:, None] >= lengths] = 0.0
-    values = rng.standard_normal(B)
-    target = np.full((L, B, 1), np.nan)
-    target[lengths - 1, np.arange(B), 0] = values
+    x, values, target = padded_batch(lengths, 2, rng)
     padded = rnnx.RNN(2, 5, 1, readout="all", dtype="float64", seed=1)
     padded.params["b_h"][:] = rng.standard_normal(5)    # padding would move h if it ran
     one = padded.copy()

@@ -2,6 +2,7 @@
 transcriptions of their definitions, finite differences and torch autograd."""
 import numpy as np
 import pytest
+from _reference import padded_batch
 
 import rnnx
 from rnnx.model.regularizers import OMEGA_FORMS, pascanu_omega, pascanu_omega_eq9
@@ -190,11 +191,7 @@ def test_padded_steps_of_shorter_sequences_are_left_out(omega_form):
     rng = np.random.default_rng(6)
     lengths = np.array([5, 9, 7])
     L, B = lengths.max(), len(lengths)
-    x = rng.standard_normal((L, B, 2))
-    x[np.arange(L)[:, None] >= lengths] = 0.0
-    values = rng.standard_normal(B)
-    target = np.full((L, B, 1), np.nan)
-    target[lengths - 1, np.arange(B), 0] = values
+    x, values, target = padded_batch(lengths, 2, rng)
     model = rnnx.RNN(2, 6, 1, readout="all", dtype="float64", seed=3)
     model.params["b_h"][:] = 0.3 * rng.standard_normal(6)
     model.omega_form = omega_form
