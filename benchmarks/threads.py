@@ -7,12 +7,16 @@ Every case runs in fresh processes: "1 thread" with OPENBLAS_NUM_THREADS=1 and
 RNNX_NUM_THREADS=1 in the environment, "2 threads" with neither (nor OMP_NUM_THREADS) set,
 which is what a user gets on a 2-core machine without touching anything. A process times
 its case --seconds at a time, three times, and reports the best. The cases go round
---rounds times, the two settings of a case one after the other in alternating order, so
+--rounds times, the settings of a case one after the other in alternating order, so
 that a shared machine's drifts fall on both; the table gives each setting's best over the
-rounds and the ratio time(2 threads) / time(1 thread). On Linux it also gives the CPU
-time the BLAS libraries' own worker threads (numpy's and scipy's OpenBLAS) used per call
-with 2 threads: a worker spinning after a threaded product shows there, however loaded
-the machine is.
+rounds and the ratio time(2 threads) / time(1 thread). Two processes of the same setting
+differ too (their memory lands at other addresses, the VM schedules them elsewhere): a
+third process per case and round, with 1 thread again, gives the ratio of two 1-thread
+processes (A/A), the noise floor the 2T / 1T ratio is to be read against. The CPU time a
+call uses (every thread of the process) with 2 threads over that with 1 shows whether
+the second thread adds work. On Linux it also gives the CPU time the BLAS libraries' own
+worker threads (numpy's and scipy's OpenBLAS) used per call with 2 threads: a worker
+spinning after a threaded product shows there, however loaded the machine is.
 
 The cases: rnnx.Trainer steps (float32, the addition task, D = 2, one output, SGD,
 clip_by_global_norm(1.0), the Trainer's defaults otherwise: spike detection, W_hh's
@@ -68,8 +72,9 @@ def _cpu_seconds(tids):
 
 
 def _child(case, seconds):
-    """(seconds per call of the case, CPU seconds of the BLAS workers per call), in this
-    process (numpy imported only now, after the environment was set)."""
+    """(seconds per call of the case, CPU seconds of the BLAS workers per call, CPU seconds
+    of the whole process per call), in this process (numpy imported only now, after the
+    environment was set)."""
     import logging
 
     before = _thread_ids()
@@ -100,21 +105,23 @@ def _child(case, seconds):
     def counted():
         calls[0] += 1
         run()
-    cpu = _cpu_seconds(workers)
+    cpu, process = _cpu_seconds(workers), time.process_time()
     best = _best_seconds(counted, seconds)
-    return best, (_cpu_seconds(workers) - cpu) / calls[0]
+    return (best, (_cpu_seconds(workers) - cpu) / calls[0],
+            (time.process_time() - process) / calls[0])
 
 
 def _environment(threads):
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
-    if threads == 1:
+    if threads != 2:
         env.update(OPENBLAS_NUM_THREADS="1", RNNX_NUM_THREADS="1")
     return env
 
 
 def _measure(case, threads, seconds):
-    """(seconds per call, the BLAS workers' CPU seconds per call) of the case in a fresh
-    process with `threads` threads."""
+    """_child's (seconds, workers' CPU seconds, process CPU seconds) per call of the case in
+    a fresh process with `threads` threads (2; else 1: "1" and "1 again" are two processes
+    of the same setting)."""
     out = subprocess.run([sys.executable, __file__, "--child", json.dumps(case),
                           "--seconds", str(seconds)], env=_environment(threads),
                          capture_output=True, text=True, check=True)
@@ -146,27 +153,32 @@ def main():
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} CPUs, load average {load:.2f} at the start; "
           f"{args.rounds} rounds of {args.seconds} s timings", flush=True)
-    times = {(i, n): [] for i in range(len(cases)) for n in (1, 2)}
+    settings = (1, 2, "1 again")
+    times = {(i, n): [] for i in range(len(cases)) for n in settings}
+    cpu = {(i, n): [] for i in range(len(cases)) for n in settings}
     spin = {i: [] for i in range(len(cases))}
     for r in range(args.rounds):
         for i, case in enumerate(cases):
-            for n in ((1, 2) if (r + i) % 2 == 0 else (2, 1)):
-                seconds, workers = _measure(case, n, args.seconds)
+            for n in (settings if (r + i) % 2 == 0 else settings[::-1]):
+                seconds, workers, process = _measure(case, n, args.seconds)
                 times[i, n].append(seconds)
+                cpu[i, n].append(process)
                 if n == 2:
                     spin[i].append(workers)
     print(f"load average {os.getloadavg()[0]:.2f} at the end\n")
     print("| case (T, B, H) | Omega | unit | 1 thread | 2 threads | time 2T / 1T | "
-          "median over rounds | BLAS workers' CPU per call, 2T |")
-    print("|---|---|---|---|---|---|---|---|")
+          "median over rounds | A/A: 1T / 1T, two processes | CPU per call 2T / 1T | "
+          "BLAS workers' CPU per call, 2T |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for i, case in enumerate(cases):
-        one, two = min(times[i, 1]), min(times[i, 2])
+        one, two, again = (min(times[i, n]) for n in settings)
         ratio = two / one
         per_round = statistics.median(b / a for a, b in zip(times[i, 1], times[i, 2]))
         mark = "**" if ratio > 1.05 else ""
         print(f"| {_label(case)} | {1 / one:.0f} | {1 / two:.0f} | {mark}{ratio:.2f}{mark} "
-              f"| {per_round:.2f} | {1e3 * max(spin[i]):.2f} ms |", flush=True)
-
+              f"| {per_round:.2f} | {again / one:.2f} "
+              f"| {min(cpu[i, 2]) / min(cpu[i, 1]):.2f} | {1e3 * max(spin[i]):.2f} ms |",
+              flush=True)
 
 if __name__ == "__main__":
     main()
