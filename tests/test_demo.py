@@ -71,11 +71,33 @@ def test_story_calm_jump_spike_overflow():
     assert s.W_hh_share == pytest.approx(0.9)
     assert s.signal_before == pytest.approx(math.exp(-0.2 * 7))      # median at t = 0
     assert s.signal_after == pytest.approx(1.0)                      # the NaN row left out
-    text = narrate(s, name="run", sigma_max=3.2, lyapunov=0.41, calm_lyapunov=(10, -0.2))
+    text = narrate(s, name="run", sigma_max=3.2, lyapunov=0.41, calm_lyapunov=(10, -0.2),
+                   policy="skip")
     for piece in ("median 1", "step 32", "2e+05x", "5.3 decades", "2.718", "step 34",
                   "sigma_max(W_hh) was 3.2", "+0.410", "-0.200", "step 36",
-                  "time step t = 4", "skipped 1", "median 0.247", "after it 1."):
+                  "time step t = 4", "skipped 1 step (weights unchanged)", "median 0.247",
+                  "after it 1."):
         assert piece in text, piece
+
+
+@pytest.mark.parametrize("policy, words", [
+    ("skip", "The policy skipped 3 steps (weights unchanged)."),
+    ("pascanu", "The policy skipped 1 step (weights unchanged) and replaced the update of 2 "
+                "steps (non-finite) by Pascanu et al.'s fallback step"),
+    (None, "The policy skipped 1 step (weights unchanged) and did not apply the update of 2 "
+           "steps (non-finite)."),
+])
+def test_story_says_what_the_policy_did_instead_of_an_update(policy, words):
+    # steps 31 and 33 non-finite (the failure policy's), step 32 a finite spike skipped
+    h = _history([1.0] * 30 + [math.nan, 50.0, math.nan], nonfinite=(31, 33))
+    records = h.records()
+    records[31]["skipped"] = True
+    h = History()
+    for r in records:
+        h.append(r, np.ones(8))
+    s = read_story(h)
+    assert (s.skipped_steps, s.skipped_nonfinite, s.rolled_back_steps) == (3, 2, 0)
+    assert words in narrate(s, policy=policy)
 
 
 def test_story_of_a_calm_clipped_run():

@@ -200,7 +200,7 @@ def _train(name, stem, how, model, the_task, cfg, out, progress, probe, eval_dat
     text = narrate(story, name=name, sigma_max=spike[1], lyapunov=spike[2],
                    calm_lyapunov=None if calm is None else (calm[0], calm[2]),
                    accuracy=summary["accuracy"], eval_sequences=EVAL_SEQUENCES,
-                   solved=summary["solved"])
+                   solved=summary["solved"], policy=trainer.policy)
     if diverged:
         text += f" Training stopped at step {trainer.step:,}: {diverged}"
     summary["story"] = story.to_dict()

@@ -107,6 +107,26 @@ def _handled(s, what):
     return f"{s['nonfinite_steps']} ({how})"
 
 
+def _not_applied(s, policy):
+    """What was done with the updates that were not applied but not rolled back: a spike
+    policy's skips leave the weights unchanged; a non-finite step's update was replaced
+    as the failure policy says (unknown when the story comes from a log)."""
+    acts = []
+    failures = s.skipped_nonfinite
+    spikes = s.skipped_steps - s.rolled_back_steps - failures
+    if policy == "skip":
+        spikes, failures = spikes + failures, 0
+    steps = lambda n: f"{n:,} step{'' if n == 1 else 's'}"                  # noqa: E731
+    if spikes > 0:
+        acts.append(f"skipped {steps(spikes)} (weights unchanged)")
+    if failures and policy == "pascanu":
+        acts.append(f"replaced the update of {steps(failures)} (non-finite) by Pascanu et "
+                    "al.'s fallback step (a multiple of W_hh)")
+    elif failures:
+        acts.append(f"did not apply the update of {steps(failures)} (non-finite)")
+    return acts
+
+
 def format_table(summaries):
     """The summary table of one or more runs (one column each), as text."""
     rows = [
@@ -172,6 +192,7 @@ class Story:
     overflow_t: int | None         # time step where BPTT overflowed at first_nonfinite
     nonfinite_steps: int
     skipped_steps: int
+    skipped_nonfinite: int         # ... of which non-finite (the failure policy's)
     rolled_back_steps: int
     signal_before: float           # median ||dL/dh[0]|| of the AFTER steps before the spike
     signal_after: float            # ... and of the AFTER steps after it
@@ -235,6 +256,8 @@ def read_story(history, *, calm_steps=CALM_STEPS):
                             _median(deltas[spike + 1:spike + 1 + AFTER, 0]))
         share = float(_column(history, "grad_norm_W_hh", math.nan)[spike] / g[spike])
     clipped = (history["clip_coef"] < 1) & ok
+    skipped = history["skipped"]
+    rolled_back = _column(history, "rolled_back", False)
     overflow = _column(history, "overflow_t", -1)[first_bad] if first_bad is not None else -1
     at = lambda i: None if i is None else int(step[i])
     return Story(
@@ -247,8 +270,9 @@ def read_story(history, *, calm_steps=CALM_STEPS):
         W_hh_share=share, first_nonfinite=at(first_bad),
         overflow_t=int(overflow) if overflow >= 0 else None,
         signal_before=before_after[0], signal_after=before_after[1],
-        nonfinite_steps=int(nonfinite.sum()), skipped_steps=int(history["skipped"].sum()),
-        rolled_back_steps=int(_column(history, "rolled_back", False).sum()),
+        nonfinite_steps=int(nonfinite.sum()), skipped_steps=int(skipped.sum()),
+        skipped_nonfinite=int((skipped & nonfinite & ~rolled_back).sum()),
+        rolled_back_steps=int(rolled_back.sum()),
         lr_first=float(_column(history, "lr", math.nan)[0]) if n else math.nan,
         lr_last=float(_column(history, "lr", math.nan)[-1]) if n else math.nan,
         clipped_steps=int(clipped.sum()),
@@ -279,14 +303,16 @@ def logged_sigma_max(history, step):
 
 
 def narrate(story, *, name="the run", sigma_max=None, lyapunov=None, calm_lyapunov=None,
-            accuracy=None, eval_sequences=None, solved=None, sigma_max_step=None):
+            accuracy=None, eval_sequences=None, solved=None, sigma_max_step=None,
+            policy=None):
     """The story in plain words (a paragraph of a few sentences).
 
     sigma_max, lyapunov: sigma_max(W_hh) and the largest Lyapunov exponent (nats per time
     step) of the weights the spike step used (sigma_max_step: the step after which
     sigma_max was logged instead, when it comes from a log); calm_lyapunov: (step,
     exponent) during the calm stretch; accuracy / eval_sequences / solved: the task
-    criterion on fresh data.
+    criterion on fresh data; policy: the name of the failure policy (Trainer.policy), which
+    says what was done instead of a non-finite step's update (a log does not record it).
     Each is left out of the story when None.
     """
     s = story
@@ -353,10 +379,7 @@ def narrate(story, *, name="the run", sigma_max=None, lyapunov=None, calm_lyapun
         out.append(f"The first non-finite step was step {s.first_nonfinite:,}{where}; "
                    f"{s.nonfinite_steps:,} steps were non-finite in all.")
     if s.skipped_steps or s.rolled_back_steps:
-        acts = []
-        if s.skipped_steps - s.rolled_back_steps > 0:
-            acts.append(f"skipped {s.skipped_steps - s.rolled_back_steps:,} steps "
-                        "(weights unchanged)")
+        acts = _not_applied(s, policy)
         if s.rolled_back_steps:
             lowered = (f"the learning rate lowered from {s.lr_first:.3g} to {s.lr_last:.3g}"
                        if math.isfinite(s.lr_first) and math.isfinite(s.lr_last)

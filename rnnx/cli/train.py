@@ -168,7 +168,7 @@ def run_train(args):
         summary["explanation"] = narrate(story, name="this run", sigma_max=smax,
                                          sigma_max_step=at, accuracy=summary["accuracy"],
                                          eval_sequences=summary["eval_sequences"],
-                                         solved=summary["solved"])
+                                         solved=summary["solved"], policy=trainer.policy)
     if args.json:
         summary["forensics"] = _forensics(trainer.history)
         print(json.dumps(jsonable(summary)))
