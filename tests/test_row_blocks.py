@@ -42,6 +42,21 @@ def test_blocks_match_the_reference(blocks, check_core, T, B, D, H, with_h0, rng
         check_core(*problem, clip=0.3)
 
 
+@pytest.mark.parametrize("T, B, D, H", [(7, 12, 3, 40), (1, 12, 5, 64), (4, 25, 20, 33)])
+@pytest.mark.parametrize("with_h0", [True, False])
+def test_blocks_with_dW_hh_after_the_loop_match_the_reference(
+        blocks, check_core, monkeypatch, T, B, D, H, with_h0, rng):
+    """The blocks' loops leave dW_hh, dW_xh, dx and dh0 to GEMMs after them, a share of
+    each on each block's thread (as where dW_hh is too large for a block's rows)."""
+    monkeypatch.setattr(plan, "HOIST_BYTES_PER_ROW", 0)
+    p = plan.make_plan(T, B, D, H, np.float32)
+    assert len(p.blocks) == blocks and not p.dW_hh_in_loop and not p.all_in_loop
+    for dtype in (np.float64, np.float32):
+        problem = random_problem(T, B, D, H, rng=rng, dtype=dtype, with_h0=with_h0)
+        check_core(*problem)
+        check_core(*problem, clip=0.3)
+
+
 def test_blocks_and_one_block_agree(blocks, monkeypatch, rng):
     x, W_xh, W_hh, b_h, h0, G = random_problem(20, 16, 4, 64, rng=rng, dtype=np.float32)
     h = rnnx.rnn_forward(x, W_xh, W_hh, b_h, h0)
