@@ -21,8 +21,9 @@ timed in turn, starting each round from the next one, so that none always follow
 --quick: fewer, shorter samples.
 --same-isa: each path against numpy on the instruction set that path stands for: a child
 process per path with OPENBLAS_CORETYPE set for numpy's (and scipy's) OpenBLAS, Haswell
-for avx2, Nehalem (SSE4.2, no AVX) for generic, this CPU's own for avx512 and blas; the
-architecture threadpoolctl reports is printed, to show that it took effect.
+for avx2, Nehalem (SSE4.2, no AVX) for generic, this CPU's own for avx512 and blas; blas
+also on each of the others (what such a CPU runs without the kernel). The architecture
+threadpoolctl reports heads each column, to show that it took effect.
 --hoist: also rnnx ("auto") with dW_hh added up in the backward loop and made after it
 (rnnx.core.plan.HOIST_BYTES_PER_ROW forced to inf and to 0), against the plan's choice.
 """
@@ -200,7 +201,9 @@ def main():
             continue
         groups = []
         for coretype in dict.fromkeys(CORETYPE[k] for k in args.kernels):
-            kernels = [k for k in args.kernels if CORETYPE[k] == coretype]
+            # blas too on every core type: what that CPU runs without the kernel
+            kernels = [k for k in args.kernels
+                       if CORETYPE[k] == coretype or (k == "blas" and coretype)]
             head, cells = run_child(args, n, kernels, coretype)
             if head["paths"]:
                 groups.append((head["architecture"], head["paths"], cells))
