@@ -22,10 +22,14 @@ from .. import _core
 from .kernels import kernel_in_force
 from .threads import thread_budget
 
-__all__ = ["Plan", "make_plan", "MIN_ROWS", "MIN_WORK", "THREADED_PRODUCT",
-           "HOIST_BYTES_PER_ROW"]
+__all__ = ["Plan", "make_plan", "MIN_ROWS", "MIN_ROWS_FLOAT64", "MIN_WORK",
+           "THREADED_PRODUCT", "HOIST_BYTES_PER_ROW"]
 
 MIN_ROWS = 4                # the smallest block of rows (the AVX-512 tile height)
+# The smallest block of float64 rows: two tiles of the float64 kernel (6 rows). A block of
+# 8 float64 rows is a full tile and a third of one, and 2 such blocks took longer than
+# one block of 16 or 20 rows (benchmarks/row_blocks.py, README).
+MIN_ROWS_FLOAT64 = 12
 # The work T * B * H * H (twice that in float64, whose multiply-adds take about twice as
 # long) below which one block is faster than several: a forward + backward hands two or
 # three jobs to the threads, and each hand-off costs -- on a virtual machine whose idle
@@ -80,18 +84,18 @@ class Plan:
     kernel: str = "blas"
 
 
-def _row_blocks(T, B, H, itemsize, threads, min_work, fits):
+def _row_blocks(T, B, H, itemsize, threads, min_work, least, fits):
     """The blocks of batch rows for a budget of threads: as many as the threads and the
-    rows allow, each at least MIN_ROWS high and with the register-blocked kernel, where
-    the work pays for the hand-offs; else one block of every row."""
+    rows allow, each at least `least` (>= MIN_ROWS) high and with the register-blocked
+    kernel, where the work pays for the hand-offs; else one block of every row."""
     one = ((0, B),)
-    if B < 2 * MIN_ROWS or T * B * H * H * (itemsize // 4) < min_work:
+    if B < 2 * least or T * B * H * H * (itemsize // 4) < min_work:
         return one
-    n = min(threads, B // MIN_ROWS)
+    n = min(threads, B // least)
     if n < 2 or not fits(B // n, H):
         return one
-    # edges on multiples of the tile height, as even as that allows; rounding down keeps
-    # every block at least B // n >= 4 rows high
+    # edges on multiples of MIN_ROWS, as even as that allows; rounding down keeps every
+    # block at least MIN_ROWS * (B // (n * MIN_ROWS)) >= least rows high
     edges = [0] + [MIN_ROWS * (B * k // (n * MIN_ROWS)) for k in range(1, n)] + [B]
     return tuple(zip(edges[:-1], edges[1:]))
 
@@ -108,15 +112,17 @@ def make_plan(T, B, D, H, dtype, *, threads=None, min_work=None, kernel=None,
     backward loop (default HOIST_BYTES_PER_ROW; 0 always after it, inf always in it where
     the kernel fits: benchmarks/kernels.py --hoist times both).
     """
-    return _plan(T, B, D, H, np.dtype(dtype).itemsize,
+    itemsize = np.dtype(dtype).itemsize
+    return _plan(T, B, D, H, itemsize,
                  thread_budget() if threads is None else threads,
-                 MIN_WORK if min_work is None else min_work, _core,
+                 MIN_WORK if min_work is None else min_work,
+                 MIN_ROWS if itemsize == 4 else MIN_ROWS_FLOAT64, _core,
                  kernel_in_force() if kernel is None else kernel,
                  HOIST_BYTES_PER_ROW if hoist_bytes is None else hoist_bytes)
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(T, B, D, H, itemsize, threads, min_work, core, kernel, hoist_bytes):
+def _plan(T, B, D, H, itemsize, threads, min_work, least, core, kernel, hoist_bytes):
     """make_plan's Plan, kept for the next call of the same shape (a training loop makes
     two per step). core: the compiled module, whose small_gemm_fits says which shapes the
     register-blocked kernel takes (tests stand in another CPU's)."""
@@ -124,7 +130,7 @@ def _plan(T, B, D, H, itemsize, threads, min_work, core, kernel, hoist_bytes):
     def fits(m, n):
         return kernel != "blas" and core.small_gemm_fits(m, n)
 
-    blocks = _row_blocks(T, B, H, itemsize, threads, min_work, fits)
+    blocks = _row_blocks(T, B, H, itemsize, threads, min_work, least, fits)
     rows = min(r1 - r0 for r0, r1 in blocks)
     # With several blocks each uses the register-blocked kernel, also where one block would
     # use BLAS's threads on every step's whole product.
