@@ -27,7 +27,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="cpu: the process's CPU time (steadier on a loaded machine, 1 thread)")
+                    help="cpu: the process's CPU time (steadier on a loaded machine, "
+                         "1 thread)")
     ap.add_argument("--kernel", default=None,
                     help="auto, avx512, avx2, generic or blas (default: RNNX_KERNEL, else auto)")
     args = ap.parse_args()

@@ -223,8 +223,8 @@ def run_child(args, n, kernels, coretype):
                "--dtypes", ",".join(args.dtypes), "--kernels", ",".join(kernels),
                "--sizes", ";".join(",".join(map(str, s)) for s in args.sizes),
                "--clock", args.clock]
-    command += [flag for flag, on in (("--quick", args.quick), ("--same-isa", args.same_isa),
-                                      ("--hoist", args.hoist)) if on]
+    flags = (("--quick", args.quick), ("--same-isa", args.same_isa), ("--hoist", args.hoist))
+    command += [flag for flag, on in flags if on]
     here = os.path.dirname(os.path.abspath(__file__))
     run = subprocess.run(command, env=env, cwd=here, capture_output=True, text=True)
     if run.returncode:

@@ -132,7 +132,8 @@ def test_the_gradients_after_the_loop_split_into_parts_give_the_whole(rng):
     with pytest.raises(ValueError, match="part must be"):
         _core.backward_gemms(x, h, work, W_xh, W_hh, part=2, parts=2, **outputs())
     with pytest.raises(ValueError, match="dW_xh must be"):
-        _core.backward_gemms(x, h, work, W_xh, W_hh, **dict(outputs(), dh0=np.empty((B, D))))
+        wrong = dict(outputs(), dh0=np.empty((B, D)))
+        _core.backward_gemms(x, h, work, W_xh, W_hh, **wrong)
 
 
 @pytest.mark.parametrize("D, H", [(5, 50), (40, 36), (20, 100)])
