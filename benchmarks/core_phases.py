@@ -1,6 +1,7 @@
 """Where one forward + BPTT of the core spends its time, phase by phase (one block).
 
     python benchmarks/core_phases.py [--shape 200,32,32,128] [--threads 1] [--repeat 30]
+        [--clock wall|cpu] [--kernel auto|avx512|avx2|generic|blas]
 
 Times the core's phases as rnnx runs them for a single block of rows, following the Plan
 that rnnx.core.plan.make_plan makes for the shape (with blocks ruled out): project (the
@@ -25,6 +26,9 @@ def main():
     ap.add_argument("--shape", default="200,32,32,128", help="T,B,D,H")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: the process's CPU time (steadier on a loaded machine, "
+                         "1 thread)")
     ap.add_argument("--kernel", default=None,
                     help="auto, avx512, avx2, generic or blas (default: RNNX_KERNEL, else auto)")
     args = ap.parse_args()
@@ -38,12 +42,14 @@ def main():
     if args.kernel is not None:
         rnnx.set_kernel(args.kernel)
 
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+
     def median_ms(fn):
         samples = []
         for _ in range(args.repeat):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            samples.append(time.perf_counter() - t0)
+            samples.append(clock() - t0)
         return statistics.median(samples) * 1e3
 
     print(f"(T, B, D, H) = ({T}, {B}, {D}, {H}), scipy BLAS threads and rnnx's thread "
@@ -91,9 +97,10 @@ def main():
                 W_hh_P=W_hh_P, W_xh_P=W_xh_P, kernel=plan.kernel, **outputs), in_steps),
         ]
         if not fused:
+            dW_xh_all = np.empty((H, D), dtype)
+            dW_hh_all = None if plan.dW_hh_in_loop else np.empty((H, H), dtype)
             phases.append(("backward_gemms", lambda: _core.backward_gemms(
-                x, h, work, W_xh, W_hh, dx=dx, dh0=dh0,
-                with_dW_hh=not plan.dW_hh_in_loop),
+                x, h, work, W_xh, W_hh, dW_xh=dW_xh_all, dx=dx, dh0=dh0, dW_hh=dW_hh_all),
                 2 * mac_hh + 2 * mac_xh + B * H * H - in_steps))
         phases.append(("rnn_forward + rnn_backward", lambda: rnnx.rnn_backward(
             x, rnnx.rnn_forward(x, W_xh, W_hh, b_h), G, W_xh, W_hh, b_h),

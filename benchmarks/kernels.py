@@ -2,6 +2,7 @@
 
     python benchmarks/kernels.py [--quick] [--clock wall|cpu] [--threads 1,2]
         [--dtypes float32,float64] [--kernels avx512,avx2,generic,blas] [--sizes "T,B,D,H;..."]
+        [--same-isa] [--hoist]
 
 For each thread count (a child process each, with OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and
 RNNX_NUM_THREADS set before numpy loads), each dtype and each size, times numpy with the
@@ -14,8 +15,17 @@ yardstick counts them: 6 T B H (H + D)), avx2's time per FLOP over avx512's, and
 each size whose H is not a multiple of 32 the time per FLOP over that of the nearest
 multiple (same T, B, D, timed in turn with it; the path "auto" picks). The sizes: the
 project's yardstick's six and the six of issue 17. On a loaded machine compare the
-ratios of one run, repeat, and prefer --clock cpu (1 thread).
+ratios of one run, repeat, and prefer --clock cpu (1 thread). The cells of a size are
+timed in turn, starting each round from the next one, so that none always follows numpy
+(whose BLAS threads, with 2 threads, spin for a while after each call).
 --quick: fewer, shorter samples.
+--same-isa: each path against numpy on the instruction set that path stands for: a child
+process per path with OPENBLAS_CORETYPE set for numpy's (and scipy's) OpenBLAS, Haswell
+for avx2, Nehalem (SSE4.2, no AVX) for generic, this CPU's own for avx512 and blas; blas
+also on each of the others (what such a CPU runs without the kernel). The architecture
+threadpoolctl reports heads each column, to show that it took effect.
+--hoist: also rnnx ("auto") with dW_hh added up in the backward loop and made after it
+(rnnx.core.plan.HOIST_BYTES_PER_ROW forced to inf and to 0), against the plan's choice.
 """
 import argparse
 import json
@@ -28,6 +38,8 @@ YARDSTICK = [(100, 1, 8, 32), (100, 32, 8, 64), (200, 32, 32, 128), (100, 64, 64
 ISSUE = [(50, 20, 2, 50), (100, 20, 1, 100), (200, 16, 3, 200), (100, 32, 10, 300),
          (50, 64, 100, 500), (2000, 1, 1, 50)]
 PATHS = ("avx512", "avx2", "generic", "blas")
+# the OpenBLAS core type of a CPU that runs each path (None: this CPU's own), for --same-isa
+CORETYPE = {"avx512": None, "avx2": "Haswell", "generic": "Nehalem", "blas": None}
 
 
 def flops(T, B, D, H):
@@ -50,6 +62,11 @@ def child(args):
 
     paths = [k for k in args.kernels if k in rnnx.available_kernels()]
     repeat, min_s = (5, 0.005) if args.quick else (11, 0.02)
+    if args.same_isa:
+        from threadpoolctl import threadpool_info
+        arch = sorted({lib.get("architecture") or "?" for lib in threadpool_info()
+                       if lib.get("user_api") == "blas"})
+        print(json.dumps({"architecture": arch, "paths": paths}), flush=True)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
 
     def medians_ms(fns):
@@ -64,18 +81,24 @@ def child(args):
                 n *= 2
             calls[name] = n
         samples = {name: [] for name in fns}
-        for _ in range(repeat):
-            for name, fn in fns.items():
+        names = list(fns)
+        for r in range(repeat):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                fn = fns[name]
                 t0 = clock()
                 for _ in range(calls[name]):
                     fn()
                 samples[name].append((clock() - t0) / calls[name] * 1e3)
         return {name: statistics.median(v) for name, v in samples.items()}
 
-    def rnnx_run(path, x, W_xh, W_hh, b, G):
+    def rnnx_run(path, x, W_xh, W_hh, b, G, hoist=None):
         rnnx.set_kernel(path)
+        plan.HOIST_BYTES_PER_ROW = default_hoist if hoist is None else hoist
         h = rnnx.rnn_forward(x, W_xh, W_hh, b)
         return rnnx.rnn_backward(x, h, G, W_xh, W_hh, b)
+
+    from rnnx.core import plan
+    default_hoist = plan.HOIST_BYTES_PER_ROW
 
     for dtype in args.dtypes:
         for T, B, D, H in args.sizes:
@@ -84,11 +107,31 @@ def child(args):
                    "auto": lambda: rnnx_run("auto", *arrays)}
             for path in paths:
                 fns[path] = lambda path=path: rnnx_run(path, *arrays)
-            if H % 32:
+            if args.hoist:
+                fns["in loop"] = lambda: rnnx_run("auto", *arrays, hoist=float("inf"))
+                fns["after loop"] = lambda: rnnx_run("auto", *arrays, hoist=0)
+            if H % 32 and not args.same_isa:
                 near = problem(T, B, D, neighbour(H), dtype)
                 fns["near"] = lambda: rnnx_run("auto", *near)
             cell = {"size": (T, B, D, H), "dtype": dtype, **medians_ms(fns)}
             print(json.dumps(cell), flush=True)
+
+
+def same_isa_table(groups, threads):
+    """Markdown table of --same-isa: each path's time over numpy's in the child of that
+    path's core type. groups: [(architecture, paths, cells)], one per child."""
+    out = [f"\n{threads} thread(s): time / numpy's on the same instruction set "
+           "(OpenBLAS core type numpy ran)\n"]
+    heads = [(p, arch) for arch, paths, _ in groups for p in paths]
+    out.append("| T, B, D, H | dtype | "
+               + " | ".join(f"{p} ({'/'.join(a)})" for p, a in heads) + " |")
+    out.append("|---|---|" + "---|" * len(heads))
+    for k, c0 in enumerate(groups[0][2]):
+        vals = [f"{cells[k][p] / cells[k]['numpy']:.2f}" for _, paths, cells in groups
+                for p in paths]
+        out.append(f"| {', '.join(map(str, c0['size']))} | {c0['dtype']} | "
+                   + " | ".join(vals) + " |")
+    return "\n".join(out)
 
 
 def tables(cells, threads, paths):
@@ -96,7 +139,7 @@ def tables(cells, threads, paths):
     out = []
     for dtype in dict.fromkeys(c["dtype"] for c in cells):
         rows = [c for c in cells if c["dtype"] == dtype]
-        shown = [p for p in paths if p in rows[0]]
+        shown = [p for p in paths + ("in loop", "after loop") if p in rows[0]]
         out.append(f"\n{threads} thread(s), {dtype}: median ms (time / numpy's)\n")
         out.append("| T, B, D, H | numpy | " + " | ".join(shown) + " |")
         out.append("|---|---|" + "---|" * len(shown))
@@ -115,6 +158,7 @@ def tables(cells, threads, paths):
             f = flops(T, B, D, H)
             vals = [f"{c[p] * 1e9 / f:.1f}" for p in head]
             if "avx2 / avx512" in extra:
+                # the same ratio per FLOP: both paths ran the same size
                 vals.append(f"{c['avx2'] / c['avx512']:.2f}")
             if "near" in c:
                 ratio = (c["auto"] / f) / (c["near"] / flops(T, B, D, neighbour(H)))
@@ -137,6 +181,10 @@ def main():
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: the process's CPU time (steadier on a loaded machine with 1 "
                          "thread; with 2 it adds both threads' time)")
+    ap.add_argument("--same-isa", action="store_true",
+                    help="each path against numpy's OpenBLAS on that path's core type")
+    ap.add_argument("--hoist", action="store_true",
+                    help="also dW_hh in the backward loop and after it, forced")
     ap.add_argument("--_child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.dtypes = args.dtypes.split(",")
@@ -146,22 +194,44 @@ def main():
     if args.__dict__["_child"]:
         child(args)
         return
-    here = os.path.dirname(os.path.abspath(__file__))
     for n in (int(v) for v in args.threads.split(",")):
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(n), OMP_NUM_THREADS=str(n),
-                   MKL_NUM_THREADS=str(n), RNNX_NUM_THREADS=str(n))
-        env.pop("RNNX_KERNEL", None)
-        command = [sys.executable, os.path.abspath(__file__), "--_child", str(n),
-                   "--dtypes", ",".join(args.dtypes), "--kernels", ",".join(args.kernels),
-                   "--sizes", ";".join(",".join(map(str, s)) for s in args.sizes)]
-        if args.quick:
-            command.append("--quick")
-        command += ["--clock", args.clock]
-        run = subprocess.run(command, env=env, cwd=here, capture_output=True, text=True)
-        if run.returncode:
-            sys.exit(f"kernels.py: the {n}-thread child failed:\n{run.stderr}")
-        cells = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-        print(tables(cells, n, PATHS), flush=True)
+        if not args.same_isa:
+            _, cells = run_child(args, n, args.kernels, None)
+            print(tables(cells, n, PATHS), flush=True)
+            continue
+        groups = []
+        for coretype in dict.fromkeys(CORETYPE[k] for k in args.kernels):
+            # blas too on every core type: what that CPU runs without the kernel
+            kernels = [k for k in args.kernels
+                       if CORETYPE[k] == coretype or (k == "blas" and coretype)]
+            head, cells = run_child(args, n, kernels, coretype)
+            if head["paths"]:
+                groups.append((head["architecture"], head["paths"], cells))
+        print(same_isa_table(groups, n), flush=True)
+
+
+def run_child(args, n, kernels, coretype):
+    """(first JSON line or None, the cells) of a child timing kernels with n threads, its
+    OpenBLAS on coretype (None: this CPU's)."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(n), OMP_NUM_THREADS=str(n),
+               MKL_NUM_THREADS=str(n), RNNX_NUM_THREADS=str(n))
+    env.pop("RNNX_KERNEL", None)
+    env.pop("OPENBLAS_CORETYPE", None)
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
+    command = [sys.executable, os.path.abspath(__file__), "--_child", str(n),
+               "--dtypes", ",".join(args.dtypes), "--kernels", ",".join(kernels),
+               "--sizes", ";".join(",".join(map(str, s)) for s in args.sizes),
+               "--clock", args.clock]
+    flags = (("--quick", args.quick), ("--same-isa", args.same_isa), ("--hoist", args.hoist))
+    command += [flag for flag, on in flags if on]
+    here = os.path.dirname(os.path.abspath(__file__))
+    run = subprocess.run(command, env=env, cwd=here, capture_output=True, text=True)
+    if run.returncode:
+        sys.exit(f"kernels.py: the {n}-thread child failed:\n{run.stderr}")
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    head = lines.pop(0) if args.same_isa else None
+    return head, lines
 
 
 if __name__ == "__main__":

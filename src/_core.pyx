@@ -689,36 +689,56 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
 
 def backward_gemms(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                    const floating[::1] work, const floating[:, ::1] W_xh,
-                   const floating[:, ::1] W_hh, *, floating[:, :, ::1] dx,
-                   floating[:, ::1] dh0, bint with_dW_hh, const floating[:, ::1] h0=None):
+                   const floating[:, ::1] W_hh, *, floating[:, ::1] dW_xh,
+                   floating[:, :, ::1] dx, floating[:, ::1] dh0,
+                   floating[:, ::1] dW_hh=None, const floating[:, ::1] h0=None,
+                   Py_ssize_t part=0, Py_ssize_t parts=1):
     """The gradients from dz (in work, (T, B, H), every row done), each one GEMM over every
-    step's rows: returns (dW_xh, dW_hh or None unless with_dW_hh), and writes dx (T, B, D)
-    and dh0 (B, H)."""
+    step's rows: writes dW_xh (H, D), dx (T, B, D), dh0 (B, H), and dW_hh (H, H) unless
+    None (the backward loop added it up).
+
+    part of parts: only that share of each output, the rows H*part//parts to
+    H*(part+1)//parts of dW_xh and dW_hh and the same share of dx's T*B rows and dh0's B,
+    so that parts threads can make the gradients at once (each with one BLAS thread).
+    """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = W_hh.shape[0]
-    cdef object dtype = _dtype_of(&x[0, 0, 0])
-    cdef floating[:, ::1] dW_xh = np.empty((H, D), dtype=dtype)
-    cdef floating[:, ::1] dW_hh = np.zeros((H, H), dtype=dtype) if with_dW_hh else None
+    cdef Py_ssize_t TB = T * B
+    cdef Py_ssize_t i0 = H * part // parts, i1 = H * (part + 1) // parts
+    cdef Py_ssize_t j0 = TB * part // parts, j1 = TB * (part + 1) // parts
+    cdef Py_ssize_t b0 = B * part // parts, b1 = B * (part + 1) // parts
+    cdef bint with_dW_hh = dW_hh is not None
     cdef const floating *dzp = &work[0]
     if work.shape[0] < T * B * H:
         raise ValueError(f"work holds fewer than T*B*H = {T * B * H} entries")
+    if not 0 <= part < parts:
+        raise ValueError(f"part must be in [0, parts = {parts}); got {part}")
+    if (dW_xh.shape[0] != H or dW_xh.shape[1] != D or dx.shape[0] != T or dx.shape[1] != B
+            or dx.shape[2] != D or dh0.shape[0] != B or dh0.shape[1] != H or (
+                with_dW_hh and (dW_hh.shape[0] != H or dW_hh.shape[1] != H))):
+        raise ValueError(f"dW_xh must be ({H}, {D}), dx ({T}, {B}, {D}), dh0 ({B}, {H}) "
+                         f"and dW_hh ({H}, {H})")
     with nogil:
-        if with_dW_hh and T > 1:
-            # dW_hh := sum over steps t >= 1 of dz[t]^T @ h[t-1]
-            #   (H, H) = (H, (T-1)*B) @ ((T-1)*B, H)
-            _gemm(True, False, H, H, (T - 1) * B, <floating> 1, dzp + B * H, H,
-                  &h[0, 0, 0], H, <floating> 0, &dW_hh[0, 0], H)
-        if with_dW_hh and h0 is not None:
-            # dW_hh += dz[0]^T @ h0   (H, H) = (H, B) @ (B, H)
-            _gemm(True, False, H, H, B, <floating> 1, dzp, H, &h0[0, 0], H,
-                  <floating> 1, &dW_hh[0, 0], H)
-        # dW_xh := dz^T @ x   (H, D) = (H, T*B) @ (T*B, D)
-        _gemm(True, False, H, D, T * B, <floating> 1, dzp, H, &x[0, 0, 0], D,
-              <floating> 0, &dW_xh[0, 0], D)
-        # dx := dz @ W_xh   (T*B, D) = (T*B, H) @ (H, D)
-        _gemm(False, False, T * B, D, H, <floating> 1, dzp, H, &W_xh[0, 0], D,
-              <floating> 0, &dx[0, 0, 0], D)
-        # dh0 := dz[0] @ W_hh   (B, H) = (B, H) @ (H, H)
-        _gemm(False, False, B, H, H, <floating> 1, dzp, H, &W_hh[0, 0], H,
-              <floating> 0, &dh0[0, 0], H)
-    return np.asarray(dW_xh), (np.asarray(dW_hh) if with_dW_hh else None)
-
+        if with_dW_hh and i1 > i0:
+            if T > 1:
+                # dW_hh[i0:i1] := sum over steps t >= 1 of dz[t][:, i0:i1]^T @ h[t-1]
+                #   (i1-i0, H) = (i1-i0, (T-1)*B) @ ((T-1)*B, H)
+                _gemm(True, False, i1 - i0, H, (T - 1) * B, <floating> 1, dzp + B * H + i0,
+                      H, &h[0, 0, 0], H, <floating> 0, &dW_hh[i0, 0], H)
+            else:
+                memset(&dW_hh[i0, 0], 0, (i1 - i0) * H * sizeof(floating))
+            if h0 is not None:
+                # dW_hh[i0:i1] += dz[0][:, i0:i1]^T @ h0   (i1-i0, H) = (i1-i0, B) @ (B, H)
+                _gemm(True, False, i1 - i0, H, B, <floating> 1, dzp + i0, H, &h0[0, 0], H,
+                      <floating> 1, &dW_hh[i0, 0], H)
+        if i1 > i0:
+            # dW_xh[i0:i1] := dz[:, i0:i1]^T @ x   (i1-i0, D) = (i1-i0, T*B) @ (T*B, D)
+            _gemm(True, False, i1 - i0, D, TB, <floating> 1, dzp + i0, H, &x[0, 0, 0], D,
+                  <floating> 0, &dW_xh[i0, 0], D)
+        if j1 > j0:
+            # dx[j0:j1] := dz[j0:j1] @ W_xh   (j1-j0, D) = (j1-j0, H) @ (H, D), rows of T*B
+            _gemm(False, False, j1 - j0, D, H, <floating> 1, dzp + j0 * H, H, &W_xh[0, 0],
+                  D, <floating> 0, &dx[0, 0, 0] + j0 * D, D)
+        if b1 > b0:
+            # dh0[b0:b1] := dz[0][b0:b1] @ W_hh   (b1-b0, H) = (b1-b0, H) @ (H, H)
+            _gemm(False, False, b1 - b0, H, H, <floating> 1, dzp + b0 * H, H, &W_hh[0, 0],
+                  H, <floating> 0, &dh0[b0, 0], H)

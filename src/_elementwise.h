@@ -176,13 +176,24 @@ static inline float rnnx_tanh_f(float x)
     }
 
 /* the index of the first entry outside [-1, 1] (NaN included), or -1: the check that an
-   array is a tanh output */
+   array is a tanh output, run on h by every rnn_backward. A loop that stops at the first
+   bad entry does not vectorise; so each chunk is counted without a branch, and only a
+   chunk with a bad entry is searched. */
+#define RNNX_UNIT_CHUNK 512
 #define RNNX_DEFINE_FIRST_OUTSIDE_UNIT(SUFFIX, T)                                      \
-    static Py_ssize_t rnnx_first_outside_unit_##SUFFIX(const T *a, Py_ssize_t n)       \
+    RNNX_MULTIVERSION static Py_ssize_t rnnx_first_outside_unit_##SUFFIX(              \
+        const T *restrict a, Py_ssize_t n)                                             \
     {                                                                                  \
-        for (Py_ssize_t i = 0; i < n; i++)                                             \
-            if (!(a[i] >= -1 && a[i] <= 1))                                            \
-                return i;                                                              \
+        for (Py_ssize_t i0 = 0; i0 < n; i0 += RNNX_UNIT_CHUNK) {                       \
+            const Py_ssize_t i1 = n - i0 < RNNX_UNIT_CHUNK ? n : i0 + RNNX_UNIT_CHUNK; \
+            int bad = 0;                                                               \
+            for (Py_ssize_t i = i0; i < i1; i++)                                       \
+                bad |= !((a[i] >= (T)-1) & (a[i] <= (T)1));                        \
+            if (bad)                                                                   \
+                for (Py_ssize_t i = i0; i < i1; i++)                                   \
+                    if (!(a[i] >= (T)-1 && a[i] <= (T)1))                          \
+                        return i;                                                      \
+        }                                                                              \
         return -1;                                                                     \
     }
 

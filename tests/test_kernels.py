@@ -62,6 +62,80 @@ def test_every_kernel_matches_the_reference(kernel, check_core, T, B, D, H, dtyp
     check_core(*problem, clip=0.3)
 
 
+@pytest.mark.parametrize("T, B, D, H", [(3, 7, 20, 50), (1, 6, 17, 33), (2, 14, 21, 260),
+                                        (2, 5, 17, 515), (2, 9, 3, 300)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("hoist", [0, float("inf")], ids=["dW_hh after", "dW_hh in loop"])
+def test_weight_gradients_in_the_loop_or_after_it_match_the_reference(
+        kernel, check_core, monkeypatch, T, B, D, H, dtype, hoist, rng):
+    """dW_hh added up in the backward loop, or one GEMM after it (the plan's choice by its
+    size per row of the block: HOIST_BYTES_PER_ROW), with h0 and without, on every path."""
+    monkeypatch.setattr(plan, "HOIST_BYTES_PER_ROW", hoist)
+    p = plan.make_plan(T, B, D, H, dtype)
+    assert p.dW_hh_in_loop == (kernel != "blas" and hoist > 0)
+    assert p.all_in_loop == (p.dW_hh_in_loop and D >= 16)
+    assert p.kernel == kernel                      # the steps' products are the kernel's
+    for with_h0 in (True, False):
+        problem = random_problem(T, B, D, H, rng=rng, dtype=dtype, with_h0=with_h0)
+        check_core(*problem)
+
+
+def test_the_plan_makes_a_large_dW_hh_after_the_loop_for_blocks_of_few_rows():
+    """In the loop while dW_hh is small for the block's rows (H * H * itemsize <=
+    rows * HOIST_BYTES_PER_ROW), else after it; the register-blocked kernel makes every
+    step's products either way."""
+    run = RUNS[0]
+    if run == "blas":
+        pytest.skip("no register-blocked kernel here")
+    per_row = plan.HOIST_BYTES_PER_ROW
+    for dtype in (np.float32, np.float64):
+        size = np.dtype(dtype).itemsize
+        for B, H in [(16, 300), (32, 300), (64, 500), (32, 512), (16, 200), (32, 256)]:
+            p = plan.make_plan(50, B, 100, H, dtype, threads=1, kernel=run)
+            assert p.step_kernel and p.kernel == run
+            assert p.dW_hh_in_loop == (H * H * size <= B * per_row), (B, H, dtype)
+            assert p.all_in_loop == p.dW_hh_in_loop
+            assert p.blas_threads == (None if p.all_in_loop else 1)
+    # blocks of 32 rows at H = 512: each block's loop leaves dW_hh (1 MiB) to the GEMMs
+    # after it, and makes no BLAS call itself
+    p = plan.make_plan(50, 64, 128, 512, np.float32, threads=2, kernel=run)
+    assert len(p.blocks) == 2 and p.step_kernel and not p.dW_hh_in_loop
+    assert p.blas_threads is None
+
+
+def test_the_gradients_after_the_loop_split_into_parts_give_the_whole(rng):
+    """backward_gemms' parts (one per block's thread) make disjoint shares of every output
+    that together are the whole."""
+    T, B, D, H = 3, 5, 7, 9
+    x, W_xh, W_hh, _, h0, G = random_problem(T, B, D, H, rng=rng)
+    h = np.tanh(rng.standard_normal((T, B, H)))
+    work = rng.standard_normal(T * B * H)
+
+    def outputs():
+        return dict(dW_xh=np.full((H, D), np.nan), dx=np.full((T, B, D), np.nan),
+                    dh0=np.full((B, H), np.nan), dW_hh=np.full((H, H), np.nan))
+
+    whole = outputs()
+    _core.backward_gemms(x, h, work, W_xh, W_hh, h0=h0, **whole)
+    dz = work.reshape(T, B, H)
+    want = {"dW_xh": dz.reshape(-1, H).T @ x.reshape(-1, D),
+            "dx": dz @ W_xh, "dh0": dz[0] @ W_hh,
+            "dW_hh": dz[1:].reshape(-1, H).T @ h[:-1].reshape(-1, H) + dz[0].T @ h0}
+    for parts in (2, 4, 11):                        # more parts than B or H: empty shares
+        split = outputs()
+        for part in range(parts):
+            _core.backward_gemms(x, h, work, W_xh, W_hh, h0=h0, part=part, parts=parts,
+                                 **split)
+        for name, value in want.items():
+            np.testing.assert_allclose(whole[name], value, rtol=1e-12, err_msg=name)
+            np.testing.assert_allclose(split[name], value, rtol=1e-12, err_msg=name)
+    with pytest.raises(ValueError, match="part must be"):
+        _core.backward_gemms(x, h, work, W_xh, W_hh, part=2, parts=2, **outputs())
+    with pytest.raises(ValueError, match="dW_xh must be"):
+        wrong = dict(outputs(), dh0=np.empty((B, D)))
+        _core.backward_gemms(x, h, work, W_xh, W_hh, **wrong)
+
+
 @pytest.mark.parametrize("D, H", [(5, 50), (40, 36), (20, 100)])
 def test_blocks_give_the_bits_of_one_block(kernel, D, H, rng):
     """Blocks split the rows between tiles differently from one block: every entry is the

@@ -20,6 +20,7 @@ def blocks(request, monkeypatch):
     if rnnx.available_kernels()[0] == "blas":
         pytest.skip("blocks need a register-blocked kernel")
     monkeypatch.setattr(plan, "MIN_WORK", 0)
+    monkeypatch.setattr(plan, "MIN_ROWS_FLOAT64", plan.MIN_ROWS)    # float64 as float32
     old = threads.set_thread_budget(request.param)
     yield request.param
     threads.set_thread_budget(old)
@@ -36,6 +37,21 @@ def _split(T, B, H, n):
 @pytest.mark.parametrize("with_h0", [True, False])
 def test_blocks_match_the_reference(blocks, check_core, T, B, D, H, with_h0, rng):
     _split(T, B, H, blocks)
+    for dtype in (np.float64, np.float32):
+        problem = random_problem(T, B, D, H, rng=rng, dtype=dtype, with_h0=with_h0)
+        check_core(*problem)
+        check_core(*problem, clip=0.3)
+
+
+@pytest.mark.parametrize("T, B, D, H", [(7, 12, 3, 40), (1, 12, 5, 64), (4, 25, 20, 33)])
+@pytest.mark.parametrize("with_h0", [True, False])
+def test_blocks_with_dW_hh_after_the_loop_match_the_reference(
+        blocks, check_core, monkeypatch, T, B, D, H, with_h0, rng):
+    """The blocks' loops leave dW_hh, dW_xh, dx and dh0 to GEMMs after them, a share of
+    each on each block's thread (as where dW_hh is too large for a block's rows)."""
+    monkeypatch.setattr(plan, "HOIST_BYTES_PER_ROW", 0)
+    p = plan.make_plan(T, B, D, H, np.float32)
+    assert len(p.blocks) == blocks and not p.dW_hh_in_loop and not p.all_in_loop
     for dtype in (np.float64, np.float32):
         problem = random_problem(T, B, D, H, rng=rng, dtype=dtype, with_h0=with_h0)
         check_core(*problem)
@@ -179,6 +195,26 @@ def test_float64_work_counts_double(monkeypatch):
     assert 200 * 32 * 64 * 64 < plan.MIN_WORK <= 2 * 200 * 32 * 64 * 64
     assert _blocks(200, 32, 64, np.float32) == ((0, 32),)
     assert _blocks(200, 32, 64, np.float64) == ((0, 16), (16, 32))
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
+def test_float64_blocks_are_at_least_two_of_its_tiles_high(n, monkeypatch):
+    """A float64 block of 8 rows is a tile of 6 and a third: fewer than 2 * 12 rows stay
+    one block, more split into blocks of at least MIN_ROWS_FLOAT64 rows."""
+    _any_cpu(monkeypatch)
+    least = plan.MIN_ROWS_FLOAT64
+    assert least == 12
+    for B in range(8, 100):
+        got = _blocks(100, B, 32, np.float64, threads=n, min_work=0)
+        assert len(got) == max(1, min(n, B // least)), (B, got)
+        assert got[0][0] == 0 and got[-1][1] == B
+        assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
+        assert len(got) == 1 or all(r1 - r0 >= least for r0, r1 in got), (B, got)
+    # sizes like issue 17's (100, 20, 1, 100) and (200, 16, 3, 200), with an H this
+    # stand-in CPU fits, and 2 threads: one float64 block (two of 8 rows before)
+    assert _blocks(100, 20, 96, np.float64) == ((0, 20),)
+    assert _blocks(200, 16, 192, np.float64) == ((0, 16),)
+    assert _blocks(200, 16, 192, np.float32) == ((0, 8), (8, 16))
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 6])

@@ -216,8 +216,14 @@ def backward_checked(x, h, grad_h, W_xh, W_hh, h0, max_norm, clip_delta, return_
     if fused:
         dW_xh = functools.reduce(np.add, dW_xh_parts)
     else:
-        dW_xh, dW_hh = _core.backward_gemms(x, h, work, W_xh, W_hh, dx=dx, dh0=dh0,
-                                            with_dW_hh=not plan.dW_hh_in_loop, h0=h0)
+        dW_xh = np.empty((H, D), x.dtype)
+        dW_hh = None if plan.dW_hh_in_loop else np.empty((H, H), x.dtype)
+        # the GEMMs over every step's dz: with blocks, a share of each on each block's
+        # thread, one BLAS thread each (no BLAS worker left spinning)
+        with blas_limit(1 if n > 1 else None):
+            run_blocks(lambda k, r0, r1: _core.backward_gemms(
+                x, h, work, W_xh, W_hh, dW_xh=dW_xh, dx=dx, dh0=dh0, dW_hh=dW_hh, h0=h0,
+                part=k, parts=n), blocks)
     if plan.dW_hh_in_loop:
         dW_hh = functools.reduce(np.add, dW_parts)
     db_h = functools.reduce(np.add, db_parts)
