@@ -19,6 +19,15 @@ def compute_dtype(x):
     return np.dtype(dtype) if dtype in (np.float32, np.float64) else np.dtype(np.float64)
 
 
+def _as_wanted(value, dtype, shape):
+    """Whether value is already a non-empty C-contiguous ndarray of dtype and shape (shape as
+    in float_array), which needs no conversion."""
+    return (type(value) is np.ndarray and value.dtype == dtype and value.flags.c_contiguous
+            and value.size > 0 and (value.shape == shape or (
+                value.ndim == len(shape) and all(got == want or isinstance(want, str)
+                                                 for got, want in zip(value.shape, shape)))))
+
+
 def float_array(name, value, dtype, shape):
     """value as a C-contiguous, finite array of dtype with the expected shape.
 
@@ -27,11 +36,7 @@ def float_array(name, value, dtype, shape):
     """
     # The common case, an array already as wanted, costs one scan: training checks every
     # weight on every step.
-    if (type(value) is np.ndarray and value.dtype == dtype and value.flags.c_contiguous
-            and value.size and (value.shape == shape or (
-                value.ndim == len(shape) and all(got == want or isinstance(want, str)
-                                                 for got, want in zip(value.shape, shape))))
-            and _core.first_nonfinite([value]) < 0):
+    if _as_wanted(value, dtype, shape) and _core.first_nonfinite([value]) < 0:
         return value
     try:
         arr = np.asarray(value)
@@ -71,7 +76,8 @@ def float_array(name, value, dtype, shape):
 def tanh_output(name, value, dtype, shape):
     """float_array(name, value, dtype, shape) whose every entry is in [-1, 1], as a tanh's
     output (such as rnn_forward's h) is; ValueError naming the first entry outside."""
-    arr = float_array(name, value, dtype, shape)
+    # an array already as wanted is scanned once: outside [-1, 1] includes NaN and inf
+    arr = value if _as_wanted(value, dtype, shape) else float_array(name, value, dtype, shape)
     i = _core.first_outside_unit(arr)
     if i >= 0:
         at = tuple(int(k) for k in np.unravel_index(i, arr.shape))

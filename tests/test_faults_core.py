@@ -90,7 +90,7 @@ def test_dW_xh_that_overflows_is_named():
 
 # --- 2. an h that is not a tanh output ------------------------------------------------------
 
-@pytest.mark.parametrize("bad", [1e300, 1.5, -1.0000001])
+@pytest.mark.parametrize("bad", [1e300, 1.5, -1.0000001, np.nan, -np.inf])
 def test_h_outside_the_unit_interval_is_rejected(rng, bad):
     x, W_xh, W_hh, b_h, h0, G = random_problem(3, 2, 2, 4, rng=rng)
     h = rnnx.rnn_forward(x, W_xh, W_hh, b_h, h0)
