@@ -20,8 +20,10 @@ or another process): threaded BLAS made a training step at Pascanu's sizes sever
 slower than one thread (issue 14; benchmarks/threads.py measures it). So no rnnx call
 hands small work to BLAS's threads, whatever the process's setting:
   * the core's calls run under blas_limit(plan.blas_threads): none where they make no BLAS
-    call (blocks, or the register-blocked kernel everywhere), one thread for small BLAS
-    products, BLAS's threads only where the plan chose them for large per-step products;
+    call (the register-blocked kernel everywhere) or where blocks run (their time loops
+    make none; the GEMMs after them run on the blocks' threads, one BLAS thread each), one
+    thread for small BLAS products, BLAS's threads only where the plan chose them for
+    large per-step products;
   * the model's calls (readout, loss, Omega) run under the same limit, one thread where
     the core makes no BLAS call, and make their large products with matmul: split over
     rnnx's own threads (which sleep when idle instead of spinning), one BLAS thread each.
