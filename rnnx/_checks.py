@@ -5,7 +5,7 @@ import numbers
 
 import numpy as np
 
-from . import _core
+from . import _reductions
 
 
 def compute_dtype(x):
@@ -36,7 +36,7 @@ def float_array(name, value, dtype, shape):
     """
     # The common case, an array already as wanted, costs one scan: training checks every
     # weight on every step.
-    if _as_wanted(value, dtype, shape) and _core.first_nonfinite([value]) < 0:
+    if _as_wanted(value, dtype, shape) and _reductions.first_nonfinite([value]) < 0:
         return value
     try:
         arr = np.asarray(value)
@@ -57,7 +57,7 @@ def float_array(name, value, dtype, shape):
             raise ValueError(f"{name} must have shape {_shape(shape)}; got {arr.shape}")
     with np.errstate(over="ignore"):  # a cast that overflows is reported below, by name
         converted = np.ascontiguousarray(arr, dtype=dtype)
-    if _core.first_nonfinite([converted]) >= 0:
+    if _reductions.first_nonfinite([converted]) >= 0:
         bad = ~np.isfinite(converted)
         first = tuple(int(i) for i in np.unravel_index(np.flatnonzero(bad)[0], arr.shape))
         if np.isfinite(arr[first]):
@@ -78,7 +78,7 @@ def tanh_output(name, value, dtype, shape):
     output (such as rnn_forward's h) is; ValueError naming the first entry outside."""
     # an array already as wanted is scanned once: outside [-1, 1] includes NaN and inf
     arr = value if _as_wanted(value, dtype, shape) else float_array(name, value, dtype, shape)
-    i = _core.first_outside_unit(arr)
+    i = _reductions.first_outside_unit(arr)
     if i >= 0:
         at = tuple(int(k) for k in np.unravel_index(i, arr.shape))
         raise ValueError(f"{name} must be rnn_forward's output, a tanh with every entry in "
@@ -96,7 +96,7 @@ def all_finite(a):
     which allocates nothing: this runs on every gradient of every training step)."""
     a = np.asarray(a)
     if a.dtype == np.float32 or a.dtype == np.float64:
-        return _core.first_nonfinite([np.ascontiguousarray(a)]) < 0
+        return _reductions.first_nonfinite([np.ascontiguousarray(a)]) < 0
     return bool(np.isfinite(a).all())
 
 

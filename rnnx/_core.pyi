@@ -2,7 +2,7 @@
 
 Every array is C-contiguous, float32 or float64. The recurrence's kernels take arrays of
 one dtype (the Cython fused type `floating`); rnnx.core.recurrence validates and converts before
-calling. The reductions take lists of arrays of either dtype.
+calling.
 """
 
 from typing import TypeVar
@@ -12,10 +12,6 @@ from numpy.typing import NDArray
 
 _F = TypeVar("_F", np.float32, np.float64)
 
-def first_nonfinite(arrays: list[NDArray[np.float32] | NDArray[np.float64]]) -> int: ...
-def l2_norms(arrays: list[NDArray[np.float32] | NDArray[np.float64]]) -> list[float]: ...
-def median_and_mad(values: NDArray[np.float64]) -> tuple[float, float]: ...
-def first_outside_unit(array: NDArray[np.float32] | NDArray[np.float64]) -> int: ...
 KERNELS: tuple[str, ...]
 
 def kernel_runs(name: str) -> bool: ...

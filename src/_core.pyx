@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""rnnx._core: the compiled kernels of the tanh recurrence, and the reductions that training
-runs on its arrays every step (non-finite scans, norms, the median).
+"""rnnx._core: the compiled kernels of the tanh recurrence (the scans and reductions that
+training runs every step are rnnx._reductions').
 
     h[t] = tanh(x[t] @ W_xh^T + h[t-1] @ W_hh^T + b_h),   h[-1] = h0
 
@@ -11,10 +11,8 @@ Loops run without the GIL and report failures as a status (the time step where t
 happened) so that Python can raise a clear exception once the GIL is back. Long loops take
 the GIL for a moment every so often to let a signal handler run (Ctrl-C), see _Interrupt.
 """
-from libc.math cimport sqrt, fabs, isfinite
-from libc.stdlib cimport malloc, free
+from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
-from cpython.buffer cimport PyBuffer_Release
 from cpython.pythread cimport PyThread_get_thread_ident
 from cython cimport floating
 
@@ -22,8 +20,8 @@ import threading
 
 import numpy as np
 
-from _blas cimport blas_int, _dot, _gemv, _gemm
-from _buffers cimport take_floats
+from _blas cimport blas_int, _gemv, _gemm
+from _norms cimport _delta_norm
 
 cdef extern from "_elementwise.h" nogil:
     Py_ssize_t rnnx_tanh_bias_d(double *z, const double *b, Py_ssize_t rows,
@@ -33,12 +31,6 @@ cdef extern from "_elementwise.h" nogil:
     void rnnx_dtanh_f(float *dz, const float *delta, const float *h, Py_ssize_t n)
     void rnnx_add_rows_d(double *acc, const double *a, Py_ssize_t rows, Py_ssize_t cols)
     void rnnx_add_rows_f(float *acc, const float *a, Py_ssize_t rows, Py_ssize_t cols)
-    Py_ssize_t rnnx_count_nonfinite_d(const double *a, Py_ssize_t n)
-    Py_ssize_t rnnx_count_nonfinite_f(const float *a, Py_ssize_t n)
-    double rnnx_sum_squares_d(const double *a, Py_ssize_t n)
-    double rnnx_sum_squares_f(const float *a, Py_ssize_t n)
-    Py_ssize_t rnnx_first_outside_unit_d(const double *a, Py_ssize_t n)
-    Py_ssize_t rnnx_first_outside_unit_f(const float *a, Py_ssize_t n)
     void rnnx_plain_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int a_trans,
                            const double *A, const double *M, double *C)
     void rnnx_plain_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int a_trans,
@@ -163,45 +155,6 @@ cdef inline void _step_set(const rnnx_gemm_kernels *g, const floating *a, const 
         _step_acc(g, b, N, NULL, c, m, kb, n)
 
 
-cdef double _careful_norm(Py_ssize_t n, const floating *v) noexcept nogil:
-    """||v||_2 without overflow (scaled by max |v|); inf or NaN if v has a non-finite entry."""
-    cdef Py_ssize_t i
-    cdef double scale = 0, s = 0, a
-    for i in range(n):
-        a = fabs(<double> v[i])
-        if not isfinite(a):
-            return a
-        if a > scale:
-            scale = a
-    if scale == 0:
-        return 0
-    for i in range(n):
-        a = v[i] / scale
-        s += a * a
-    return scale * sqrt(s)
-
-
-cdef inline double _norm(Py_ssize_t n, const floating *v) noexcept nogil:
-    """||v||_2 by one BLAS dot; the careful path only when that overflowed or v is not finite."""
-    cdef double s = _dot(<blas_int> n, v, v)
-    if s <= 1e300:                      # false for inf and NaN
-        return sqrt(s)
-    return _careful_norm(n, v)
-
-
-cdef inline double _delta_norm(Py_ssize_t n, const floating *v) noexcept nogil:
-    """||v||_2 summed in a fixed order (rnnx_sum_squares), so that the backward pass gives
-    the same bits whatever other threads do; the careful path where that overflowed."""
-    cdef double s
-    if floating is float:
-        s = rnnx_sum_squares_f(v, n)
-    else:
-        s = rnnx_sum_squares_d(v, n)
-    if s <= 1e300:                      # false for inf and NaN
-        return sqrt(s)
-    return _careful_norm(n, v)
-
-
 # Multiply-adds of work between two looks for a pending signal: tens of milliseconds at the
 # speeds the kernels reach, so that Ctrl-C stops a long call within about a second while
 # the GIL is taken rarely enough to cost nothing measurable.
@@ -263,123 +216,6 @@ cdef int _raise_pending() except -1:
 cdef inline object _dtype_of(const floating *tag):
     """The numpy dtype of a fused specialisation (tag only selects it)."""
     return np.float32 if floating is float else np.float64
-
-
-def first_nonfinite(list arrays):
-    """The index of the first of arrays (C-contiguous float32 or float64, any shape) with a
-    NaN or infinite entry; -1 when every entry of every array is finite."""
-    cdef Py_buffer view
-    cdef Py_ssize_t k, n, bad = 0
-    for k in range(len(arrays)):
-        take_floats(arrays[k], &view, False)
-        n = view.len // view.itemsize
-        with nogil:
-            if view.itemsize == 4:
-                bad = rnnx_count_nonfinite_f(<const float *> view.buf, n)
-            else:
-                bad = rnnx_count_nonfinite_d(<const double *> view.buf, n)
-        PyBuffer_Release(&view)
-        if bad:
-            return k
-    return -1
-
-
-def first_outside_unit(array):
-    """The flat index of the first entry of array (C-contiguous float32 or float64) outside
-    [-1, 1] or NaN, -1 when there is none: whether it can be a tanh output."""
-    cdef Py_buffer view
-    cdef Py_ssize_t n, i
-    take_floats(array, &view, False)
-    n = view.len // view.itemsize
-    with nogil:
-        if view.itemsize == 4:
-            i = rnnx_first_outside_unit_f(<const float *> view.buf, n)
-        else:
-            i = rnnx_first_outside_unit_d(<const double *> view.buf, n)
-    PyBuffer_Release(&view)
-    return i
-
-
-cdef double _select(double *a, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    """The k-th smallest of a[:n] (from 0), reordering a so that a[:k] <= a[k] <= a[k+1:]
-    (Hoare's selection: linear time on average)."""
-    cdef Py_ssize_t lo = 0, hi = n - 1, i, j
-    cdef double pivot
-    while lo < hi:
-        pivot = a[(lo + hi) // 2]
-        i, j = lo, hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    return a[k]
-
-
-cdef double _median(double *a, Py_ssize_t n) noexcept nogil:
-    """Median of a[:n] (n >= 1), reordering a."""
-    cdef Py_ssize_t k = n // 2, i
-    cdef double upper = _select(a, n, k), lower
-    if n % 2:
-        return upper
-    lower = a[0]                  # the (k-1)-th smallest: the largest of a[:k]
-    for i in range(1, k):
-        if a[i] > lower:
-            lower = a[i]
-    return 0.5 * (lower + upper)
-
-
-def median_and_mad(const double[::1] values):
-    """(median, median absolute deviation) of a non-empty array of finite values: the
-    robust location and scale of the spike detector, every training step."""
-    cdef Py_ssize_t n = values.shape[0], i
-    cdef double median, mad
-    cdef double *scratch
-    if n == 0:
-        raise ValueError("median_and_mad needs at least one value")
-    scratch = <double *> malloc(n * sizeof(double))
-    if scratch == NULL:
-        raise MemoryError()
-    with nogil:
-        memcpy(scratch, &values[0], n * sizeof(double))
-        median = _median(scratch, n)
-        for i in range(n):
-            scratch[i] = fabs(values[i] - median)
-        mad = _median(scratch, n)
-    free(scratch)
-    return median, mad
-
-
-def l2_norms(list arrays):
-    """[||a||_2 for a in arrays], C-contiguous float32 or float64 arrays of any shape: each
-    without overflow; inf or NaN for an array with a non-finite entry."""
-    cdef Py_buffer view
-    cdef Py_ssize_t n
-    cdef double r
-    norms = []
-    for a in arrays:
-        take_floats(a, &view, False)
-        n = view.len // view.itemsize
-        with nogil:
-            if n == 0:
-                r = 0
-            elif view.itemsize == 4:
-                r = _norm(n, <const float *> view.buf)
-            else:
-                r = _norm(n, <const double *> view.buf)
-        PyBuffer_Release(&view)
-        norms.append(r)
-    return norms
 
 
 cdef const floating *_start(const floating[:, :, ::1] a):

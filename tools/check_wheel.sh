@@ -87,8 +87,9 @@ print("  " + "\n  ".join(w_names))
 
 problems = []
 needed = ["pyproject.toml", "CMakeLists.txt", "README.md", "LICENSE", "PKG-INFO",
-          "src/_core.pyx", "src/_updates.pyx", "src/_diagnostics.pyx", "rnnx/__init__.py",
-          "rnnx/py.typed", "rnnx/_core.pyi", "rnnx/_updates.pyi", "rnnx/_diagnostics.pyi"]
+          "src/_core.pyx", "src/_updates.pyx", "src/_reductions.pyx", "src/_diagnostics.pyx",
+          "rnnx/__init__.py", "rnnx/py.typed", "rnnx/_core.pyi", "rnnx/_updates.pyi",
+          "rnnx/_reductions.pyi", "rnnx/_diagnostics.pyi"]
 problems += [f"sdist lacks {n}" for n in needed if n not in s_names]
 if not any(n.startswith("tests/test_") for n in s_names):
     problems.append("sdist has no tests/test_*.py")
@@ -99,10 +100,10 @@ problems += [f"sdist has build leftover {n}" for n in s_names
              if re.search(r"(\.so|\.pyd|\.pyc|__pycache__/.*)$", n)]
 
 for n in ["rnnx/__init__.py", "rnnx/py.typed", "rnnx/_core.pyi", "rnnx/_updates.pyi",
-          "rnnx/_diagnostics.pyi"]:
+          "rnnx/_reductions.pyi", "rnnx/_diagnostics.pyi"]:
     if n not in w_names:
         problems.append(f"wheel lacks {n}")
-for module in ("_core", "_updates", "_diagnostics"):
+for module in ("_core", "_updates", "_reductions", "_diagnostics"):
     if not any(re.fullmatch(rf"rnnx/{module}\..*\.so", n) for n in w_names):
         problems.append(f"wheel lacks the compiled rnnx/{module}")
 problems += [f"wheel has build leftover {n}" for n in w_names
@@ -158,9 +159,10 @@ from pathlib import Path
 
 import rnnx._core
 import rnnx._diagnostics
+import rnnx._reductions
 import rnnx._updates
 
-for module in (rnnx._core, rnnx._updates, rnnx._diagnostics):
+for module in (rnnx._core, rnnx._updates, rnnx._reductions, rnnx._diagnostics):
     name = module.__name__.rpartition(".")[2]
     stub = Path(module.__file__).with_name(name + ".pyi")
     stubbed = {n.name for n in ast.parse(stub.read_text()).body

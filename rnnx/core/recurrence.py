@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _core
+from .. import _core, _reductions
 from .._checks import compute_dtype, float_array, positive_or_none, tanh_output
 from ..errors import GradientOverflowError
 from .plan import make_plan
@@ -239,7 +239,7 @@ def _check_gradients(gradients, delta_norms, batch_first):
     """GradientOverflowError naming the first of the gradients (time-major) with a
     non-finite entry, and where (dx's index as the caller's layout has it): the kernel
     scans them with the GIL released."""
-    k = _core.first_nonfinite(list(gradients.values()))
+    k = _reductions.first_nonfinite(list(gradients.values()))
     if k < 0:
         return
     name, a = list(gradients.items())[k]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _core
+from .. import _reductions
 from .._checks import (all_finite, choice, float_array, float_dtype, positive,
                        positive_or_none, whole_number)
 from .._checks import seed as checked_seed
@@ -128,7 +128,7 @@ class RNN:
         if all(type(a) is np.ndarray and a.dtype == dtype and a.shape == shape
                and a.flags.c_contiguous and a.flags.writeable
                for a, shape in zip(arrays, shapes.values())) and (
-                _core.first_nonfinite(arrays) < 0):
+                _reductions.first_nonfinite(arrays) < 0):
             return params
         for k, shape in shapes.items():
             value = params[k]

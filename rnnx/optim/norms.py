@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .. import _core
+from .. import _reductions
 
 __all__ = ["array_norms", "array_norm", "norm_of_norms"]
 
@@ -25,7 +25,7 @@ def norm_of_norms(norms):
 def array_norms(arrays):
     """[||g||_2 over all entries of g for g in arrays], in one call to the compiled core
     (NaN if g holds a NaN, else inf if it holds an inf)."""
-    return _core.l2_norms([g if type(g) is np.ndarray and g.dtype in _FLOATS
+    return _reductions.l2_norms([g if type(g) is np.ndarray and g.dtype in _FLOATS
                            and g.flags.c_contiguous else _float_copy(g) for g in arrays])
 
 

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .. import _core
+from .. import _reductions
 from .._checks import positive, whole_number
 
 __all__ = ["SpikeDetector"]
@@ -45,7 +45,7 @@ class SpikeDetector:
         """Robust z-score of norm (0.0 while fewer than min_history norms were seen)."""
         if self._n < self.min_history:
             return 0.0
-        median, mad = _core.median_and_mad(self._ring[:self._n])
+        median, mad = _reductions.median_and_mad(self._ring[:self._n])
         # A window of equal norms has MAD 0; the floor keeps z finite and makes only a
         # relative jump of more than threshold * 1e-3 a spike there.
         scale = max(_MAD_TO_STD * mad, 1e-3 * abs(median), 1e-300)
