@@ -23,11 +23,13 @@ cdef extern from *:
     const double CERT_MARGIN "RNNX_CERT_MARGIN"
 
 
-cdef inline void _rt_r(const double *R, Py_ssize_t H, double inv_s, const double *v,
-                       double *y, double *w) noexcept nogil:
-    """w := (R/s) ((R/s)^T v) for R (H, H) row-major, y: scratch."""
-    _gemv(True, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> H, v, 0.0, y)
-    _gemv(False, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> H, y, 0.0, w)
+cdef inline void _rt_r(const double *R, Py_ssize_t H, Py_ssize_t ld, double inv_s,
+                       const double *v, double *y, double *w) noexcept nogil:
+    """w := (R/s) ((R/s)^T v) for R (H, H) column-major with leading dimension ld (the
+    row-major R^T with rows ld apart), y: scratch."""
+    # y := (R/s)^T v   (H,) = (H, H) @ (H,);  w := (R/s) y   (H,) = (H, H) @ (H,)
+    _gemv(False, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> ld, v, 0.0, y)
+    _gemv(True, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> ld, y, 0.0, w)
 
 
 cdef inline void _reorthogonalise(const double *V, Py_ssize_t m, Py_ssize_t H, double *w,
@@ -88,16 +90,16 @@ cdef inline double _top_eigenvalue(Py_ssize_t n, const double *a, const double *
     return lo
 
 
-cdef inline void _gram(const double *R, blas_int H, double alpha, double *G,
+cdef inline void _gram(const double *R, blas_int H, blas_int ld, double alpha, double *G,
                        double *frob_sq) noexcept nogil:
-    """G := alpha R R^T (the upper triangle, column-major) and frob_sq := ||G||_F^2"""
+    """G := alpha R R^T (the upper triangle, column-major) and frob_sq := ||G||_F^2, for R
+    column-major with leading dimension ld"""
     cdef blas_int i, c
     cdef double zero = 0.0, acc = 0
     cdef char *up = b'U'
-    cdef char *tr = b'T'
-    # G := alpha R R^T   (H, H) = (H, H) @ (H, H)^T. R row-major is R^T column-major:
-    # X^T X for the column-major X = R^T, the upper triangle
-    dsyrk(up, tr, &H, &H, &alpha, <double *> R, &H, &zero, G, &H)
+    cdef char *nt = b'N'
+    # G := alpha R R^T   (H, H) = (H, H) @ (H, H)^T, column-major, the upper triangle
+    dsyrk(up, nt, &H, &H, &alpha, <double *> R, &ld, &zero, G, &H)
     for c in range(H):
         for i in range(c):
             acc += 2 * G[i + c * H] * G[i + c * H]
@@ -135,11 +137,13 @@ cdef inline bint _below(const double *G, double *C, blas_int H, double mu) noexc
     return info == 0
 
 
-cdef inline int _top_singular_value(const double *R, double s, blas_int H, double *G,
+cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas_int H,
+                                    double *G,
                                     double *C, double *u, double *V, double *lz, double *y,
                                     double *ev, double *work, blas_int *iwork, int *path,
                                     double *out) noexcept nogil:
-    """out := sigma_max(R / s) for R (H, H), s = ||R||_F; u (H) holds the previous lag's top
+    """out := sigma_max(R / s) for R (H, H) column-major with leading dimension ld (one
+    sample's block of the stack of src/_diagnostics.pyx), s = ||R||_F; u (H) holds the previous lag's top
     left singular vector and gets this one's. V: LANCZOS_STEPS + 1 rows of H; lz: room for
     the small tridiagonal problems; y: H of scratch; G, C: H * H; ev, work, iwork: see
     _top_eigenvalue_lapack. path: in, how the previous lag was certified; out, this lag's
@@ -168,7 +172,7 @@ cdef inline int _top_singular_value(const double *R, double s, blas_int H, doubl
     about H * 1e-16, is far below the margin). Where all fail (the first lags, whose
     singular values are nearly equal), LAPACK's largest eigenvalue of G gives the value.
     """
-    cdef blas_int one = 1, info = 0, i, j, m = 0, restart, ld
+    cdef blas_int one = 1, info = 0, i, j, m = 0, restart, ldz
     cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), inv_s = 1.0 / s
     cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr
     cdef double *a = lz                              # Lanczos alphas
@@ -194,10 +198,10 @@ cdef inline int _top_singular_value(const double *R, double s, blas_int H, doubl
             m = j + 1
             w = V + (j + 1) * H
             if frob_sq < 0 and j >= before_gram:
-                _gram(R, H, alpha, G, &frob_sq)
+                _gram(R, H, ld, alpha, G, &frob_sq)
             if frob_sq < 0:
                 # w := (R/s) ((R/s)^T v_j)   (H,) = (H, H) @ ((H, H)^T @ (H,))
-                _rt_r(R, H, inv_s, V + j * H, y, w)
+                _rt_r(R, H, ld, inv_s, V + j * H, y, w)
             else:
                 # w := G v_j   (H,) = (H, H) @ (H,)
                 dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
@@ -229,8 +233,8 @@ cdef inline int _top_singular_value(const double *R, double s, blas_int H, doubl
         # u := the top Ritz vector V_m^T z of T_m   (H,) = (H, m) @ (m,)
         memcpy(d, a, m * sizeof(double))
         memcpy(e, b, m * sizeof(double))
-        ld = m
-        dstev(vec, &m, d, e, z, &ld, zw, &info)
+        ldz = m
+        dstev(vec, &m, d, e, z, &ldz, zw, &info)
         if info != 0:
             return info
         dgemv(nt, &H, &m, &unit, V, &H, z + (m - 1) * m, &one, &zero, u, &one)
@@ -245,7 +249,7 @@ cdef inline int _top_singular_value(const double *R, double s, blas_int H, doubl
                 out[0] = sqrt(theta)
                 return 0
     if frob_sq < 0:
-        _gram(R, H, alpha, G, &frob_sq)
+        _gram(R, H, ld, alpha, G, &frob_sq)
     path[0] = 3
     info = _top_eigenvalue_lapack(G, H, ev, work, iwork, &theta)
     out[0] = sqrt(max(theta, 0))
