@@ -83,10 +83,10 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     cdef double[:, ::1] C = np.empty((nsv, H))
     cdef double[::1] y = np.empty(H)
     cdef double[::1] V = np.empty((LANCZOS_STEPS + 1) * nsv)
-    cdef double[::1] lz = np.empty(LANCZOS_STEPS * (LANCZOS_STEPS + 6) + 2)
+    cdef double[::1] lz = np.empty(LANCZOS_STEPS * 25 + 2)
     cdef double[::1] ev = np.empty(nsv)
     cdef double[::1] work = np.empty(26 * nsv)
-    cdef int[::1] iwork = np.empty(10 * nsv, np.intc)
+    cdef int[::1] iwork = np.empty(10 * nsv + 2, np.intc)
     cdef double *Rp
     cdef double *Rnp
     cdef double *Rb

@@ -5,7 +5,7 @@
 from libc.math cimport sqrt, fabs, INFINITY
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport ddot, dgemv, dsyrk, dsymv
-from scipy.linalg.cython_lapack cimport dpotrf, dstev, dsyevr
+from scipy.linalg.cython_lapack cimport dpotrf, dstevr, dsyevr
 from _blas cimport blas_int, _gemv
 
 cdef enum:
@@ -111,14 +111,14 @@ cdef inline int _top_eigenvalue_lapack(double *G, blas_int H, double *ev, double
                                        blas_int *iwork, double *out) noexcept nogil:
     """out := the largest eigenvalue of the symmetric G (upper triangle, column-major; G is
     overwritten) by LAPACK's dsyevr (bisection on its tridiagonal form: within a few
-    rounding errors of ||G||). ev: H, work: 26 H, iwork: 10 H. Returns LAPACK's info."""
+    rounding errors of ||G||). ev: H, work: 26 H, iwork: 10 H + 2. Returns LAPACK's info."""
     cdef blas_int info = 0, found = 0, one = 1, lwork = 26 * H, liwork = 10 * H
     cdef double unused = 0, abstol = 0
     cdef char *no = b'N'
     cdef char *index = b'I'
     cdef char *up = b'U'
     dsyevr(no, index, up, &H, G, &H, &unused, &unused, &H, &H, &abstol, &found, ev, NULL,
-           &one, iwork, work, &lwork, iwork + 2 * H, &liwork, &info)
+           &one, iwork, work, &lwork, iwork + 2, &liwork, &info)
     out[0] = ev[0]
     return info
 
@@ -177,16 +177,19 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr
     cdef double *a = lz                              # Lanczos alphas
     cdef double *b = lz + LANCZOS_STEPS              # betas
-    cdef double *d = lz + 2 * LANCZOS_STEPS          # scratch of dstev
+    cdef double *d = lz + 2 * LANCZOS_STEPS          # scratch of dstevr
     cdef double *e = lz + 3 * LANCZOS_STEPS + 1
-    cdef double *z = lz + 4 * LANCZOS_STEPS + 2      # T_m's eigenvectors, (m, m)
-    cdef double *zw = z + LANCZOS_STEPS * LANCZOS_STEPS
+    cdef double *z = lz + 4 * LANCZOS_STEPS + 2      # T_m's top eigenvector (m)
+    cdef double *zw = z + LANCZOS_STEPS              # dstevr's work (20 m)
+    cdef double vl = 0, vu = 0, abstol = 0
+    cdef blas_int found = 0, lwork, liwork
     cdef double *w
     cdef Py_ssize_t before_gram = LANCZOS_BEFORE_GRAM if path[0] == 0 else 0
     cdef bint certified = False
     cdef char *up = b'U'
     cdef char *nt = b'N'
     cdef char *vec = b'V'
+    cdef char *index = b'I'
     path[0] = 0
     for restart in range(LANCZOS_RESTARTS):
         nrm = sqrt(ddot(&H, u, &one, u, &one))
@@ -233,15 +236,17 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
         # u := the top Ritz vector V_m^T z of T_m   (H,) = (H, m) @ (m,)
         memcpy(d, a, m * sizeof(double))
         memcpy(e, b, m * sizeof(double))
-        ldz = m
-        dstev(vec, &m, d, e, z, &ldz, zw, &info)
+        ldz, lwork, liwork = m, 20 * m, 10 * m
+        # the largest eigenvalue (into ev[0]) and its eigenvector of T_m (MRRR: O(m))
+        dstevr(vec, index, &m, d, e, &vl, &vu, &m, &m, &abstol, &found, ev, z, &ldz,
+               iwork, zw, &lwork, iwork + 2, &liwork, &info)
         if info != 0:
             return info
-        dgemv(nt, &H, &m, &unit, V, &H, z + (m - 1) * m, &one, &zero, u, &one)
+        dgemv(nt, &H, &m, &unit, V, &H, z, &one, &zero, u, &one)
         if certified:
             out[0] = sqrt(theta)
             return 0
-        theta = d[m - 1]
+        theta = ev[0]
         before_gram = 0
         if frob_sq >= 0 and theta > 0:
             if _below(G, C, H, theta * (1 + CERT_MARGIN)):
