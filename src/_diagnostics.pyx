@@ -29,7 +29,12 @@ from _qr_frames cimport (GRAM_SCHMIDT_K, _householder_qr, _frame_gram, _cholesky
                          _cholesky_qr_error, _cond_bound, _gram_schmidt_qr)
 
 cdef enum:
-    STACK_ROWS = 2048     # rows of the stack of samples' products (see jacobian_log_norms)
+    # the stack of samples' products (see jacobian_log_norms): at most STACK_ROWS rows (a
+    # larger stack leaves the cache between its passes: the scaling, the GEMM, the norms),
+    # and none below STACK_MIN_H, where one square product was faster than the stack
+    # (OpenBLAS's kernel for small matrices); README's Diagnostics section has the figures.
+    STACK_ROWS = 512
+    STACK_MIN_H = 128
 
 # the statuses, for Python
 STATUS_OK, STATUS_STOPPED, STATUS_LAPACK_FAILED = OK, STOPPED, LAPACK_FAILED
@@ -68,7 +73,8 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     Returns (status, info): OK, STOPPED (the exception is errors[0]) or LAPACK_FAILED.
     """
     cdef Py_ssize_t T = h.shape[0], H = h.shape[2], K = L.shape[0] - 1, b, k, i, r, c, j
-    cdef Py_ssize_t nc = max(1, min(b1 - b0, _stack_rows // max(H, 1))), ld = nc * H
+    cdef Py_ssize_t nc = max(1, min(b1 - b0, STACK_ROWS // H)) if H >= STACK_MIN_H else 1
+    cdef Py_ssize_t ld = nc * H
     cdef Py_ssize_t chunk, c0, m, done = 0
     cdef double w_scale = np.max(np.abs(W)), log_w, val, sig, f
     cdef Py_ssize_t nsv = 0 if frobenius else H
@@ -83,7 +89,7 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     cdef double[:, ::1] C = np.empty((nsv, H))
     cdef double[::1] y = np.empty(H)
     cdef double[::1] V = np.empty((LANCZOS_STEPS + 1) * nsv)
-    cdef double[::1] lz = np.empty(LANCZOS_STEPS * 25 + 2)
+    cdef double[::1] lz = np.empty(LANCZOS_STEPS * 8)
     cdef double[::1] ev = np.empty(nsv)
     cdef double[::1] work = np.empty(26 * nsv)
     cdef int[::1] iwork = np.empty(10 * nsv + 2, np.intc)
@@ -332,8 +338,3 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
         progress(done)
     return status, info
 
-
-cdef Py_ssize_t _stack_rows = STACK_ROWS
-def _set_stack_rows(n):   # TEMP for A/B
-    global _stack_rows
-    _stack_rows = n

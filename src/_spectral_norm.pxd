@@ -5,18 +5,21 @@
 from libc.math cimport sqrt, fabs, INFINITY
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport ddot, dgemv, dsyrk, dsymv
-from scipy.linalg.cython_lapack cimport dpotrf, dstevr, dsyevr
+from scipy.linalg.cython_lapack cimport dpotrf, dstein, dsyevr
 from _blas cimport blas_int, _gemv
 
 cdef enum:
-    LANCZOS_STEPS = 32    # Lanczos steps before a restart from the Ritz vector
-    LANCZOS_RESTARTS = 2
+    LANCZOS_STEPS = 48    # Lanczos steps before a restart from the Ritz vector
+    LANCZOS_RESTARTS = 3
     LANCZOS_BEFORE_GRAM = 8   # Lanczos steps by R before the Gram matrix is formed
-    GRAM_STEPS = 12           # Lanczos steps by G before Cholesky decides
+    NEWTON_STEPS = 30         # Newton steps for T_m's top eigenvalue before bisection
+    STALL_STEPS = 4           # Lanczos steps by G before a stalled theta sends to Cholesky
 
 cdef extern from *:
     """
     #define RNNX_CERT_MARGIN 1.5e-9
+    #include <time.h>
+    static double rnnx_now(void){struct timespec t; clock_gettime(CLOCK_MONOTONIC,&t); return t.tv_sec+1e-9*t.tv_nsec;}
     """
     # The spectral norm is certified to this relative accuracy of sigma_max^2, so
     # sigma_max to half of it (see _top_singular_value).
@@ -72,21 +75,48 @@ cdef inline double _gershgorin_top(Py_ssize_t n, const double *a,
 
 
 cdef inline double _top_eigenvalue(Py_ssize_t n, const double *a, const double *b,
-                                   double lo) noexcept nogil:
+                                   double lo, double *hi) noexcept nogil:
     """A lower bound within 1e-13 relative of the largest eigenvalue of the symmetric
-    tridiagonal matrix (a[:n], b[:n-1]), by bisection from lo (a lower bound: the previous
-    Lanczos step's, as they only grow) and Gershgorin's upper bound."""
-    cdef Py_ssize_t i
-    cdef double hi = _gershgorin_top(n, a, b), mid
+    tridiagonal matrix T = (a[:n], b[:n-1]), from lo (a lower bound: the previous Lanczos
+    step's, as they only grow). hi: in, an upper bound (or INFINITY); out, a tighter one.
+
+    Newton's method on ln|det(T - x I)| from an upper bound x: for a polynomial with real
+    roots it decreases monotonically to the largest root, quadratically once near. Each x
+    whose LDL^T pivots of T - x I are all negative is above every eigenvalue (Sylvester's
+    law of inertia): a certified upper bound. The lower bound just below it is checked by a
+    Sturm count; where Newton stalls (a cluster at the top), bisection finishes."""
+    cdef Py_ssize_t i, it
+    cdef double x, q, dq, f, bb, mid
+    hi[0] = min(hi[0], _gershgorin_top(n, a, b))
     lo = max(lo, a[0])                     # a Rayleigh quotient: a lower bound too
+    x = hi[0]
+    for it in range(NEWTON_STEPS):
+        # the pivots q_i of T - x I and their derivatives dq_i in x; f := sum dq_i / q_i,
+        # the derivative of ln|det(T - x I)|
+        q, dq = a[0] - x, -1
+        f = dq / q
+        for i in range(1, n):
+            bb = b[i - 1] * b[i - 1]
+            dq = -1 + bb * dq / (q * q)
+            q = a[i] - x - bb / q
+            f += dq / q
+        if not (q < 0 and f > 0):
+            break
+        hi[0] = min(hi[0], x)
+        if 1 / f <= 1e-14 * fabs(x):
+            break
+        x -= 1 / f
+    mid = hi[0] - 1e-13 * fabs(hi[0])
+    if mid > lo and _count_above(n, a, b, -1, mid) > 0:
+        return mid
     for i in range(200):
-        mid = 0.5 * (lo + hi)
-        if not (lo < mid < hi) or hi - lo <= 1e-13 * fabs(lo):
+        mid = 0.5 * (lo + hi[0])
+        if not (lo < mid < hi[0]) or hi[0] - lo <= 1e-13 * fabs(lo):
             break
         if _count_above(n, a, b, -1, mid) > 0:
             lo = mid
         else:
-            hi = mid
+            hi[0] = mid
     return lo
 
 
@@ -174,22 +204,17 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     """
     cdef blas_int one = 1, info = 0, i, j, m = 0, restart, ldz
     cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), inv_s = 1.0 / s
-    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr
+    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr, last, top
     cdef double *a = lz                              # Lanczos alphas
     cdef double *b = lz + LANCZOS_STEPS              # betas
-    cdef double *d = lz + 2 * LANCZOS_STEPS          # scratch of dstevr
-    cdef double *e = lz + 3 * LANCZOS_STEPS + 1
-    cdef double *z = lz + 4 * LANCZOS_STEPS + 2      # T_m's top eigenvector (m)
-    cdef double *zw = z + LANCZOS_STEPS              # dstevr's work (20 m)
-    cdef double vl = 0, vu = 0, abstol = 0
-    cdef blas_int found = 0, lwork, liwork
+    cdef double *z = lz + 2 * LANCZOS_STEPS          # T_m's top eigenvector (m)
+    cdef double *zw = z + LANCZOS_STEPS              # dstein's work (5 m)
     cdef double *w
     cdef Py_ssize_t before_gram = LANCZOS_BEFORE_GRAM if path[0] == 0 else 0
-    cdef bint certified = False
+    cdef bint certified = False, stalled = False, ok
+    cdef double t0
     cdef char *up = b'U'
     cdef char *nt = b'N'
-    cdef char *vec = b'V'
-    cdef char *index = b'I'
     path[0] = 0
     for restart in range(LANCZOS_RESTARTS):
         nrm = sqrt(ddot(&H, u, &one, u, &one))
@@ -197,6 +222,7 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
             V[i] = u[i] / nrm
         t_sq = t_tr = 0                          # ||T_m||_F^2 and trace(T_m)
         theta = -INFINITY
+        top = -INFINITY                          # an upper bound of lambda_max(T_m)
         for j in range(LANCZOS_STEPS):
             m = j + 1
             w = V + (j + 1) * H
@@ -220,8 +246,14 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
                 g = min(g, sqrt(g_sq) if g_sq > 0 else 0)
             # M has g on its diagonal, so lambda_max(M) >= g: no certificate while g is above
             # every eigenvalue of T_m (Gershgorin's bound), and no eigenvalue to compute
-            if g <= _gershgorin_top(m, a, b) * (1 + CERT_MARGIN):
-                theta = _top_eigenvalue(m, a, b, theta)
+            # lambda_max(T_m) <= max(lambda_max(T_{m-1}), a_m) + b_{m-1} (Weyl)
+            top = max(top, a[j]) + (b[j - 1] if j > 0 else 0)
+            # (with G, every few steps anyway, to see theta stall)
+            if g <= _gershgorin_top(m, a, b) * (1 + CERT_MARGIN) or (
+                    frob_sq >= 0 and j % STALL_STEPS == STALL_STEPS - 1):
+                last = theta
+                theta = _top_eigenvalue(m, a, b, theta, &top)
+                stalled = j >= STALL_STEPS and theta - last <= 0.1 * CERT_MARGIN * theta
                 mu = theta * (1 + CERT_MARGIN)
                 if _count_above(m, a, b, g, mu) == 0:
                     certified = True
@@ -229,24 +261,26 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
                     if frob_sq >= 0 and (g_tr > g and _count_above(m, a, b, g_tr, mu) > 0):
                         path[0] = 1
                     break
-            if b[j] == 0 or m == H or (frob_sq >= 0 and restart == 0 and m >= GRAM_STEPS):
+            # theta has stopped growing: Cholesky decides (the end of the loop)
+            if b[j] == 0 or m == H or (frob_sq >= 0 and stalled):
                 break
             for i in range(H):
                 w[i] /= b[j]
         # u := the top Ritz vector V_m^T z of T_m   (H,) = (H, m) @ (m,)
-        memcpy(d, a, m * sizeof(double))
-        memcpy(e, b, m * sizeof(double))
-        ldz, lwork, liwork = m, 20 * m, 10 * m
-        # the largest eigenvalue (into ev[0]) and its eigenvector of T_m (MRRR: O(m))
-        dstevr(vec, index, &m, d, e, &vl, &vu, &m, &m, &abstol, &found, ev, z, &ldz,
-               iwork, zw, &lwork, iwork + 2, &liwork, &info)
+        if not certified:
+            theta = _top_eigenvalue(m, a, b, theta, &top)
+        # z := the eigenvector of T_m for theta (inverse iteration, O(m): LAPACK's dstein;
+        # iwork: its block numbers, split points and failures, then m of scratch)
+        ldz = m
+        iwork[0], iwork[1] = 1, m
+        dstein(&m, a, b, &one, &theta, iwork, iwork + 1, z, &ldz, zw, iwork + 3, iwork + 2,
+               &info)
         if info != 0:
             return info
         dgemv(nt, &H, &m, &unit, V, &H, z, &one, &zero, u, &one)
         if certified:
             out[0] = sqrt(theta)
             return 0
-        theta = ev[0]
         before_gram = 0
         if frob_sq >= 0 and theta > 0:
             if _below(G, C, H, theta * (1 + CERT_MARGIN)):
