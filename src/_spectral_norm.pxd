@@ -18,8 +18,6 @@ cdef enum:
 cdef extern from *:
     """
     #define RNNX_CERT_MARGIN 1.5e-9
-    #include <time.h>
-    static double rnnx_now(void){struct timespec t; clock_gettime(CLOCK_MONOTONIC,&t); return t.tv_sec+1e-9*t.tv_nsec;}
     """
     # The spectral norm is certified to this relative accuracy of sigma_max^2, so
     # sigma_max to half of it (see _top_singular_value).
