@@ -4,7 +4,7 @@
 
 from libc.math cimport sqrt, fabs, INFINITY
 from libc.string cimport memcpy
-from scipy.linalg.cython_blas cimport ddot, dgemv, dsyrk, dsymv
+from scipy.linalg.cython_blas cimport daxpy, ddot, dgemv, dsyrk, dsymv
 from scipy.linalg.cython_lapack cimport dpotrf, dstein, dsyevr
 from _blas cimport blas_int, _gemv
 
@@ -33,16 +33,33 @@ cdef inline void _rt_r(const double *R, Py_ssize_t H, Py_ssize_t ld, double inv_
     _gemv(True, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> ld, y, 0.0, w)
 
 
-cdef inline void _reorthogonalise(const double *V, Py_ssize_t m, Py_ssize_t H, double *w,
-                                  double *c) noexcept nogil:
-    """w := w - V^T (V w) for the m orthonormal rows of V (H each), twice (full
-    reorthogonalisation; once can leave an error of the size of the rounding times the
-    growth that Lanczos amplifies). c: m of scratch."""
+cdef inline double _lanczos_residual(const double *V, Py_ssize_t m, Py_ssize_t H, double a_j,
+                                    double b_prev, double *w, double *c) noexcept nogil:
+    """w (which holds G v_j) := G v_j - a_j v_j - b_{j-1} v_{j-1} (the three-term
+    recurrence; V: the m = j + 1 orthonormal rows v_0..v_j of H each), then orthogonal to
+    every row of V (full reorthogonalisation: rounding, which Lanczos amplifies, leaves
+    components along the earlier rows), by classical Gram-Schmidt, repeated where a pass
+    removed more than 1 - 1/sqrt(2) of w's norm (the criterion of Daniel, Gragg, Kaufman
+    and Stewart: after such a pass w is orthogonal to V to working precision). Returns
+    ||w||. c: m of scratch."""
     cdef Py_ssize_t p
+    cdef blas_int n = <blas_int> H, one = 1
+    cdef double before, after = 0, coef
+    coef = -a_j
+    daxpy(&n, &coef, <double *> V + (m - 1) * H, &one, w, &one)
+    if m > 1:
+        coef = -b_prev
+        daxpy(&n, &coef, <double *> V + (m - 2) * H, &one, w, &one)
+    before = sqrt(ddot(&n, w, &one, w, &one))
     for p in range(2):
         # c := V w   (m,) = (m, H) @ (H,);  w := w - V^T c   (H,) = (H, m) @ (m,)
         _gemv(False, <blas_int> m, <blas_int> H, 1.0, V, <blas_int> H, w, 0.0, c)
         _gemv(True, <blas_int> m, <blas_int> H, -1.0, V, <blas_int> H, c, 1.0, w)
+        after = sqrt(ddot(&n, w, &one, w, &one))
+        if after >= 0.7071 * before:
+            break
+        before = after
+    return after
 
 
 cdef inline Py_ssize_t _count_above(Py_ssize_t n, const double *a, const double *b,
@@ -233,9 +250,7 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
                 # w := G v_j   (H,) = (H, H) @ (H,)
                 dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
             a[j] = ddot(&H, V + j * H, &one, w, &one)
-            # w := w - V_{0..j}^T (V_{0..j} w)   (H,) = (H, m) @ ((m, H) @ (H,))
-            _reorthogonalise(V, m, H, w, y)
-            b[j] = sqrt(ddot(&H, w, &one, w, &one))
+            b[j] = _lanczos_residual(V, m, H, a[j], b[j - 1] if j > 0 else 0, w, y)
             t_sq += a[j] * a[j] + (2 * b[j - 1] * b[j - 1] if j > 0 else 0)
             t_tr += a[j]
             g = g_tr = max(1 - t_tr, 0)
