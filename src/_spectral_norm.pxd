@@ -188,10 +188,10 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
                                     double *ev, double *work, blas_int *iwork, int *path,
                                     double *out) noexcept nogil:
     """out := sigma_max(R / s) for R (H, H) column-major with leading dimension ld (one
-    sample's block of the stack of src/_diagnostics.pyx), s = ||R||_F; u (H) holds the previous lag's top
-    left singular vector and gets this one's. V: LANCZOS_STEPS + 1 rows of H; lz: room for
-    the small tridiagonal problems; y: H of scratch; G, C: H * H; ev, work, iwork: see
-    _top_eigenvalue_lapack. path: in, how the previous lag was certified; out, this lag's
+    sample's block of the stack of src/_diagnostics.pyx), s = ||R||_F; u (H) holds the
+    previous lag's top left singular vector and gets this one's. V: LANCZOS_STEPS + 1 rows
+    of H; lz: 8 LANCZOS_STEPS for the small tridiagonal problems; y: H of scratch; G, C:
+    H * H; ev, work, iwork: see _top_eigenvalue_lapack. path: in, how the previous lag was certified; out, this lag's
     (0: from R alone, 1: with the Gram matrix, 2: Cholesky, 3: LAPACK). Returns LAPACK's
     info.
 
@@ -199,7 +199,8 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     G (with full reorthogonalisation) from the previous lag's top left singular vector
     (the left side is the fixed end h[T-1], whose dominant direction changes slowly from
     lag to lag) give an orthonormal V_m with G V_m = V_m T_m + beta v_{m+1} e_m^T, T_m
-    tridiagonal. A lower bound: the top eigenvalue theta of T_m (a Rayleigh quotient of G).
+    tridiagonal. A lower bound: the top eigenvalue theta of T_m (a Rayleigh quotient of G;
+    _top_eigenvalue returns a value below it that a Sturm count confirms).
     An upper bound: in a basis [V_m, U], G = [[T_m, B^T], [B, G_U]] where B has the single
     non-zero column beta U^T v_{m+1}, so for a unit (y, z) the quadratic form is at most
     that of the tridiagonal M = [[T_m, beta e_m], [beta e_m^T, g]] at (y, ||z||), for any
@@ -212,10 +213,13 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     against the lag's H^3 multiply-adds); the Frobenius bound once a few dozen directions
     do (most lags: the Gram matrix, H^3 / 2 multiply-adds in one BLAS-3 call, then steps of
     one O(H^2) product by G). A lag that needed G is followed by one that forms it first.
-    Else a third certificate: mu I - G with mu = theta (1 + CERT_MARGIN) is positive
-    definite exactly when lambda_max < mu, which Cholesky decides (its backward error,
-    about H * 1e-16, is far below the margin). Where all fail (the first lags, whose
-    singular values are nearly equal), LAPACK's largest eigenvalue of G gives the value.
+    Else a third certificate, once theta has stopped growing (the Lanczos steps by G are
+    cheap against the factorisation, so it waits for a theta that can pass): mu I - G with
+    mu = theta (1 + CERT_MARGIN) is positive definite exactly when lambda_max < mu, which
+    Cholesky decides (its backward error, about H * 1e-16, is far below the margin). Where
+    all fail (the first lags, whose singular values are nearly equal), LAPACK's largest
+    eigenvalue of G gives the value. Which certificate is tried when, how many steps, and
+    when theta counts as stalled decide only the cost: every value returned has passed one.
     """
     cdef blas_int one = 1, info = 0, i, j, m = 0, restart, ldz
     cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), inv_s = 1.0 / s
