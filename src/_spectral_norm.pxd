@@ -3,14 +3,12 @@
 # that certify them, and the fallbacks (_top_singular_value explains why this is exact).
 
 from libc.math cimport sqrt, fabs, INFINITY
-from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport daxpy, ddot, dgemv, dsyrk, dsymv
 from scipy.linalg.cython_lapack cimport dpotrf, dstein, dsyevr
 from _blas cimport blas_int, _gemv
 
 cdef enum:
-    LANCZOS_STEPS = 48    # Lanczos steps before a restart from the Ritz vector
-    LANCZOS_RESTARTS = 3
+    LANCZOS_STEPS = 48    # Lanczos steps before Cholesky or LAPACK decides
     LANCZOS_BEFORE_GRAM = 8   # Lanczos steps by R before the Gram matrix is formed
     NEWTON_STEPS = 30         # Newton steps for T_m's top eigenvalue before bisection
     STALL_STEPS = 4           # Lanczos steps by G before a stalled theta sends to Cholesky
@@ -221,7 +219,7 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     eigenvalue of G gives the value. Which certificate is tried when, how many steps, and
     when theta counts as stalled decide only the cost: every value returned has passed one.
     """
-    cdef blas_int one = 1, info = 0, i, j, m = 0, restart, ldz
+    cdef blas_int one = 1, info = 0, i, j, m = 0, ldz
     cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), inv_s = 1.0 / s
     cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr, last, top
     cdef double *a = lz                              # Lanczos alphas
@@ -230,80 +228,76 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     cdef double *zw = z + LANCZOS_STEPS              # dstein's work (5 m)
     cdef double *w
     cdef Py_ssize_t before_gram = LANCZOS_BEFORE_GRAM if path[0] == 0 else 0
-    cdef bint certified = False, stalled = False, ok
-    cdef double t0
+    cdef bint certified = False, stalled = False
     cdef char *up = b'U'
     cdef char *nt = b'N'
     path[0] = 0
-    for restart in range(LANCZOS_RESTARTS):
-        nrm = sqrt(ddot(&H, u, &one, u, &one))
-        for i in range(H):
-            V[i] = u[i] / nrm
-        t_sq = t_tr = 0                          # ||T_m||_F^2 and trace(T_m)
-        theta = -INFINITY
-        top = -INFINITY                          # an upper bound of lambda_max(T_m)
-        for j in range(LANCZOS_STEPS):
-            m = j + 1
-            w = V + (j + 1) * H
-            if frob_sq < 0 and j >= before_gram:
-                _gram(R, H, ld, alpha, G, &frob_sq)
-            if frob_sq < 0:
-                # w := (R/s) ((R/s)^T v_j)   (H,) = (H, H) @ ((H, H)^T @ (H,))
-                _rt_r(R, H, ld, inv_s, V + j * H, y, w)
-            else:
-                # w := G v_j   (H,) = (H, H) @ (H,)
-                dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
-            a[j] = ddot(&H, V + j * H, &one, w, &one)
-            b[j] = _lanczos_residual(V, m, H, a[j], b[j - 1] if j > 0 else 0, w, y)
-            t_sq += a[j] * a[j] + (2 * b[j - 1] * b[j - 1] if j > 0 else 0)
-            t_tr += a[j]
-            g = g_tr = max(1 - t_tr, 0)
-            if frob_sq >= 0:
-                g_sq = frob_sq - t_sq - 2 * b[j] * b[j]
-                g = min(g, sqrt(g_sq) if g_sq > 0 else 0)
-            # M has g on its diagonal, so lambda_max(M) >= g: no certificate while g is above
-            # every eigenvalue of T_m (Gershgorin's bound), and no eigenvalue to compute
-            # lambda_max(T_m) <= max(lambda_max(T_{m-1}), a_m) + b_{m-1} (Weyl)
-            top = max(top, a[j]) + (b[j - 1] if j > 0 else 0)
-            # (with G, every few steps anyway, to see theta stall)
-            if g <= _gershgorin_top(m, a, b) * (1 + CERT_MARGIN) or (
-                    frob_sq >= 0 and j % STALL_STEPS == STALL_STEPS - 1):
-                last = theta
-                theta = _top_eigenvalue(m, a, b, theta, &top)
-                stalled = j >= STALL_STEPS and theta - last <= 0.1 * CERT_MARGIN * theta
-                mu = theta * (1 + CERT_MARGIN)
-                if _count_above(m, a, b, g, mu) == 0:
-                    certified = True
-                    # the trace bound alone would have done: the next lag tries without G
-                    if frob_sq >= 0 and (g_tr > g and _count_above(m, a, b, g_tr, mu) > 0):
-                        path[0] = 1
-                    break
-            # theta has stopped growing: Cholesky decides (the end of the loop)
-            if b[j] == 0 or m == H or (frob_sq >= 0 and stalled):
-                break
-            for i in range(H):
-                w[i] /= b[j]
-        # u := the top Ritz vector V_m^T z of T_m   (H,) = (H, m) @ (m,)
-        if not certified:
+    nrm = sqrt(ddot(&H, u, &one, u, &one))
+    for i in range(H):
+        V[i] = u[i] / nrm
+    t_sq = t_tr = 0                          # ||T_m||_F^2 and trace(T_m)
+    theta = -INFINITY
+    top = -INFINITY                          # an upper bound of lambda_max(T_m)
+    for j in range(LANCZOS_STEPS):
+        m = j + 1
+        w = V + (j + 1) * H
+        if frob_sq < 0 and j >= before_gram:
+            _gram(R, H, ld, alpha, G, &frob_sq)
+        if frob_sq < 0:
+            # w := (R/s) ((R/s)^T v_j)   (H,) = (H, H) @ ((H, H)^T @ (H,))
+            _rt_r(R, H, ld, inv_s, V + j * H, y, w)
+        else:
+            # w := G v_j   (H,) = (H, H) @ (H,)
+            dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
+        a[j] = ddot(&H, V + j * H, &one, w, &one)
+        b[j] = _lanczos_residual(V, m, H, a[j], b[j - 1] if j > 0 else 0, w, y)
+        t_sq += a[j] * a[j] + (2 * b[j - 1] * b[j - 1] if j > 0 else 0)
+        t_tr += a[j]
+        g = g_tr = max(1 - t_tr, 0)
+        if frob_sq >= 0:
+            g_sq = frob_sq - t_sq - 2 * b[j] * b[j]
+            g = min(g, sqrt(g_sq) if g_sq > 0 else 0)
+        # lambda_max(T_m) <= max(lambda_max(T_{m-1}), a_m) + b_{m-1} (Weyl)
+        top = max(top, a[j]) + (b[j - 1] if j > 0 else 0)
+        # M has g on its diagonal, so lambda_max(M) >= g: no certificate while g is above
+        # every eigenvalue of T_m (Gershgorin's bound), and no eigenvalue to compute (with
+        # G, every few steps anyway, to see theta stall)
+        if g <= _gershgorin_top(m, a, b) * (1 + CERT_MARGIN) or (
+                frob_sq >= 0 and j % STALL_STEPS == STALL_STEPS - 1):
+            last = theta
             theta = _top_eigenvalue(m, a, b, theta, &top)
-        # z := the eigenvector of T_m for theta (inverse iteration, O(m): LAPACK's dstein;
-        # iwork: its block numbers, split points and failures, then m of scratch)
-        ldz = m
-        iwork[0], iwork[1] = 1, m
-        dstein(&m, a, b, &one, &theta, iwork, iwork + 1, z, &ldz, zw, iwork + 3, iwork + 2,
-               &info)
-        if info != 0:
-            return info
-        dgemv(nt, &H, &m, &unit, V, &H, z, &one, &zero, u, &one)
-        if certified:
-            out[0] = sqrt(theta)
-            return 0
-        before_gram = 0
-        if frob_sq >= 0 and theta > 0:
-            if _below(G, C, H, theta * (1 + CERT_MARGIN)):
-                path[0] = 2
-                out[0] = sqrt(theta)
-                return 0
+            stalled = j >= STALL_STEPS and theta - last <= 0.1 * CERT_MARGIN * theta
+            mu = theta * (1 + CERT_MARGIN)
+            if _count_above(m, a, b, g, mu) == 0:
+                certified = True
+                # the trace bound alone would have done: the next lag tries without G
+                if frob_sq >= 0 and (g_tr > g and _count_above(m, a, b, g_tr, mu) > 0):
+                    path[0] = 1
+                break
+        # theta has stopped growing: Cholesky decides (the end of the loop)
+        if b[j] == 0 or m == H or (frob_sq >= 0 and stalled):
+            break
+        for i in range(H):
+            w[i] /= b[j]
+    # u := the top Ritz vector V_m^T z of T_m   (H,) = (H, m) @ (m,)
+    if not certified:
+        theta = _top_eigenvalue(m, a, b, theta, &top)
+    # z := the eigenvector of T_m for theta (inverse iteration, O(m): LAPACK's dstein;
+    # iwork: its block numbers, split points and failures, then m of scratch)
+    ldz = m
+    iwork[0], iwork[1] = 1, m
+    dstein(&m, a, b, &one, &theta, iwork, iwork + 1, z, &ldz, zw, iwork + 3, iwork + 2,
+           &info)
+    if info != 0:
+        return info
+    dgemv(nt, &H, &m, &unit, V, &H, z, &one, &zero, u, &one)
+    if certified:
+        out[0] = sqrt(theta)
+        return 0
+    if frob_sq >= 0 and theta > 0 and _below(G, C, H, theta * (1 + CERT_MARGIN)):
+        path[0] = 2
+        out[0] = sqrt(theta)
+        return 0
     if frob_sq < 0:
         _gram(R, H, ld, alpha, G, &frob_sq)
     path[0] = 3
