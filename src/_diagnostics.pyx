@@ -12,7 +12,6 @@ often (a release point, about every 2^27 multiply-adds) the calling thread takes
 briefly to let Python handle signals (Ctrl-C) and report progress; a flag shared by the
 blocks stops the others. Failures come back as a status; Python raises.
 """
-from libc.stdio cimport printf
 from libc.math cimport sqrt, log, INFINITY
 from libc.string cimport memcpy, memset
 from cpython.ref cimport PyObject
