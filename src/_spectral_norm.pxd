@@ -100,6 +100,7 @@ cdef inline double _top_eigenvalue(Py_ssize_t n, const double *a, const double *
     Sturm count; where Newton stalls (a cluster at the top), bisection finishes."""
     cdef Py_ssize_t i, it
     cdef double x, q, dq, f, bb, mid
+    cdef bint below
     hi[0] = min(hi[0], _gershgorin_top(n, a, b))
     lo = max(lo, a[0])                     # a Rayleigh quotient: a lower bound too
     x = hi[0]
@@ -108,12 +109,14 @@ cdef inline double _top_eigenvalue(Py_ssize_t n, const double *a, const double *
         # the derivative of ln|det(T - x I)|
         q, dq = a[0] - x, -1
         f = dq / q
+        below = q < 0
         for i in range(1, n):
             bb = b[i - 1] * b[i - 1]
             dq = -1 + bb * dq / (q * q)
             q = a[i] - x - bb / q
             f += dq / q
-        if not (q < 0 and f > 0):
+            below = below and q < 0
+        if not (below and f > 0):
             break
         hi[0] = min(hi[0], x)
         if 1 / f <= 1e-14 * fabs(x):
