@@ -8,10 +8,9 @@ from scipy.linalg.cython_lapack cimport dpotrf, dstein, dsyevr
 from _blas cimport blas_int, _gemv
 
 cdef enum:
-    LANCZOS_STEPS = 48    # Lanczos steps before Cholesky or LAPACK decides
+    LANCZOS_STEPS = 48    # Lanczos steps before Cholesky or LAPACK decides (measured best)
     LANCZOS_BEFORE_GRAM = 8   # Lanczos steps by R before the Gram matrix is formed
     NEWTON_STEPS = 30         # Newton steps for T_m's top eigenvalue before bisection
-    STALL_STEPS = 4           # Lanczos steps by G before a stalled theta sends to Cholesky
 
 cdef extern from *:
     """
@@ -214,24 +213,24 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     against the lag's H^3 multiply-adds); the Frobenius bound once a few dozen directions
     do (most lags: the Gram matrix, H^3 / 2 multiply-adds in one BLAS-3 call, then steps of
     one O(H^2) product by G). A lag that needed G is followed by one that forms it first.
-    Else a third certificate, once theta has stopped growing (the Lanczos steps by G are
-    cheap against the factorisation, so it waits for a theta that can pass): mu I - G with
+    Else, after LANCZOS_STEPS steps (by G they are cheap against a factorisation, and more
+    of them let the Frobenius bound pass more often), a third certificate: mu I - G with
     mu = theta (1 + CERT_MARGIN) is positive definite exactly when lambda_max < mu, which
     Cholesky decides (its backward error, about H * 1e-16, is far below the margin). Where
     all fail (the first lags, whose singular values are nearly equal), LAPACK's largest
-    eigenvalue of G gives the value. Which certificate is tried when, how many steps, and
-    when theta counts as stalled decide only the cost: every value returned has passed one.
+    eigenvalue of G gives the value. Which certificate is tried when and after how many
+    steps decides only the cost: every value returned has passed one.
     """
     cdef blas_int one = 1, info = 0, i, j, m = 0, ldz
     cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), inv_s = 1.0 / s
-    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr, last, top
+    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr, top
     cdef double *a = lz                              # Lanczos alphas
     cdef double *b = lz + LANCZOS_STEPS              # betas
     cdef double *z = lz + 2 * LANCZOS_STEPS          # T_m's top eigenvector (m)
     cdef double *zw = z + LANCZOS_STEPS              # dstein's work (5 m)
     cdef double *w
     cdef Py_ssize_t before_gram = LANCZOS_BEFORE_GRAM if path[0] == 0 else 0
-    cdef bint certified = False, stalled = False
+    cdef bint certified = False
     cdef char *up = b'U'
     cdef char *nt = b'N'
     path[0] = 0
@@ -263,13 +262,9 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
         # lambda_max(T_m) <= max(lambda_max(T_{m-1}), a_m) + b_{m-1} (Weyl)
         top = max(top, a[j]) + (b[j - 1] if j > 0 else 0)
         # M has g on its diagonal, so lambda_max(M) >= g: no certificate while g is above
-        # every eigenvalue of T_m (Gershgorin's bound), and no eigenvalue to compute (with
-        # G, every few steps anyway, to see theta stall)
-        if g <= _gershgorin_top(m, a, b) * (1 + CERT_MARGIN) or (
-                frob_sq >= 0 and j % STALL_STEPS == STALL_STEPS - 1):
-            last = theta
+        # every eigenvalue of T_m (Gershgorin's bound), and no eigenvalue to compute
+        if g <= _gershgorin_top(m, a, b) * (1 + CERT_MARGIN):
             theta = _top_eigenvalue(m, a, b, theta, &top)
-            stalled = j >= STALL_STEPS and theta - last <= 0.1 * CERT_MARGIN * theta
             mu = theta * (1 + CERT_MARGIN)
             if _count_above(m, a, b, g, mu) == 0:
                 certified = True
@@ -277,8 +272,7 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
                 if frob_sq >= 0 and (g_tr > g and _count_above(m, a, b, g_tr, mu) > 0):
                     path[0] = 1
                 break
-        # theta has stopped growing: Cholesky decides (the end of the loop)
-        if b[j] == 0 or m == H or (frob_sq >= 0 and stalled):
+        if b[j] == 0 or m == H:
             break
         for i in range(H):
             w[i] /= b[j]
