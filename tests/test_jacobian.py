@@ -192,11 +192,13 @@ def test_lags_and_batch_first(rng):
         rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, batch_first="yes")
 
 
+@pytest.mark.parametrize("H", [32, 128])
 @pytest.mark.parametrize("ord", [2, "fro"])
-def test_same_numbers_with_one_and_two_threads(rng, ord):
-    # with two threads the samples are split over them; each sample's numbers do not move
+def test_same_numbers_with_one_and_two_threads(rng, ord, H):
+    # with two threads the samples are split over them (at H = 128 into other stacks);
+    # each sample's numbers do not move
     from threadpoolctl import threadpool_limits
-    x, W_xh, W_hh, b_h, h0, _ = random_problem(20, 5, 3, 32, rng=rng, scale=1.2)
+    x, W_xh, W_hh, b_h, h0, _ = random_problem(20, 5, 3, H, rng=rng, scale=1.2)
     with threadpool_limits(1):
         one = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, ord=ord)
     with threadpool_limits(2):
