@@ -30,9 +30,9 @@ from _qr_frames cimport (GRAM_SCHMIDT_K, _householder_qr, _frame_gram, _cholesky
 
 cdef enum:
     # the stack of samples' products (see jacobian_log_norms): at most STACK_ROWS rows (a
-    # larger stack leaves the cache between its passes: the scaling, the GEMM, the norms),
-    # and none below STACK_MIN_H, where one square product was faster than the stack
-    # (OpenBLAS's kernel for small matrices); README's Diagnostics section has the figures.
+    # larger stack leaves the cache between its passes: the scaling, the GEMM, the norms;
+    # measured slower at H = 128, as was no stack), and none below STACK_MIN_H, where one
+    # square product was measured faster than the stack (OpenBLAS's small-matrix kernel).
     STACK_ROWS = 512
     STACK_MIN_H = 128
 
