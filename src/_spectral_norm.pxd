@@ -183,17 +183,16 @@ cdef inline bint _below(const double *G, double *C, blas_int H, double mu) noexc
 
 
 cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas_int H,
-                                    double *G,
-                                    double *C, double *u, double *V, double *lz, double *y,
-                                    double *ev, double *work, blas_int *iwork, int *path,
-                                    double *out) noexcept nogil:
+                                    double *G, double *C, double *u, double *V, double *lz,
+                                    double *y, double *ev, double *work, blas_int *iwork,
+                                    int *path, double *out) noexcept nogil:
     """out := sigma_max(R / s) for R (H, H) column-major with leading dimension ld (one
     sample's block of the stack of src/_diagnostics.pyx), s = ||R||_F; u (H) holds the
     previous lag's top left singular vector and gets this one's. V: LANCZOS_STEPS + 1 rows
     of H; lz: 8 LANCZOS_STEPS for the small tridiagonal problems; y: H of scratch; G, C:
-    H * H; ev, work, iwork: see _top_eigenvalue_lapack. path: in, how the previous lag was certified; out, this lag's
-    (0: from R alone, 1: with the Gram matrix, 2: Cholesky, 3: LAPACK). Returns LAPACK's
-    info.
+    H * H; ev, work, iwork: see _top_eigenvalue_lapack. path: in, how the previous lag was
+    certified; out, this lag's (0: from R alone, 1: with the Gram matrix, 2: Cholesky,
+    3: LAPACK). Returns LAPACK's info.
 
     Why it is exact. With G = (R/s)(R/s)^T, sigma_max^2 = lambda_max(G). m Lanczos steps on
     G (with full reorthogonalisation) from the previous lag's top left singular vector
@@ -280,14 +279,15 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     if not certified:
         theta = _top_eigenvalue(m, a, b, theta, &top)
     # z := the eigenvector of T_m for theta (inverse iteration, O(m): LAPACK's dstein;
-    # iwork: its block numbers, split points and failures, then m of scratch)
+    # iwork: its block numbers, split points and failures, then m of scratch). Where it
+    # fails u keeps the old start: the next lag's Lanczos is exact from any start.
     ldz = m
     iwork[0], iwork[1] = 1, m
     dstein(&m, a, b, &one, &theta, iwork, iwork + 1, z, &ldz, zw, iwork + 3, iwork + 2,
            &info)
-    if info != 0:
-        return info
-    dgemv(nt, &H, &m, &unit, V, &H, z, &one, &zero, u, &one)
+    if info == 0:
+        dgemv(nt, &H, &m, &unit, V, &H, z, &one, &zero, u, &one)
+    info = 0
     if certified:
         out[0] = sqrt(theta)
         return 0
