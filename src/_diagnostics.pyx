@@ -13,7 +13,7 @@ briefly to let Python handle signals (Ctrl-C) and report progress; a flag shared
 blocks stops the others. Failures come back as a status; Python raises.
 """
 from libc.math cimport sqrt, log, INFINITY
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 from cpython.ref cimport PyObject
 from cython cimport floating
 
@@ -75,7 +75,8 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     cdef Py_ssize_t T = h.shape[0], H = h.shape[2], K = L.shape[0] - 1, b, k, i, r, c, j
     cdef Py_ssize_t nc = max(1, min(b1 - b0, STACK_ROWS // H)) if H >= STACK_MIN_H else 1
     # the stack's leading dimension, one cache line over its rows: a column stride of a
-    # multiple of 4 KiB (H = 512, or 4 samples of 128) maps every column to the same cache sets
+    # multiple of 4 KiB (H = 512, or 4 samples of 128) maps every column to the same
+    # cache sets
     cdef Py_ssize_t ld = nc * H + 8
     cdef Py_ssize_t chunk, c0, m, done = 0
     cdef double w_scale = np.max(np.abs(W)), log_w, val, sig, f
@@ -118,7 +119,8 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
             m = min(nc, b1 - c0)
             Rp, Rnp = &R[0, 0], &Rn[0, 0]
             for j in range(m):
-                # the first power vector: deterministic, not orthogonal to any simple direction
+                # the first power vector: deterministic, not orthogonal to any simple
+                # direction
                 for i in range(H):
                     U[j, i] = (1.0 + 0.5 * ((i * 7919) % 13)) / sqrt(<double> H * 21)
                 path[j] = 0
@@ -339,4 +341,3 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     if status == OK and main and progress is not None and done:
         progress(done)
     return status, info
-
