@@ -222,7 +222,7 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     """
     cdef blas_int one = 1, info = 0, i, j, m = 0, ldz
     cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), inv_s = 1.0 / s
-    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr, top
+    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr, top, corner
     cdef double *a = lz                              # Lanczos alphas
     cdef double *b = lz + LANCZOS_STEPS              # betas
     cdef double *z = lz + 2 * LANCZOS_STEPS          # T_m's top eigenvector (m)
@@ -260,9 +260,11 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
             g = min(g, sqrt(g_sq) if g_sq > 0 else 0)
         # lambda_max(T_m) <= max(lambda_max(T_{m-1}), a_m) + b_{m-1} (Weyl)
         top = max(top, a[j]) + (b[j - 1] if j > 0 else 0)
-        # M has g on its diagonal, so lambda_max(M) >= g: no certificate while g is above
-        # every eigenvalue of T_m (Gershgorin's bound), and no eigenvalue to compute
-        if g <= _gershgorin_top(m, a, b) * (1 + CERT_MARGIN):
+        # lambda_max(M) is at least that of any principal submatrix: g, and its last 2 x 2
+        # [[a_m, beta], [beta, g]]. No certificate while either is above every eigenvalue
+        # of T_m (above top, or Gershgorin's bound), and no eigenvalue to compute
+        corner = 0.5 * (a[j] + g) + sqrt(0.25 * (a[j] - g) * (a[j] - g) + b[j] * b[j])
+        if max(g, corner) <= min(top, _gershgorin_top(m, a, b)) * (1 + CERT_MARGIN):
             theta = _top_eigenvalue(m, a, b, theta, &top)
             mu = theta * (1 + CERT_MARGIN)
             if _count_above(m, a, b, g, mu) == 0:
