@@ -3,6 +3,7 @@
     python benchmarks/diagnostics.py            # every size (20 minutes on a busy 2-core box)
     python benchmarks/diagnostics.py --quick    # the two smaller sizes
     python benchmarks/diagnostics.py --sizes 2 3 --threads 2
+    python benchmarks/diagnostics.py --only jacobian --threads 1   # the log-norms alone
 
 The limits: exact Jacobian log-norms for every lag need T * B products of (H, H) @ (H, H),
 2 T B H^3 flops (both norms); the k largest Lyapunov exponents need T * B products of
@@ -51,7 +52,7 @@ def gemm_rate():
     return 2 * 1024 ** 3 / best_time(lambda: dgemm(1.0, a, a), budget=2.0)
 
 
-def rows(T, B, H, rate):
+def rows(T, B, H, rate, only=None):
     import numpy as np
     import rnnx
     from rnnx.diagnostics.lyapunov import lyapunov_exponents
@@ -65,6 +66,8 @@ def rows(T, B, H, rate):
              2 * T * B * H * (D + H) + 2 * T * B * H ** 2 if k == 1
              else 2 * T * B * H ** 2 * k + 2 * T * B * H * k ** 2)
             for k in sorted({1, min(10, H), H})]:
+        if only is not None and not name.startswith(only):
+            continue
         t = best_time(fn)
         yield name, t, flops / t / 1e9, t / (flops / rate)
 
@@ -124,6 +127,8 @@ def main():
                         help=f"indices into {SIZES} (default: all)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="thread counts to run: rnnx's budget and BLAS's (default: 1 2)")
+    parser.add_argument("--only", choices=["jacobian", "lyapunov"], default=None,
+                        help="only these rows of the table (default: both)")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
     from rnnx.core.threads import set_thread_budget
@@ -140,7 +145,7 @@ def main():
                 for T, B, H in sizes:
                     rate = gemm_rate()
                     rates.append(f"{rate / 1e9:.3g} ({n} thread{'s' if n > 1 else ''}, H={H})")
-                    for name, t, gflops, multiple in rows(T, B, H, rate):
+                    for name, t, gflops, multiple in rows(T, B, H, rate, args.only):
                         times[T, B, H, name, n] = t
                         print(f"| {T} | {B} | {H} | {n} | {name} | {t:.3g} | {gflops:.3g} | "
                               f"{multiple:.2f} |", flush=True)

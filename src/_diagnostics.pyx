@@ -13,7 +13,7 @@ briefly to let Python handle signals (Ctrl-C) and report progress; a flag shared
 blocks stops the others. Failures come back as a status; Python raises.
 """
 from libc.math cimport sqrt, log, INFINITY
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 from cpython.ref cimport PyObject
 from cython cimport floating
 
@@ -21,12 +21,20 @@ import numpy as np
 
 from scipy.linalg.cython_blas cimport ddot
 from scipy.linalg.cython_lapack cimport dgeqrf
-from _blas cimport blas_int, _gemm, _singular_values
+from _blas cimport blas_int, _dot, _gemm, _singular_values
 from _diag_shared cimport (OK, STOPPED, LAPACK_FAILED, RELEASE_WORK, Halt, _release_point,
                            _dsq)
 from _spectral_norm cimport LANCZOS_STEPS, _top_singular_value
 from _qr_frames cimport (GRAM_SCHMIDT_K, _householder_qr, _frame_gram, _cholesky_qr_finish,
                          _cholesky_qr_error, _cond_bound, _gram_schmidt_qr)
+
+cdef enum:
+    # the stack of samples' products (see jacobian_log_norms): at most STACK_ROWS rows (a
+    # larger stack leaves the cache between its passes: the scaling, the GEMM, the norms;
+    # measured slower at H = 128, as was no stack), and none below STACK_MIN_H, where one
+    # square product was measured faster than the stack (OpenBLAS's small-matrix kernel).
+    STACK_ROWS = 512
+    STACK_MIN_H = 128
 
 # the statuses, for Python
 STATUS_OK, STATUS_STOPPED, STATUS_LAPACK_FAILED = OK, STOPPED, LAPACK_FAILED
@@ -38,6 +46,15 @@ cdef double _fro(Py_ssize_t n, const double *a) noexcept nogil:
     return sqrt(ddot(&m, <double *> a, &one, <double *> a, &one))
 
 
+cdef double _block_fro(Py_ssize_t H, Py_ssize_t ld, const double *R) noexcept nogil:
+    """||R||_F of R (H, H) column-major with leading dimension ld"""
+    cdef Py_ssize_t c
+    cdef double acc = 0
+    for c in range(H):
+        acc += _dot(<blas_int> H, R + c * ld, R + c * ld)
+    return sqrt(acc)
+
+
 def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint frobenius,
                        double[:, ::1] L, Py_ssize_t b0, Py_ssize_t b1, int[::1] stop,
                        object progress, list errors, bint main):
@@ -46,34 +63,46 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
 
     The product is carried renormalised: R_1 = diag(d[T-1]) W', R_k = (R_{k-1} / s_{k-1})
     diag(d[T-k]) W' with s_k = ||R_k||_F and W' = W / max|W| (so no product of unit-norm
-    matrices overflows), and the logs of the scales are added back. An exactly zero
-    product (saturated units) gives -inf from that lag on. progress(n) is called at the
-    release points with the lags done since the last call (main block only).
+    matrices overflows), and the logs of the scales are added back. The samples share W',
+    so a chunk of them is carried as one stack: their (R_{k-1} / s_{k-1}) diag(d[T-k]) as
+    the row blocks of one column-major (n H, H) matrix, times W' in one GEMM per lag (a
+    tall product runs closer to the GEMM rate than n small ones); STACK_ROWS bounds its
+    rows. An exactly zero product (saturated units) gives -inf from that lag on.
+    progress(n) is called at the release points with the lags done (summed over the
+    samples) since the last call (main block only).
     Returns (status, info): OK, STOPPED (the exception is errors[0]) or LAPACK_FAILED.
     """
-    cdef Py_ssize_t T = h.shape[0], H = h.shape[2], K = L.shape[0] - 1, b, k, i, r, c
-    cdef double w_scale = np.max(np.abs(W)), log_w, log_c, s, val, sig, dr
+    cdef Py_ssize_t T = h.shape[0], H = h.shape[2], K = L.shape[0] - 1, b, k, i, r, c, j
+    cdef Py_ssize_t nc = max(1, min(b1 - b0, STACK_ROWS // H)) if H >= STACK_MIN_H else 1
+    # the stack's leading dimension, one cache line over its rows: a column stride of a
+    # multiple of 4 KiB (H = 512, or 4 samples of 128) maps every column to the same
+    # cache sets
+    cdef Py_ssize_t ld = nc * H + 8
+    cdef Py_ssize_t chunk, c0, m, done = 0
+    cdef double w_scale = np.max(np.abs(W)), log_w, val, sig, f
     cdef Py_ssize_t nsv = 0 if frobenius else H
-    cdef double[:, ::1] Wn
-    cdef double[:, ::1] R = np.empty((H, H))
-    cdef double[:, ::1] Rn = np.empty((H, H))
-    cdef double[:, ::1] DW = np.empty((H, H))
+    cdef double[:, ::1] Wt                      # W'^T row-major: W' column-major
+    cdef double[:, ::1] R = np.empty((H, ld))   # the stack, column-major (ld, H)
+    cdef double[:, ::1] Rn = np.empty((H, ld))
+    cdef double[:, ::1] U = np.empty((nc, H))   # each sample's top left singular vector
+    cdef double[::1] s = np.empty(nc)           # each sample's ||R_k||_F
+    cdef double[::1] log_c = np.empty(nc)       # the sum of the logs of its earlier scales
+    cdef int[::1] path = np.empty(nc, np.intc)  # how its previous lag was certified
     cdef double[:, ::1] G = np.empty((nsv, H))
     cdef double[:, ::1] C = np.empty((nsv, H))
-    cdef double[::1] u = np.empty(H)
     cdef double[::1] y = np.empty(H)
     cdef double[::1] V = np.empty((LANCZOS_STEPS + 1) * nsv)
-    cdef double[::1] lz = np.empty(LANCZOS_STEPS * (LANCZOS_STEPS + 6) + 2)
+    cdef double[::1] lz = np.empty(LANCZOS_STEPS * 8)
     cdef double[::1] ev = np.empty(nsv)
     cdef double[::1] work = np.empty(26 * nsv)
-    cdef int[::1] iwork = np.empty(10 * nsv, np.intc)
+    cdef int[::1] iwork = np.empty(10 * nsv + 2, np.intc)
     cdef double *Rp
     cdef double *Rnp
+    cdef double *Rb
     cdef double *tmp
     cdef blas_int info = 0
-    cdef int status = OK, path
+    cdef int status = OK
     cdef Halt halt
-    cdef Py_ssize_t done = 0
     if K > T or L.shape[1] != h.shape[1] or W.shape[0] != H or W.shape[1] != H or not (
             0 <= b0 < b1 <= h.shape[1]):
         raise ValueError(f"L must be (K+1, B) with K <= T, W ({H}, {H}), rows b0:b1 of B")
@@ -83,49 +112,71 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
         L[1:, b0:b1] = -INFINITY
         return OK, 0
     log_w = log(w_scale)
-    Wn = np.divide(W, w_scale)
+    Wt = np.ascontiguousarray(np.divide(W, w_scale).T)
     with nogil:
-        for b in range(b0, b1):
+        for chunk in range((b1 - b0 + nc - 1) // nc):
+            c0 = b0 + chunk * nc
+            m = min(nc, b1 - c0)
             Rp, Rnp = &R[0, 0], &Rn[0, 0]
-            # the first power vector: deterministic, not orthogonal to any simple direction
-            for i in range(H):
-                u[i] = (1.0 + 0.5 * ((i * 7919) % 13)) / sqrt(<double> H * 21)
-            path = 0
-            log_c = 0
-            s = 1
+            for j in range(m):
+                # the first power vector: deterministic, not orthogonal to any simple
+                # direction
+                for i in range(H):
+                    U[j, i] = (1.0 + 0.5 * ((i * 7919) % 13)) / sqrt(<double> H * 21)
+                path[j] = 0
+                log_c[j] = 0
+                s[j] = 1
             for k in range(1, K + 1):
                 i = T - k
-                # DW := diag(1 - h[i, b]^2) W': the factor dh[i]/dh[i-1] (rows scaled)
-                for r in range(H):
-                    dr = _dsq(&h[i, b, r])
-                    for c in range(H):
-                        DW[r, c] = dr * Wn[r, c]
                 if k == 1:
-                    memcpy(Rp, &DW[0, 0], H * H * sizeof(double))
+                    # R_1 := diag(1 - h[T-1]^2) W' for each sample (rows scaled)
+                    for j in range(m):
+                        for c in range(H):
+                            for r in range(H):
+                                Rp[c * ld + j * H + r] = _dsq(&h[i, c0 + j, r]) * Wt[c, r]
                 else:
-                    # R_k := (R_{k-1} / s_{k-1}) @ DW   (H, H) = (H, H) @ (H, H)
-                    _gemm(False, False, H, H, H, 1.0 / s, Rp, H, &DW[0, 0], H, 0.0, Rnp, H)
+                    # each block := (R_{k-1} / s_{k-1}) diag(1 - h[T-k]^2) (columns scaled;
+                    # a zero product's block stays zero)
+                    for j in range(m):
+                        if s[j] == 0:
+                            continue
+                        for c in range(H):
+                            f = _dsq(&h[i, c0 + j, c]) / s[j]
+                            Rb = Rp + c * ld + j * H
+                            for r in range(H):
+                                Rb[r] *= f
+                    # the stack R_k := X @ W'   (m H, H) = (m H, H) @ (H, H), column-major;
+                    # in the shim's row-major terms R_k^T := W'^T @ X^T   (H, m H)
+                    _gemm(False, False, H, m * H, H, 1.0, &Wt[0, 0], H, Rp, ld, 0.0, Rnp, ld)
                     tmp = Rp
                     Rp = Rnp
                     Rnp = tmp
-                s = _fro(H * H, Rp)
-                if s == 0:
-                    for r in range(k, K + 1):
-                        L[r, b] = -INFINITY
+                for j in range(m):
+                    if s[j] == 0:
+                        continue
+                    b = c0 + j
+                    Rb = Rp + j * H
+                    s[j] = _block_fro(H, ld, Rb)
+                    if s[j] == 0:
+                        for r in range(k, K + 1):
+                            L[r, b] = -INFINITY
+                        continue
+                    val = log(s[j])
+                    if not frobenius:
+                        info = _top_singular_value(Rb, <blas_int> ld, s[j], <blas_int> H,
+                                                   &G[0, 0], &C[0, 0], &U[j, 0], &V[0],
+                                                   &lz[0], &y[0], &ev[0], &work[0],
+                                                   &iwork[0], &path[j], &sig)
+                        if info != 0:
+                            status = LAPACK_FAILED
+                            break
+                        val += log(sig)
+                    L[k, b] = log_c[j] + val + k * log_w
+                    log_c[j] += log(s[j])
+                if status != OK:
                     break
-                val = log(s)
-                if not frobenius:
-                    info = _top_singular_value(Rp, s, <blas_int> H, &G[0, 0], &C[0, 0], &u[0],
-                                               &V[0], &lz[0], &y[0], &ev[0], &work[0],
-                                               &iwork[0], &path, &sig)
-                    if info != 0:
-                        status = LAPACK_FAILED
-                        break
-                    val += log(sig)
-                L[k, b] = log_c + val + k * log_w
-                log_c += log(s)
-                done += 1
-                halt.work += (<double> H) * H * H * (1.0 if frobenius else 2.4)
+                done += m
+                halt.work += m * (<double> H) * H * H * (1.0 if frobenius else 2.4)
                 if halt.work >= RELEASE_WORK or halt.stop[0]:
                     if _release_point(&halt, done):
                         status = STOPPED

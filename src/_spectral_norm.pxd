@@ -3,16 +3,14 @@
 # that certify them, and the fallbacks (_top_singular_value explains why this is exact).
 
 from libc.math cimport sqrt, fabs, INFINITY
-from libc.string cimport memcpy
-from scipy.linalg.cython_blas cimport ddot, dgemv, dsyrk, dsymv
-from scipy.linalg.cython_lapack cimport dpotrf, dstev, dsyevr
+from scipy.linalg.cython_blas cimport daxpy, ddot, dgemv, dsyrk, dsymv
+from scipy.linalg.cython_lapack cimport dpotrf, dstein, dsyevr
 from _blas cimport blas_int, _gemv
 
 cdef enum:
-    LANCZOS_STEPS = 32    # Lanczos steps before a restart from the Ritz vector
-    LANCZOS_RESTARTS = 2
+    LANCZOS_STEPS = 48    # Lanczos steps before Cholesky or LAPACK decides (measured best)
     LANCZOS_BEFORE_GRAM = 8   # Lanczos steps by R before the Gram matrix is formed
-    GRAM_STEPS = 12           # Lanczos steps by G before Cholesky decides
+    NEWTON_STEPS = 30         # Newton steps for T_m's top eigenvalue before bisection
 
 cdef extern from *:
     """
@@ -23,23 +21,42 @@ cdef extern from *:
     const double CERT_MARGIN "RNNX_CERT_MARGIN"
 
 
-cdef inline void _rt_r(const double *R, Py_ssize_t H, double inv_s, const double *v,
-                       double *y, double *w) noexcept nogil:
-    """w := (R/s) ((R/s)^T v) for R (H, H) row-major, y: scratch."""
-    _gemv(True, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> H, v, 0.0, y)
-    _gemv(False, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> H, y, 0.0, w)
+cdef inline void _rt_r(const double *R, Py_ssize_t H, Py_ssize_t ld, double inv_s,
+                       const double *v, double *y, double *w) noexcept nogil:
+    """w := (R/s) ((R/s)^T v) for R (H, H) column-major with leading dimension ld (the
+    row-major R^T with rows ld apart), y: scratch."""
+    # y := (R/s)^T v   (H,) = (H, H) @ (H,);  w := (R/s) y   (H,) = (H, H) @ (H,)
+    _gemv(False, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> ld, v, 0.0, y)
+    _gemv(True, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> ld, y, 0.0, w)
 
 
-cdef inline void _reorthogonalise(const double *V, Py_ssize_t m, Py_ssize_t H, double *w,
-                                  double *c) noexcept nogil:
-    """w := w - V^T (V w) for the m orthonormal rows of V (H each), twice (full
-    reorthogonalisation; once can leave an error of the size of the rounding times the
-    growth that Lanczos amplifies). c: m of scratch."""
+cdef inline double _lanczos_residual(const double *V, Py_ssize_t m, Py_ssize_t H, double a_j,
+                                    double b_prev, double *w, double *c) noexcept nogil:
+    """w (which holds G v_j) := G v_j - a_j v_j - b_{j-1} v_{j-1} (the three-term
+    recurrence; V: the m = j + 1 orthonormal rows v_0..v_j of H each), then orthogonal to
+    every row of V (full reorthogonalisation: rounding, which Lanczos amplifies, leaves
+    components along the earlier rows), by classical Gram-Schmidt, repeated where a pass
+    removed more than 1 - 1/sqrt(2) of w's norm (the criterion of Daniel, Gragg, Kaufman
+    and Stewart: after such a pass w is orthogonal to V to working precision). Returns
+    ||w||. c: m of scratch."""
     cdef Py_ssize_t p
+    cdef blas_int n = <blas_int> H, one = 1
+    cdef double before, after = 0, coef
+    coef = -a_j
+    daxpy(&n, &coef, <double *> V + (m - 1) * H, &one, w, &one)
+    if m > 1:
+        coef = -b_prev
+        daxpy(&n, &coef, <double *> V + (m - 2) * H, &one, w, &one)
+    before = sqrt(ddot(&n, w, &one, w, &one))
     for p in range(2):
         # c := V w   (m,) = (m, H) @ (H,);  w := w - V^T c   (H,) = (H, m) @ (m,)
         _gemv(False, <blas_int> m, <blas_int> H, 1.0, V, <blas_int> H, w, 0.0, c)
         _gemv(True, <blas_int> m, <blas_int> H, -1.0, V, <blas_int> H, c, 1.0, w)
+        after = sqrt(ddot(&n, w, &one, w, &one))
+        if after >= 0.7071 * before:
+            break
+        before = after
+    return after
 
 
 cdef inline Py_ssize_t _count_above(Py_ssize_t n, const double *a, const double *b,
@@ -70,34 +87,64 @@ cdef inline double _gershgorin_top(Py_ssize_t n, const double *a,
 
 
 cdef inline double _top_eigenvalue(Py_ssize_t n, const double *a, const double *b,
-                                   double lo) noexcept nogil:
+                                   double lo, double *hi) noexcept nogil:
     """A lower bound within 1e-13 relative of the largest eigenvalue of the symmetric
-    tridiagonal matrix (a[:n], b[:n-1]), by bisection from lo (a lower bound: the previous
-    Lanczos step's, as they only grow) and Gershgorin's upper bound."""
-    cdef Py_ssize_t i
-    cdef double hi = _gershgorin_top(n, a, b), mid
+    tridiagonal matrix T = (a[:n], b[:n-1]), from lo (a lower bound: the previous Lanczos
+    step's, as they only grow). hi: in, an upper bound (or INFINITY); out, a tighter one.
+
+    Newton's method on ln|det(T - x I)| from an upper bound x: for a polynomial with real
+    roots it decreases monotonically to the largest root, quadratically once near. Each x
+    whose LDL^T pivots of T - x I are all negative is above every eigenvalue (Sylvester's
+    law of inertia): a certified upper bound. The lower bound just below it is checked by a
+    Sturm count; where Newton stalls (a cluster at the top), bisection finishes."""
+    cdef Py_ssize_t i, it
+    cdef double x, q, dq, f, bb, mid
+    cdef bint below
+    hi[0] = min(hi[0], _gershgorin_top(n, a, b))
     lo = max(lo, a[0])                     # a Rayleigh quotient: a lower bound too
+    x = hi[0]
+    for it in range(NEWTON_STEPS):
+        # the pivots q_i of T - x I and their derivatives dq_i in x; f := sum dq_i / q_i,
+        # the derivative of ln|det(T - x I)|
+        q, dq = a[0] - x, -1
+        f = dq / q
+        below = q < 0
+        for i in range(1, n):
+            bb = b[i - 1] * b[i - 1]
+            dq = -1 + bb * dq / (q * q)
+            q = a[i] - x - bb / q
+            f += dq / q
+            below = below and q < 0
+        if not (below and f > 0):
+            break
+        hi[0] = min(hi[0], x)
+        if 1 / f <= 1e-14 * fabs(x):
+            break
+        x -= 1 / f
+    mid = hi[0] - 1e-13 * fabs(hi[0])
+    if mid > lo and _count_above(n, a, b, -1, mid) > 0:
+        return mid
     for i in range(200):
-        mid = 0.5 * (lo + hi)
-        if not (lo < mid < hi) or hi - lo <= 1e-13 * fabs(lo):
+        mid = 0.5 * (lo + hi[0])
+        if not (lo < mid < hi[0]) or hi[0] - lo <= 1e-13 * fabs(lo):
             break
         if _count_above(n, a, b, -1, mid) > 0:
             lo = mid
         else:
-            hi = mid
+            hi[0] = mid
     return lo
 
 
-cdef inline void _gram(const double *R, blas_int H, double alpha, double *G,
+cdef inline void _gram(const double *R, blas_int H, blas_int ld, double alpha, double *G,
                        double *frob_sq) noexcept nogil:
-    """G := alpha R R^T (the upper triangle, column-major) and frob_sq := ||G||_F^2"""
+    """G := alpha R R^T (the upper triangle, column-major) and frob_sq := ||G||_F^2, for R
+    column-major with leading dimension ld"""
     cdef blas_int i, c
     cdef double zero = 0.0, acc = 0
     cdef char *up = b'U'
-    cdef char *tr = b'T'
-    # G := alpha R R^T   (H, H) = (H, H) @ (H, H)^T. R row-major is R^T column-major:
-    # X^T X for the column-major X = R^T, the upper triangle
-    dsyrk(up, tr, &H, &H, &alpha, <double *> R, &H, &zero, G, &H)
+    cdef char *nt = b'N'
+    # G := alpha R R^T   (H, H) = (H, H) @ (H, H)^T, column-major, the upper triangle
+    dsyrk(up, nt, &H, &H, &alpha, <double *> R, &ld, &zero, G, &H)
     for c in range(H):
         for i in range(c):
             acc += 2 * G[i + c * H] * G[i + c * H]
@@ -109,14 +156,14 @@ cdef inline int _top_eigenvalue_lapack(double *G, blas_int H, double *ev, double
                                        blas_int *iwork, double *out) noexcept nogil:
     """out := the largest eigenvalue of the symmetric G (upper triangle, column-major; G is
     overwritten) by LAPACK's dsyevr (bisection on its tridiagonal form: within a few
-    rounding errors of ||G||). ev: H, work: 26 H, iwork: 10 H. Returns LAPACK's info."""
+    rounding errors of ||G||). ev: H, work: 26 H, iwork: 10 H + 2. Returns LAPACK's info."""
     cdef blas_int info = 0, found = 0, one = 1, lwork = 26 * H, liwork = 10 * H
     cdef double unused = 0, abstol = 0
     cdef char *no = b'N'
     cdef char *index = b'I'
     cdef char *up = b'U'
     dsyevr(no, index, up, &H, G, &H, &unused, &unused, &H, &H, &abstol, &found, ev, NULL,
-           &one, iwork, work, &lwork, iwork + 2 * H, &liwork, &info)
+           &one, iwork, work, &lwork, iwork + 2, &liwork, &info)
     out[0] = ev[0]
     return info
 
@@ -135,22 +182,24 @@ cdef inline bint _below(const double *G, double *C, blas_int H, double mu) noexc
     return info == 0
 
 
-cdef inline int _top_singular_value(const double *R, double s, blas_int H, double *G,
-                                    double *C, double *u, double *V, double *lz, double *y,
-                                    double *ev, double *work, blas_int *iwork, int *path,
-                                    double *out) noexcept nogil:
-    """out := sigma_max(R / s) for R (H, H), s = ||R||_F; u (H) holds the previous lag's top
-    left singular vector and gets this one's. V: LANCZOS_STEPS + 1 rows of H; lz: room for
-    the small tridiagonal problems; y: H of scratch; G, C: H * H; ev, work, iwork: see
-    _top_eigenvalue_lapack. path: in, how the previous lag was certified; out, this lag's
-    (0: from R alone, 1: with the Gram matrix, 2: Cholesky, 3: LAPACK). Returns LAPACK's
-    info.
+cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas_int H,
+                                    double *G, double *C, double *u, double *V, double *lz,
+                                    double *y, double *ev, double *work, blas_int *iwork,
+                                    int *path, double *out) noexcept nogil:
+    """out := sigma_max(R / s) for R (H, H) column-major with leading dimension ld (one
+    sample's block of the stack of src/_diagnostics.pyx), s = ||R||_F; u (H) holds the
+    previous lag's top left singular vector and gets this one's. V: LANCZOS_STEPS + 1 rows
+    of H; lz: 8 LANCZOS_STEPS for the small tridiagonal problems; y: H of scratch; G, C:
+    H * H; ev, work, iwork: see _top_eigenvalue_lapack. path: in, how the previous lag was
+    certified; out, this lag's (0: from R alone, 1: with the Gram matrix, 2: Cholesky,
+    3: LAPACK). Returns LAPACK's info.
 
     Why it is exact. With G = (R/s)(R/s)^T, sigma_max^2 = lambda_max(G). m Lanczos steps on
     G (with full reorthogonalisation) from the previous lag's top left singular vector
     (the left side is the fixed end h[T-1], whose dominant direction changes slowly from
     lag to lag) give an orthonormal V_m with G V_m = V_m T_m + beta v_{m+1} e_m^T, T_m
-    tridiagonal. A lower bound: the top eigenvalue theta of T_m (a Rayleigh quotient of G).
+    tridiagonal. A lower bound: the top eigenvalue theta of T_m (a Rayleigh quotient of G;
+    _top_eigenvalue returns a value below it that a Sturm count confirms).
     An upper bound: in a basis [V_m, U], G = [[T_m, B^T], [B, G_U]] where B has the single
     non-zero column beta U^T v_{m+1}, so for a unit (y, z) the quadratic form is at most
     that of the tridiagonal M = [[T_m, beta e_m], [beta e_m^T, g]] at (y, ||z||), for any
@@ -163,89 +212,93 @@ cdef inline int _top_singular_value(const double *R, double s, blas_int H, doubl
     against the lag's H^3 multiply-adds); the Frobenius bound once a few dozen directions
     do (most lags: the Gram matrix, H^3 / 2 multiply-adds in one BLAS-3 call, then steps of
     one O(H^2) product by G). A lag that needed G is followed by one that forms it first.
-    Else a third certificate: mu I - G with mu = theta (1 + CERT_MARGIN) is positive
-    definite exactly when lambda_max < mu, which Cholesky decides (its backward error,
-    about H * 1e-16, is far below the margin). Where all fail (the first lags, whose
-    singular values are nearly equal), LAPACK's largest eigenvalue of G gives the value.
+    Else, after LANCZOS_STEPS steps (by G they are cheap against a factorisation, and more
+    of them let the Frobenius bound pass more often), a third certificate: mu I - G with
+    mu = theta (1 + CERT_MARGIN) is positive definite exactly when lambda_max < mu, which
+    Cholesky decides (its backward error, about H * 1e-16, is far below the margin). Where
+    all fail (the first lags, whose singular values are nearly equal), LAPACK's largest
+    eigenvalue of G gives the value. Which certificate is tried when and after how many
+    steps decides only the cost: every value returned has passed one.
     """
-    cdef blas_int one = 1, info = 0, i, j, m = 0, restart, ld
+    cdef blas_int one = 1, info = 0, i, j, m = 0, ldz
     cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), inv_s = 1.0 / s
-    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr
+    cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr, top, corner
     cdef double *a = lz                              # Lanczos alphas
     cdef double *b = lz + LANCZOS_STEPS              # betas
-    cdef double *d = lz + 2 * LANCZOS_STEPS          # scratch of dstev
-    cdef double *e = lz + 3 * LANCZOS_STEPS + 1
-    cdef double *z = lz + 4 * LANCZOS_STEPS + 2      # T_m's eigenvectors, (m, m)
-    cdef double *zw = z + LANCZOS_STEPS * LANCZOS_STEPS
+    cdef double *z = lz + 2 * LANCZOS_STEPS          # T_m's top eigenvector (m)
+    cdef double *zw = z + LANCZOS_STEPS              # dstein's work (5 m)
     cdef double *w
     cdef Py_ssize_t before_gram = LANCZOS_BEFORE_GRAM if path[0] == 0 else 0
     cdef bint certified = False
     cdef char *up = b'U'
     cdef char *nt = b'N'
-    cdef char *vec = b'V'
     path[0] = 0
-    for restart in range(LANCZOS_RESTARTS):
-        nrm = sqrt(ddot(&H, u, &one, u, &one))
-        for i in range(H):
-            V[i] = u[i] / nrm
-        t_sq = t_tr = 0                          # ||T_m||_F^2 and trace(T_m)
-        theta = -INFINITY
-        for j in range(LANCZOS_STEPS):
-            m = j + 1
-            w = V + (j + 1) * H
-            if frob_sq < 0 and j >= before_gram:
-                _gram(R, H, alpha, G, &frob_sq)
-            if frob_sq < 0:
-                # w := (R/s) ((R/s)^T v_j)   (H,) = (H, H) @ ((H, H)^T @ (H,))
-                _rt_r(R, H, inv_s, V + j * H, y, w)
-            else:
-                # w := G v_j   (H,) = (H, H) @ (H,)
-                dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
-            a[j] = ddot(&H, V + j * H, &one, w, &one)
-            # w := w - V_{0..j}^T (V_{0..j} w)   (H,) = (H, m) @ ((m, H) @ (H,))
-            _reorthogonalise(V, m, H, w, y)
-            b[j] = sqrt(ddot(&H, w, &one, w, &one))
-            t_sq += a[j] * a[j] + (2 * b[j - 1] * b[j - 1] if j > 0 else 0)
-            t_tr += a[j]
-            g = g_tr = max(1 - t_tr, 0)
-            if frob_sq >= 0:
-                g_sq = frob_sq - t_sq - 2 * b[j] * b[j]
-                g = min(g, sqrt(g_sq) if g_sq > 0 else 0)
-            # M has g on its diagonal, so lambda_max(M) >= g: no certificate while g is above
-            # every eigenvalue of T_m (Gershgorin's bound), and no eigenvalue to compute
-            if g <= _gershgorin_top(m, a, b) * (1 + CERT_MARGIN):
-                theta = _top_eigenvalue(m, a, b, theta)
-                mu = theta * (1 + CERT_MARGIN)
-                if _count_above(m, a, b, g, mu) == 0:
-                    certified = True
-                    # the trace bound alone would have done: the next lag tries without G
-                    if frob_sq >= 0 and (g_tr > g and _count_above(m, a, b, g_tr, mu) > 0):
-                        path[0] = 1
-                    break
-            if b[j] == 0 or m == H or (frob_sq >= 0 and restart == 0 and m >= GRAM_STEPS):
+    nrm = sqrt(ddot(&H, u, &one, u, &one))
+    for i in range(H):
+        V[i] = u[i] / nrm
+    t_sq = t_tr = 0                          # ||T_m||_F^2 and trace(T_m)
+    theta = -INFINITY
+    top = -INFINITY                          # an upper bound of lambda_max(T_m)
+    for j in range(LANCZOS_STEPS):
+        m = j + 1
+        w = V + (j + 1) * H
+        if frob_sq < 0 and j >= before_gram:
+            _gram(R, H, ld, alpha, G, &frob_sq)
+        if frob_sq < 0:
+            # w := (R/s) ((R/s)^T v_j)   (H,) = (H, H) @ ((H, H)^T @ (H,))
+            _rt_r(R, H, ld, inv_s, V + j * H, y, w)
+        else:
+            # w := G v_j   (H,) = (H, H) @ (H,)
+            dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
+        a[j] = ddot(&H, V + j * H, &one, w, &one)
+        b[j] = _lanczos_residual(V, m, H, a[j], b[j - 1] if j > 0 else 0, w, y)
+        t_sq += a[j] * a[j] + (2 * b[j - 1] * b[j - 1] if j > 0 else 0)
+        t_tr += a[j]
+        g = g_tr = max(1 - t_tr, 0)
+        if frob_sq >= 0:
+            g_sq = frob_sq - t_sq - 2 * b[j] * b[j]
+            g = min(g, sqrt(g_sq) if g_sq > 0 else 0)
+        # lambda_max(T_m) <= max(lambda_max(T_{m-1}), a_m) + b_{m-1} (Weyl)
+        top = max(top, a[j]) + (b[j - 1] if j > 0 else 0)
+        # lambda_max(M) is at least that of any principal submatrix: g, and its last 2 x 2
+        # [[a_m, beta], [beta, g]]. No certificate while either is above every eigenvalue
+        # of T_m (above top, or Gershgorin's bound), and no eigenvalue to compute
+        corner = 0.5 * (a[j] + g) + sqrt(0.25 * (a[j] - g) * (a[j] - g) + b[j] * b[j])
+        if max(g, corner) <= min(top, _gershgorin_top(m, a, b)) * (1 + CERT_MARGIN):
+            theta = _top_eigenvalue(m, a, b, theta, &top)
+            mu = theta * (1 + CERT_MARGIN)
+            if _count_above(m, a, b, g, mu) == 0:
+                certified = True
+                # the trace bound alone would have done: the next lag tries without G
+                if frob_sq >= 0 and (g_tr > g and _count_above(m, a, b, g_tr, mu) > 0):
+                    path[0] = 1
                 break
-            for i in range(H):
-                w[i] /= b[j]
-        # u := the top Ritz vector V_m^T z of T_m   (H,) = (H, m) @ (m,)
-        memcpy(d, a, m * sizeof(double))
-        memcpy(e, b, m * sizeof(double))
-        ld = m
-        dstev(vec, &m, d, e, z, &ld, zw, &info)
-        if info != 0:
-            return info
-        dgemv(nt, &H, &m, &unit, V, &H, z + (m - 1) * m, &one, &zero, u, &one)
-        if certified:
-            out[0] = sqrt(theta)
-            return 0
-        theta = d[m - 1]
-        before_gram = 0
-        if frob_sq >= 0 and theta > 0:
-            if _below(G, C, H, theta * (1 + CERT_MARGIN)):
-                path[0] = 2
-                out[0] = sqrt(theta)
-                return 0
+        if b[j] == 0 or m == H:
+            break
+        for i in range(H):
+            w[i] /= b[j]
+    # u := the top Ritz vector V_m^T z of T_m   (H,) = (H, m) @ (m,)
+    if not certified:
+        theta = _top_eigenvalue(m, a, b, theta, &top)
+    # z := the eigenvector of T_m for theta (inverse iteration, O(m): LAPACK's dstein;
+    # iwork: its block numbers, split points and failures, then m of scratch). Where it
+    # fails u keeps the old start: the next lag's Lanczos is exact from any start.
+    ldz = m
+    iwork[0], iwork[1] = 1, m
+    dstein(&m, a, b, &one, &theta, iwork, iwork + 1, z, &ldz, zw, iwork + 3, iwork + 2,
+           &info)
+    if info == 0:
+        dgemv(nt, &H, &m, &unit, V, &H, z, &one, &zero, u, &one)
+    info = 0
+    if certified:
+        out[0] = sqrt(theta)
+        return 0
+    if frob_sq >= 0 and theta > 0 and _below(G, C, H, theta * (1 + CERT_MARGIN)):
+        path[0] = 2
+        out[0] = sqrt(theta)
+        return 0
     if frob_sq < 0:
-        _gram(R, H, alpha, G, &frob_sq)
+        _gram(R, H, ld, alpha, G, &frob_sq)
     path[0] = 3
     info = _top_eigenvalue_lapack(G, H, ev, work, iwork, &theta)
     out[0] = sqrt(max(theta, 0))

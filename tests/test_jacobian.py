@@ -104,7 +104,7 @@ def test_spectral_norm_matches_lapack_at_every_lag(rng, H, init):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("H", [17, 40])
+@pytest.mark.parametrize("H", [17, 40, 130])
 def test_spectral_norm_with_nearly_equal_top_singular_values(rng, H, dtype):
     # h = 0 throughout, so the product over k lags is W^k; W = U diag(s) V^T with its two
     # largest singular values 1e-7 apart (and a third 1e-3 below): Lanczos cannot tell
@@ -125,6 +125,58 @@ def test_spectral_norm_with_nearly_equal_top_singular_values(rng, H, dtype):
                                rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("ord", [2, "fro"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("H", [128, 131])
+def test_stacked_samples_match_explicit_products(rng, H, dtype, ord):
+    # from H = 128 the samples' products are carried as a stack of a few samples (512
+    # rows: 4 at H = 128, 3 at H = 131), so 7 samples make full and partial stacks; sample
+    # 2 saturates every unit at step 4 (tanh' = 0) and gives -inf from lag T - 4 on while
+    # its stack goes on
+    T, B, D = 14, 7, 3
+    x, W_xh, W_hh, b_h, h0, _ = random_problem(T, B, D, H, rng=rng, dtype=dtype, scale=1.2)
+    W_xh[:, 0] = 1
+    x[4, 2, 0] = 200
+    L = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, ord=ord)
+    h = (rnnx.rnn_forward(x, W_xh, W_hh, b_h, h0) if dtype == np.float32
+         else forward(x, W_xh, W_hh, b_h, h0))
+    assert np.all(L[T - 4:, 2] == -np.inf) and np.all(np.isfinite(L[:T - 4, 2]))
+    with np.errstate(divide="ignore"):
+        np.testing.assert_allclose(L, log_norms(h, W_hh, ord), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("gap", [10.0, 1.0 + 1e-9])
+def test_spectral_norm_with_a_large_or_no_gap(rng, gap):
+    # h = 0 throughout: the product over k lags is W^k, W = U diag(s) V^T with s_1 = gap *
+    # s_2. A large gap certifies from the first Lanczos steps (the trace bound); a gap of
+    # 1e-9 (below the certified accuracy) leaves Lanczos stalled on the top pair and
+    # Cholesky or LAPACK decide. Stacked samples (H = 129, B = 4). Reference: numpy's SVD.
+    H, T, B, D = 129, 25, 4, 2
+    s = np.concatenate([[gap], np.linspace(1.0, 0.3, H - 1)])
+    W_hh = (orthogonal(H, rng) * s) @ orthogonal(H, rng).T
+    L = rnnx.jacobian_log_norms(np.zeros((T, B, D)), rng.standard_normal((H, D)), W_hh,
+                                np.zeros(H), np.zeros((B, H)))
+    P, expected = np.eye(H), [0.0]
+    for _ in range(T):
+        P = P @ W_hh
+        expected.append(np.log(np.linalg.norm(P, 2)))
+    np.testing.assert_allclose(L, np.broadcast_to(np.array(expected)[:, None], (T + 1, B)),
+                               rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("ord", [2, "fro"])
+def test_scaled_orthogonal_stacked_over_2000_steps(rng, ord):
+    # the k ln a check of test_scaled_orthogonal_over_5000_steps through the stack of
+    # samples (H = 130: 3 samples a stack, B = 4)
+    T, B, D, H, a = 2000, 4, 2, 130, 1.7
+    W_hh = a * orthogonal(H, rng)
+    L = rnnx.jacobian_log_norms(np.zeros((T, B, D)), rng.standard_normal((H, D)), W_hh,
+                                np.zeros(H), np.zeros((B, H)), ord=ord)
+    k = np.arange(T + 1)[:, None]
+    expected = k * np.log(a) + (0.0 if ord == 2 else 0.5 * np.log(H))
+    np.testing.assert_allclose(L, np.broadcast_to(expected, (T + 1, B)), rtol=1e-9, atol=1e-9)
+
+
 def test_lags_and_batch_first(rng):
     x, W_xh, W_hh, b_h, h0, _ = random_problem(9, 3, 2, 5, rng=rng, scale=1.3)
     full = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0)
@@ -140,11 +192,13 @@ def test_lags_and_batch_first(rng):
         rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, batch_first="yes")
 
 
+@pytest.mark.parametrize("H", [32, 128])
 @pytest.mark.parametrize("ord", [2, "fro"])
-def test_same_numbers_with_one_and_two_threads(rng, ord):
-    # with two threads the samples are split over them; each sample's numbers do not move
+def test_same_numbers_with_one_and_two_threads(rng, ord, H):
+    # with two threads the samples are split over them (at H = 128 into other stacks);
+    # each sample's numbers do not move
     from threadpoolctl import threadpool_limits
-    x, W_xh, W_hh, b_h, h0, _ = random_problem(20, 5, 3, 32, rng=rng, scale=1.2)
+    x, W_xh, W_hh, b_h, h0, _ = random_problem(20, 5, 3, H, rng=rng, scale=1.2)
     with threadpool_limits(1):
         one = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, ord=ord)
     with threadpool_limits(2):
