@@ -35,6 +35,17 @@ cdef enum:
     # square product was measured faster than the stack (OpenBLAS's small-matrix kernel).
     STACK_ROWS = 512
     STACK_MIN_H = 128
+    # at most this many steps between two QR passes of a large frame (lyapunov_sums), and
+    # how often a frame passed every step is measured to see whether it may wait
+    MAX_SPAN = 8
+    SPAN_PROBE = 16
+
+# the measured (or bounded) distance of a large frame from orthonormal after one pass of
+# Cholesky QR: above CHECK_ERROR a second pass; the span between passes grows below
+# SPAN_GROW_ERROR and shrinks above SPAN_SHRINK_ERROR; and the log of the norm bound of
+# the product carried between passes stays below MAX_LOG_GROWTH (its Gram matrix squares it)
+cdef double CHECK_ERROR = 0.1, SPAN_GROW_ERROR = 1e-10, SPAN_SHRINK_ERROR = 1e-7
+cdef double MAX_LOG_GROWTH = 150
 
 # the statuses, for Python
 STATUS_OK, STATUS_STOPPED, STATUS_LAPACK_FAILED = OK, STOPPED, LAPACK_FAILED
@@ -53,6 +64,16 @@ cdef double _block_fro(Py_ssize_t H, Py_ssize_t ld, const double *R) noexcept no
     for c in range(H):
         acc += _dot(<blas_int> H, R + c * ld, R + c * ld)
     return sqrt(acc)
+
+
+cdef double _step_cond(const floating *h, Py_ssize_t H, double w_cond) noexcept nogil:
+    """A bound of cond(diag(1 - h^2) W) for h (H,): max/min of 1 - h^2 times cond(W)"""
+    cdef Py_ssize_t i
+    cdef double d, d_min = INFINITY, d_max = 0
+    for i in range(H):
+        d = _dsq(&h[i])
+        d_min, d_max = min(d_min, d), max(d_max, d)
+    return d_max / d_min * w_cond if d_min > 0 else INFINITY
 
 
 def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint frobenius,
@@ -229,6 +250,13 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double[:, ::1] Wsv
     cdef double[:, ::1] Wt = np.ascontiguousarray(np.asarray(W).T)
     cdef double[::1] q_cond = np.ones(nb)       # bounds of cond(Q[t-1]) per sample
+    # per sample, between two QR passes of a large frame: a bound of the condition number
+    # of the product carried since the last pass, the steps in it, and how many steps the
+    # next pass may wait for (adapted to the measured loss of orthogonality)
+    cdef double[::1] z_cond = np.ones(nb)
+    cdef Py_ssize_t[::1] steps = np.zeros(nb, np.intp)
+    cdef Py_ssize_t[::1] span = np.ones(nb, np.intp)
+    cdef double log_w_norm = 0
     cdef double[::1] tau = np.empty(k)
     cdef double[::1] logs = np.empty(k)
     cdef double[::1] work = np.empty(1)
@@ -236,9 +264,10 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double *Qp = &Q[0, 0]
     cdef double *Zp = &Z[0, 0]
     cdef double *zb
-    cdef double nrm, err, w_cond, z_cond, d_min, d_max
+    cdef double nrm, err, w_cond, d_min, d_max
+    cdef double step_cond, bound
     cdef bint check, edge
-    cdef bint done_qr
+    cdef bint done_qr, skipped = False
     cdef blas_int lwork, info = 0, Hb = <blas_int> H, kb = <blas_int> k
     cdef int status = OK
     cdef Halt halt
@@ -267,6 +296,7 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
         if info != 0:
             return LAPACK_FAILED, info
         w_cond = d[0] / d[H - 1] if d[H - 1] > 0 else INFINITY
+        log_w_norm = log(d[0]) if d[0] > 1 else 0
     info = 0
     with nogil:
         for t in range(T):
@@ -295,35 +325,68 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
                 elif k <= GRAM_SCHMIDT_K:
                     done_qr = _gram_schmidt_qr(zb, H, k, &logs[0])
                 else:
-                    # One pass of Cholesky QR. Its frame's distance from orthonormal has a
-                    # bound from cond(Z) <= cond(diag(d)) cond(W) cond(Q[t-1]); where the
-                    # bound passes 0.1, and at the steps that end a window (or precede the
-                    # first), it is measured (the frame's Gram matrix, which starts a
-                    # second pass): a second pass where it is above 0.1 or at a window's
-                    # end, Householder where it is 0.5 or more (the docstring says why that
-                    # is exact). After a pass Z = Z1 U1, so the diagonal of R of Z is
-                    # diag(R of Z1) diag(U1): the logs add up.
-                    z_cond = d_max / d_min * w_cond * q_cond[b] if d_min > 0 else INFINITY
+                    # Several steps between two passes of Cholesky QR (the docstring
+                    # says why the sums stay exact): the product carried since the last
+                    # pass has cond <= cond(Q) times cond(diag(d)) cond(W) per step. A
+                    # pass is due at the steps that end a window (or precede the first),
+                    # after span[b] steps, where the norm bound ||W||^steps nears
+                    # overflow in Z^T Z, or where this step or the next alone could take
+                    # the frame past what one pass repairs (so that such a step starts
+                    # from an orthonormal frame, as in the step-by-step method).
+                    step_cond = d_max / d_min * w_cond if d_min > 0 else INFINITY
+                    z_cond[b] *= step_cond
+                    steps[b] += 1
                     edge = t >= discard - 1 and (t - discard + 1) % window == 0
-                    check = _cholesky_qr_error(z_cond, H, k) > 0.1
-                    _frame_gram(zb, Hb, kb, &S[0])       # S := Z^T Z
-                    done_qr = _cholesky_qr_finish(zb, Hb, kb, &S[0], &logs[0])
-                    q_cond[b] = _cond_bound(_cholesky_qr_error(z_cond, H, k))
-                    if done_qr and (check or edge):
-                        err = _frame_gram(zb, Hb, kb, &S[0])
-                        q_cond[b] = _cond_bound(err)
-                        if err >= 0.5:
-                            done_qr = False
-                        elif err > 0.1 or edge:
-                            done_qr = _cholesky_qr_finish(zb, Hb, kb, &S[0], &logs[0])
-                            q_cond[b] = _cond_bound(_cholesky_qr_error(q_cond[b], H, k))
+                    if not (edge or steps[b] >= span[b] or t == T - 1
+                            or (steps[b] + 1) * log_w_norm > MAX_LOG_GROWTH
+                            or _cholesky_qr_error(step_cond, H, k) > CHECK_ERROR
+                            or _cholesky_qr_error(_step_cond(&h[t + 1, b0 + b, 0], H,
+                                                             w_cond), H, k) > CHECK_ERROR):
+                        done_qr = True
+                        skipped = True
+                    else:
+                        # One pass of Cholesky QR. Where the bound of its frame's distance
+                        # from orthonormal passes CHECK_ERROR, at the steps that end a
+                        # window, and after a product of several steps (or now and then,
+                        # to learn whether it may wait), that distance is measured (the
+                        # frame's Gram matrix, which starts a second pass): a second pass
+                        # where it is above CHECK_ERROR or at a window's end, Householder
+                        # where it is 0.5 or more. After a pass Z = Z1 U1, so the diagonal
+                        # of R of Z is diag(R of Z1) diag(U1): the logs add up. The span
+                        # grows while the measured distance stays below SPAN_GROW_ERROR,
+                        # shrinks above SPAN_SHRINK_ERROR.
+                        bound = _cholesky_qr_error(z_cond[b], H, k)
+                        check = (bound > CHECK_ERROR or steps[b] > 1
+                                 or (bound > SPAN_GROW_ERROR and span[b] < MAX_SPAN
+                                     and t % SPAN_PROBE == 0))
+                        _frame_gram(zb, Hb, kb, &S[0])       # S := Z^T Z
+                        done_qr = _cholesky_qr_finish(zb, Hb, kb, &S[0], &logs[0])
+                        q_cond[b] = _cond_bound(bound)
+                        err = bound
+                        if done_qr and (check or edge):
+                            err = _frame_gram(zb, Hb, kb, &S[0])
+                            q_cond[b] = _cond_bound(err)
+                            if err >= 0.5:
+                                done_qr = False
+                            elif err > CHECK_ERROR or edge:
+                                done_qr = _cholesky_qr_finish(zb, Hb, kb, &S[0], &logs[0])
+                                q_cond[b] = _cond_bound(_cholesky_qr_error(q_cond[b], H, k))
+                        if err > SPAN_SHRINK_ERROR:
+                            span[b] = max(1, steps[b] // 2)
+                        elif err < SPAN_GROW_ERROR and steps[b] == span[b]:
+                            span[b] = min(MAX_SPAN, span[b] + 1)
+                        steps[b] = 0
+                        z_cond[b] = q_cond[b]
                 if not done_qr:
                     q_cond[b] = 1
+                    z_cond[b] = 1
                     info = _householder_qr(zb, Hb, kb, &tau[0], &work[0], lwork, &logs[0])
                     if info != 0:
                         status = LAPACK_FAILED
                         break
-                if 0 <= w < nw:
+                if skipped:
+                    skipped = False
+                elif 0 <= w < nw:
                     for j in range(k):
                         sums[w, b0 + b, j] += logs[j]
             if status != OK:
