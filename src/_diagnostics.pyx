@@ -239,6 +239,22 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     P_b and P_{a-1} the identity to rounding, so the sums of ln U_t are the exact method's;
     what remains is the triangular solve's rounding (about cond(Z_t) * H * 1e-16 relative
     on each U_t,jj), as for Householder QR.
+
+    Why several steps between two passes are exact too. A large frame's pass is skipped
+    where its product stays well conditioned: Z = J[t] ... J[s] Q[s-1] is carried through
+    the steps s..t and factored once. In exact arithmetic the R of that product is the
+    product R_t ... R_s of the step-by-step method's factors (each J Q_{u-1} = Q_u R_u, so
+    J[t] ... J[s] Q[s-1] = Q_t R_t ... R_s, and the QR of a full-rank matrix is unique), and
+    the diagonal of a product of upper triangular matrices is the product of their
+    diagonals: ln U_jj of the pass is the sum of the steps' ln R_jj. A pass is forced at
+    every step that ends a window (or precedes the first), so no product straddles two
+    windows and the window sums are the step-by-step method's. What changes is only the
+    rounding of the pass, which grows with cond(Z): the number of steps between passes
+    (at most MAX_SPAN) grows while the measured distance of the passed frame from
+    orthonormal stays below SPAN_GROW_ERROR (about 1e-16 cond(Z)^2, so cond(Z) of at most
+    about 1e3) and shrinks above SPAN_SHRINK_ERROR; a step whose own bound of cond(J[t])
+    is large is factored on its own, from an orthonormal frame, as in the step-by-step
+    method.
     Returns (status, info) like jacobian_log_norms; progress(n) counts steps.
     """
     cdef Py_ssize_t T = h.shape[0], H = h.shape[2], nb = b1 - b0, nw = sums.shape[0]
