@@ -44,7 +44,7 @@ cdef enum:
 # Cholesky QR: above CHECK_ERROR a second pass; the span between passes grows below
 # SPAN_GROW_ERROR and shrinks above SPAN_SHRINK_ERROR; and the log of the norm bound of
 # the product carried between passes stays below MAX_LOG_GROWTH (its Gram matrix squares it)
-cdef double CHECK_ERROR = 0.1, SPAN_GROW_ERROR = 1e-10, SPAN_SHRINK_ERROR = 1e-7
+cdef double CHECK_ERROR = 0.1, SPAN_GROW_ERROR = 1e-11, SPAN_SHRINK_ERROR = 1e-8
 cdef double MAX_LOG_GROWTH = 150
 
 # the statuses, for Python
@@ -251,8 +251,9 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     windows and the window sums are the step-by-step method's. What changes is only the
     rounding of the pass, which grows with cond(Z): the number of steps between passes
     (at most MAX_SPAN) grows while the measured distance of the passed frame from
-    orthonormal stays below SPAN_GROW_ERROR (about 1e-16 cond(Z)^2, so cond(Z) of at most
-    about 1e3) and shrinks above SPAN_SHRINK_ERROR; a step whose own bound of cond(J[t])
+    orthonormal stays below SPAN_GROW_ERROR (that distance is about 1e-16 cond(Z)^2, so
+    cond(Z) of a few hundred: the solve's rounding stays that of the step-by-step passes,
+    tests/test_lyapunov.py) and shrinks above SPAN_SHRINK_ERROR; a step whose own bound of cond(J[t])
     is large is factored on its own, from an orthonormal frame, as in the step-by-step
     method.
     Returns (status, info) like jacobian_log_norms; progress(n) counts steps.
