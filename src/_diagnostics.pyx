@@ -25,8 +25,9 @@ from _blas cimport blas_int, _dot, _gemm, _singular_values
 from _diag_shared cimport (OK, STOPPED, LAPACK_FAILED, RELEASE_WORK, Halt, _release_point,
                            _dsq)
 from _spectral_norm cimport LANCZOS_STEPS, _top_singular_value
-from _qr_frames cimport (GRAM_SCHMIDT_K, _householder_qr, _frame_gram, _cholesky_qr_finish,
-                         _cholesky_qr_error, _cond_bound, _gram_schmidt_qr)
+from _qr_frames cimport (GRAM_SCHMIDT_K, CHECK_ERROR, FRAME_CARRIED, FRAME_SINGULAR,
+                         _householder_qr, _cholesky_qr_error, _gram_schmidt_qr,
+                         _spanned_cholesky_qr)
 
 cdef enum:
     # the stack of samples' products (see jacobian_log_norms): at most STACK_ROWS rows (a
@@ -35,17 +36,7 @@ cdef enum:
     # square product was measured faster than the stack (OpenBLAS's small-matrix kernel).
     STACK_ROWS = 512
     STACK_MIN_H = 128
-    # at most this many steps between two QR passes of a large frame (lyapunov_sums), and
-    # how often a frame passed every step is measured to see whether it may wait
-    MAX_SPAN = 8
-    SPAN_PROBE = 16
 
-# the measured (or bounded) distance of a large frame from orthonormal after one pass of
-# Cholesky QR: above CHECK_ERROR a second pass; the span between passes grows below
-# SPAN_GROW_ERROR and shrinks above SPAN_SHRINK_ERROR; and the log of the norm bound of
-# the product carried between passes stays below MAX_LOG_GROWTH (its Gram matrix squares it)
-cdef double CHECK_ERROR = 0.1, SPAN_GROW_ERROR = 1e-11, SPAN_SHRINK_ERROR = 1e-8
-cdef double MAX_LOG_GROWTH = 150
 
 # the statuses, for Python
 STATUS_OK, STATUS_STOPPED, STATUS_LAPACK_FAILED = OK, STOPPED, LAPACK_FAILED
@@ -281,10 +272,10 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double *Qp = &Q[0, 0]
     cdef double *Zp = &Z[0, 0]
     cdef double *zb
-    cdef double nrm, err, w_cond, d_min, d_max
-    cdef double step_cond, bound
-    cdef bint check, edge
-    cdef bint done_qr, skipped = False
+    cdef double nrm, w_cond, d_min, d_max
+    cdef double step_cond
+    cdef bint edge, due, done_qr, skipped = False
+    cdef int outcome
     cdef blas_int lwork, info = 0, Hb = <blas_int> H, kb = <blas_int> k
     cdef int status = OK
     cdef Halt halt
@@ -342,58 +333,21 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
                 elif k <= GRAM_SCHMIDT_K:
                     done_qr = _gram_schmidt_qr(zb, H, k, &logs[0])
                 else:
-                    # Several steps between two passes of Cholesky QR (the docstring
-                    # says why the sums stay exact): the product carried since the last
-                    # pass has cond <= cond(Q) times cond(diag(d)) cond(W) per step. A
-                    # pass is due at the steps that end a window (or precede the first),
-                    # after span[b] steps, where the norm bound ||W||^steps nears
-                    # overflow in Z^T Z, or where this step or the next alone could take
-                    # the frame past what one pass repairs (so that such a step starts
-                    # from an orthonormal frame, as in the step-by-step method).
+                    # a pass is due at the steps that end a window (or precede the
+                    # first), at the last, and where this step or the next alone could
+                    # take the frame past what one pass repairs (so that such a step
+                    # starts from an orthonormal frame, as in the step-by-step method)
                     step_cond = d_max / d_min * w_cond if d_min > 0 else INFINITY
-                    z_cond[b] *= step_cond
-                    steps[b] += 1
                     edge = t >= discard - 1 and (t - discard + 1) % window == 0
-                    if not (edge or steps[b] >= span[b] or t == T - 1
-                            or (steps[b] + 1) * log_w_norm > MAX_LOG_GROWTH
-                            or _cholesky_qr_error(step_cond, H, k) > CHECK_ERROR
-                            or _cholesky_qr_error(_step_cond(&h[t + 1, b0 + b, 0], H,
-                                                             w_cond), H, k) > CHECK_ERROR):
-                        done_qr = True
-                        skipped = True
-                    else:
-                        # One pass of Cholesky QR. Where the bound of its frame's distance
-                        # from orthonormal passes CHECK_ERROR, at the steps that end a
-                        # window, and after a product of several steps (or now and then,
-                        # to learn whether it may wait), that distance is measured (the
-                        # frame's Gram matrix, which starts a second pass): a second pass
-                        # where it is above CHECK_ERROR or at a window's end, Householder
-                        # where it is 0.5 or more. After a pass Z = Z1 U1, so the diagonal
-                        # of R of Z is diag(R of Z1) diag(U1): the logs add up. The span
-                        # grows while the measured distance stays below SPAN_GROW_ERROR,
-                        # shrinks above SPAN_SHRINK_ERROR.
-                        bound = _cholesky_qr_error(z_cond[b], H, k)
-                        check = (bound > CHECK_ERROR or steps[b] > 1
-                                 or (bound > SPAN_GROW_ERROR and span[b] < MAX_SPAN
-                                     and t % SPAN_PROBE == 0))
-                        _frame_gram(zb, Hb, kb, &S[0])       # S := Z^T Z
-                        done_qr = _cholesky_qr_finish(zb, Hb, kb, &S[0], &logs[0])
-                        q_cond[b] = _cond_bound(bound)
-                        err = bound
-                        if done_qr and (check or edge):
-                            err = _frame_gram(zb, Hb, kb, &S[0])
-                            q_cond[b] = _cond_bound(err)
-                            if err >= 0.5:
-                                done_qr = False
-                            elif err > CHECK_ERROR or edge:
-                                done_qr = _cholesky_qr_finish(zb, Hb, kb, &S[0], &logs[0])
-                                q_cond[b] = _cond_bound(_cholesky_qr_error(q_cond[b], H, k))
-                        if err > SPAN_SHRINK_ERROR:
-                            span[b] = max(1, steps[b] // 2)
-                        elif err < SPAN_GROW_ERROR and steps[b] == span[b]:
-                            span[b] = min(MAX_SPAN, span[b] + 1)
-                        steps[b] = 0
-                        z_cond[b] = q_cond[b]
+                    due = (edge or t == T - 1
+                           or _cholesky_qr_error(step_cond, H, k) > CHECK_ERROR
+                           or _cholesky_qr_error(_step_cond(&h[t + 1, b0 + b, 0], H,
+                                                            w_cond), H, k) > CHECK_ERROR)
+                    outcome = _spanned_cholesky_qr(zb, Hb, kb, &S[0], &logs[0], step_cond,
+                                                   due, edge, t, log_w_norm, &q_cond[b],
+                                                   &z_cond[b], &steps[b], &span[b])
+                    done_qr = outcome != FRAME_SINGULAR
+                    skipped = outcome == FRAME_CARRIED
                 if not done_qr:
                     q_cond[b] = 1
                     z_cond[b] = 1
