@@ -216,7 +216,8 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     every sample; each sample's frame is then scaled by its tanh' (row-wise) and
     re-orthonormalised in place: small frames (k <= 16) by Gram-Schmidt with
     reorthogonalisation in plain loops, larger ones by one pass of Cholesky QR (BLAS-3:
-    Z^T Z = U^T U, Z := Z U^-1), and by Householder QR where these break down (a nearly
+    Z^T Z = U^T U, Z := Z U^-1) every step or every few steps (_qr_frames'
+    _spanned_cholesky_qr), and by Householder QR where these break down (a nearly
     rank-deficient frame: saturated units).
 
     Why one pass of Cholesky QR is exact here. Its Q_t = Z_t U_t^-1 is orthonormal only to
@@ -242,11 +243,11 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     windows and the window sums are the step-by-step method's. What changes is only the
     rounding of the pass, which grows with cond(Z): the number of steps between passes
     (at most MAX_SPAN) grows while the measured distance of the passed frame from
-    orthonormal stays below SPAN_GROW_ERROR (that distance is about 1e-16 cond(Z)^2, so
-    cond(Z) of a few hundred: the solve's rounding stays that of the step-by-step passes,
-    tests/test_lyapunov.py) and shrinks above SPAN_SHRINK_ERROR; a step whose own bound of cond(J[t])
-    is large is factored on its own, from an orthonormal frame, as in the step-by-step
-    method.
+    orthonormal stays below SPAN_GROW_ERROR and shrinks above SPAN_SHRINK_ERROR (that
+    distance is about 1e-16 cond(Z)^2, so cond(Z) stays below about 1e4, where the sums
+    still match the step-by-step method's as closely as its own passes do:
+    tests/test_lyapunov.py); a step whose bound of cond(J[t]) is large is factored on its
+    own, from an orthonormal frame, as in the step-by-step method.
     Returns (status, info) like jacobian_log_norms; progress(n) counts steps.
     """
     cdef Py_ssize_t T = h.shape[0], H = h.shape[2], nb = b1 - b0, nw = sums.shape[0]

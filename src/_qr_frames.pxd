@@ -1,6 +1,7 @@
 # The QR factorisations of the Lyapunov frames (src/_diagnostics.pyx, lyapunov_sums):
 # Gram-Schmidt for small frames, Cholesky QR with the bounds that say when to measure its
-# error, Householder QR where they break down.
+# error (every step, or every few steps where the product stays well conditioned),
+# Householder QR where they break down.
 
 from libc.math cimport sqrt, log, fabs, INFINITY
 from scipy.linalg.cython_blas cimport dsyrk, dtrsm
