@@ -12,7 +12,7 @@ often (a release point, about every 2^27 multiply-adds) the calling thread takes
 briefly to let Python handle signals (Ctrl-C) and report progress; a flag shared by the
 blocks stops the others. Failures come back as a status; Python raises.
 """
-from libc.math cimport sqrt, log, INFINITY
+from libc.math cimport sqrt, log, fabs, INFINITY
 from libc.string cimport memset
 from cpython.ref cimport PyObject
 from cython cimport floating
@@ -265,7 +265,7 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double[::1] z_cond = np.ones(nb)
     cdef Py_ssize_t[::1] steps = np.zeros(nb, np.intp)
     cdef Py_ssize_t[::1] span = np.ones(nb, np.intp)
-    cdef double log_w_norm = 0
+    cdef double log_w_scale = 0     # max |ln sigma(W)|: Z's growth or decay per step
     cdef double[::1] tau = np.empty(k)
     cdef double[::1] logs = np.empty(k)
     cdef double[::1] work = np.empty(1)
@@ -305,7 +305,7 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
         if info != 0:
             return LAPACK_FAILED, info
         w_cond = d[0] / d[H - 1] if d[H - 1] > 0 else INFINITY
-        log_w_norm = log(d[0]) if d[0] > 1 else 0
+        log_w_scale = max(fabs(log(d[0])), fabs(log(d[H - 1]))) if d[H - 1] > 0 else 0
     info = 0
     with nogil:
         for t in range(T):
@@ -345,7 +345,7 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
                            or _cholesky_qr_error(_step_cond(&h[t + 1, b0 + b, 0], H,
                                                             w_cond), H, k) > CHECK_ERROR)
                     outcome = _spanned_cholesky_qr(zb, Hb, kb, &S[0], &logs[0], step_cond,
-                                                   due, edge, t, log_w_norm, &q_cond[b],
+                                                   due, edge, t, log_w_scale, &q_cond[b],
                                                    &z_cond[b], &steps[b], &span[b])
                     done_qr = outcome != FRAME_SINGULAR
                     skipped = outcome == FRAME_CARRIED

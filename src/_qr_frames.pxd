@@ -22,9 +22,9 @@ cdef enum:
 
 # the measured (or bounded) distance of a large frame from orthonormal after one pass of
 # Cholesky QR: above CHECK_ERROR a second pass; the span between passes grows below
-# SPAN_GROW_ERROR and shrinks above SPAN_SHRINK_ERROR; and the log of the norm bound of
-# the product carried between passes stays below MAX_LOG_GROWTH (its Gram matrix squares
-# it)
+# SPAN_GROW_ERROR and shrinks above SPAN_SHRINK_ERROR; and the |log| of the bounds of the
+# product's largest and smallest singular values stays below MAX_LOG_GROWTH (its Gram
+# matrix squares them)
 cdef extern from *:
     """
     #define RNNX_CHECK_ERROR 0.1
@@ -149,7 +149,7 @@ cdef inline bint _gram_schmidt_qr(double *Z, Py_ssize_t H, Py_ssize_t k,
 
 cdef inline int _spanned_cholesky_qr(double *Z, blas_int H, blas_int k, double *S,
                                      double *logs, double step_cond, bint due, bint edge,
-                                     Py_ssize_t t, double log_w_norm, double *q_cond,
+                                     Py_ssize_t t, double log_w_scale, double *q_cond,
                                      double *z_cond, Py_ssize_t *steps,
                                      Py_ssize_t *span) noexcept nogil:
     """One step of a large frame Z (H, k) column-major (lyapunov_sums says why this is
@@ -157,9 +157,11 @@ cdef inline int _spanned_cholesky_qr(double *Z, blas_int H, blas_int k, double *
     logs[j] += ln R_jj; FRAME_PASSED), or leave it to Householder QR (FRAME_SINGULAR).
     The product carried since the last pass has cond <= z_cond, which starts at cond(Q)
     <= q_cond and gains step_cond (cond(diag(d)) cond(W)) per step. A pass is made where
-    due (a window's end, an ill-conditioned step), after span steps, or where the norm
-    bound ||W||^steps nears overflow in Z^T Z. Where the bound of the passed frame's
-    distance from orthonormal passes CHECK_ERROR, at a window's end, and after a product
+    due (a window's end, an ill-conditioned step), after span steps, or where the bounds
+    sigma_max(W)^steps and sigma_min(W)^steps (log_w_scale: the larger |ln| of the two)
+    near over- or underflow in Z^T Z (a singular W makes every step due: step_cond).
+    Where the bound of the passed frame's distance from orthonormal passes CHECK_ERROR, at
+    a window's end, and after a product
     of several steps (or now and then, to learn whether it may wait), that distance is
     measured (the frame's Gram matrix, which starts a second pass): a second pass where it
     is above CHECK_ERROR or at a window's end, Householder where it is 0.5 or more. After
@@ -170,7 +172,7 @@ cdef inline int _spanned_cholesky_qr(double *Z, blas_int H, blas_int k, double *
     cdef bint check, passed
     z_cond[0] *= step_cond
     steps[0] += 1
-    if not (due or steps[0] >= span[0] or (steps[0] + 1) * log_w_norm > MAX_LOG_GROWTH):
+    if not (due or steps[0] >= span[0] or (steps[0] + 1) * log_w_scale > MAX_LOG_GROWTH):
         return FRAME_CARRIED
     bound = _cholesky_qr_error(z_cond[0], H, k)
     check = (bound > CHECK_ERROR or steps[0] > 1

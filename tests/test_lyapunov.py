@@ -244,9 +244,26 @@ def test_large_frame_one_step(dtype):
     rng = np.random.default_rng(9)
     H = 19
     x = rng.standard_normal((1, 2, 1)).astype(dtype)
-    W_xh, W_hh = rng.standard_normal((H, 1)).astype(dtype), rng.standard_normal((H, H)).astype(dtype)
+    W_xh = rng.standard_normal((H, 1)).astype(dtype)
+    W_hh = rng.standard_normal((H, H)).astype(dtype)
     b_h = np.zeros(H, dtype)
     h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
     e = lyapunov_exponents(x, W_xh, W_hh, b_h)
     ref = _qr_method(h, W_hh, H, 0, 1)[0].mean(axis=0)
     np.testing.assert_allclose(e, np.sort(ref)[::-1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_large_frame_far_from_unit_norm(dtype, scale):
+    # W_hh = scale x orthogonal, h = 0: every Jacobian is W_hh, whose exponents are about
+    # ln(scale); a product of several steps would under- or overflow in Z^T Z, so the
+    # passes stay step by step there
+    rng = np.random.default_rng(10)
+    H = 21
+    W_hh = (scale * np.linalg.qr(rng.standard_normal((H, H)))[0]).astype(dtype)
+    x = np.zeros((30, 2, 1), dtype)
+    e = lyapunov_exponents(x, np.zeros((H, 1), dtype), W_hh, np.zeros(H, dtype))
+    ref = _qr_method(np.zeros((30, 2, H)), W_hh, H, 0, 30)[0].mean(axis=0) / 30
+    np.testing.assert_allclose(e, np.sort(ref)[::-1], rtol=1e-12)
+    np.testing.assert_allclose(e, np.log(scale), rtol=1e-6)
