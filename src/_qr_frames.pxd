@@ -161,13 +161,12 @@ cdef inline int _spanned_cholesky_qr(double *Z, blas_int H, blas_int k, double *
     sigma_max(W)^steps and sigma_min(W)^steps (log_w_scale: the larger |ln| of the two)
     near over- or underflow in Z^T Z (a singular W makes every step due: step_cond).
     Where the bound of the passed frame's distance from orthonormal passes CHECK_ERROR, at
-    a window's end, and after a product
-    of several steps (or now and then, to learn whether it may wait), that distance is
-    measured (the frame's Gram matrix, which starts a second pass): a second pass where it
-    is above CHECK_ERROR or at a window's end, Householder where it is 0.5 or more. After
-    a pass Z = Z1 U1, so the diagonal of R of Z is diag(R of Z1) diag(U1): the logs add
-    up. The span grows while the measured distance stays below SPAN_GROW_ERROR, shrinks
-    above SPAN_SHRINK_ERROR."""
+    a window's end, and after a product of several steps (or now and then, to learn
+    whether it may wait), that distance is measured (the frame's Gram matrix, which
+    starts a second pass): a second pass where it is above CHECK_ERROR or at a window's
+    end, Householder where it is 0.5 or more. After a pass Z = Z1 U1, so the diagonal of
+    R of Z is diag(R of Z1) diag(U1): the logs add up. The span grows while the measured
+    distance stays below SPAN_GROW_ERROR, shrinks above SPAN_SHRINK_ERROR."""
     cdef double bound, err
     cdef bint check, passed
     z_cond[0] *= step_cond
