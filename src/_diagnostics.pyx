@@ -12,7 +12,7 @@ often (a release point, about every 2^27 multiply-adds) the calling thread takes
 briefly to let Python handle signals (Ctrl-C) and report progress; a flag shared by the
 blocks stops the others. Failures come back as a status; Python raises.
 """
-from libc.math cimport sqrt, log, INFINITY
+from libc.math cimport sqrt, log, fabs, INFINITY
 from libc.string cimport memset
 from cpython.ref cimport PyObject
 from cython cimport floating
@@ -25,8 +25,9 @@ from _blas cimport blas_int, _dot, _gemm, _singular_values
 from _diag_shared cimport (OK, STOPPED, LAPACK_FAILED, RELEASE_WORK, Halt, _release_point,
                            _dsq)
 from _spectral_norm cimport LANCZOS_STEPS, _top_singular_value
-from _qr_frames cimport (GRAM_SCHMIDT_K, _householder_qr, _frame_gram, _cholesky_qr_finish,
-                         _cholesky_qr_error, _cond_bound, _gram_schmidt_qr)
+from _qr_frames cimport (GRAM_SCHMIDT_K, CHECK_ERROR, FRAME_CARRIED, FRAME_SINGULAR,
+                         _householder_qr, _cholesky_qr_error, _gram_schmidt_qr,
+                         _spanned_cholesky_qr)
 
 cdef enum:
     # the stack of samples' products (see jacobian_log_norms): at most STACK_ROWS rows (a
@@ -35,6 +36,7 @@ cdef enum:
     # square product was measured faster than the stack (OpenBLAS's small-matrix kernel).
     STACK_ROWS = 512
     STACK_MIN_H = 128
+
 
 # the statuses, for Python
 STATUS_OK, STATUS_STOPPED, STATUS_LAPACK_FAILED = OK, STOPPED, LAPACK_FAILED
@@ -53,6 +55,16 @@ cdef double _block_fro(Py_ssize_t H, Py_ssize_t ld, const double *R) noexcept no
     for c in range(H):
         acc += _dot(<blas_int> H, R + c * ld, R + c * ld)
     return sqrt(acc)
+
+
+cdef double _step_cond(const floating *h, Py_ssize_t H, double w_cond) noexcept nogil:
+    """A bound of cond(diag(1 - h^2) W) for h (H,): max/min of 1 - h^2 times cond(W)"""
+    cdef Py_ssize_t i
+    cdef double d, d_min = INFINITY, d_max = 0
+    for i in range(H):
+        d = _dsq(&h[i])
+        d_min, d_max = min(d_min, d), max(d_max, d)
+    return d_max / d_min * w_cond if d_min > 0 else INFINITY
 
 
 def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint frobenius,
@@ -204,7 +216,8 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     every sample; each sample's frame is then scaled by its tanh' (row-wise) and
     re-orthonormalised in place: small frames (k <= 16) by Gram-Schmidt with
     reorthogonalisation in plain loops, larger ones by one pass of Cholesky QR (BLAS-3:
-    Z^T Z = U^T U, Z := Z U^-1), and by Householder QR where these break down (a nearly
+    Z^T Z = U^T U, Z := Z U^-1) every step or every few steps (_qr_frames'
+    _spanned_cholesky_qr), and by Householder QR where these break down (a nearly
     rank-deficient frame: saturated units).
 
     Why one pass of Cholesky QR is exact here. Its Q_t = Z_t U_t^-1 is orthonormal only to
@@ -218,6 +231,23 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     P_b and P_{a-1} the identity to rounding, so the sums of ln U_t are the exact method's;
     what remains is the triangular solve's rounding (about cond(Z_t) * H * 1e-16 relative
     on each U_t,jj), as for Householder QR.
+
+    Why several steps between two passes are exact too. A large frame's pass is skipped
+    where its product stays well conditioned: Z = J[t] ... J[s] Q[s-1] is carried through
+    the steps s..t and factored once. In exact arithmetic the R of that product is the
+    product R_t ... R_s of the step-by-step method's factors (each J Q_{u-1} = Q_u R_u, so
+    J[t] ... J[s] Q[s-1] = Q_t R_t ... R_s, and the QR of a full-rank matrix is unique), and
+    the diagonal of a product of upper triangular matrices is the product of their
+    diagonals: ln U_jj of the pass is the sum of the steps' ln R_jj. A pass is forced at
+    every step that ends a window (or precedes the first), so no product straddles two
+    windows and the window sums are the step-by-step method's. What changes is only the
+    rounding of the pass, which grows with cond(Z): the number of steps between passes
+    (at most MAX_SPAN) grows while the measured distance of the passed frame from
+    orthonormal stays below SPAN_GROW_ERROR and shrinks above SPAN_SHRINK_ERROR (that
+    distance is about 1e-16 cond(Z)^2, so cond(Z) stays below about 1e4, where the sums
+    still match the step-by-step method's as closely as its own passes do:
+    tests/test_lyapunov.py); a step whose bound of cond(J[t]) is large is factored on its
+    own, from an orthonormal frame, as in the step-by-step method.
     Returns (status, info) like jacobian_log_norms; progress(n) counts steps.
     """
     cdef Py_ssize_t T = h.shape[0], H = h.shape[2], nb = b1 - b0, nw = sums.shape[0]
@@ -229,6 +259,13 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double[:, ::1] Wsv
     cdef double[:, ::1] Wt = np.ascontiguousarray(np.asarray(W).T)
     cdef double[::1] q_cond = np.ones(nb)       # bounds of cond(Q[t-1]) per sample
+    # per sample, between two QR passes of a large frame: a bound of the condition number
+    # of the product carried since the last pass, the steps in it, and how many steps the
+    # next pass may wait for (adapted to the measured loss of orthogonality)
+    cdef double[::1] z_cond = np.ones(nb)
+    cdef Py_ssize_t[::1] steps = np.zeros(nb, np.intp)
+    cdef Py_ssize_t[::1] span = np.ones(nb, np.intp)
+    cdef double log_w_scale = 0     # max |ln sigma(W)|: Z's growth or decay per step
     cdef double[::1] tau = np.empty(k)
     cdef double[::1] logs = np.empty(k)
     cdef double[::1] work = np.empty(1)
@@ -236,9 +273,10 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double *Qp = &Q[0, 0]
     cdef double *Zp = &Z[0, 0]
     cdef double *zb
-    cdef double nrm, err, w_cond, z_cond, d_min, d_max
-    cdef bint check, edge
-    cdef bint done_qr
+    cdef double nrm, w_cond, d_min, d_max
+    cdef double step_cond
+    cdef bint edge, due, done_qr, skipped = False
+    cdef int outcome
     cdef blas_int lwork, info = 0, Hb = <blas_int> H, kb = <blas_int> k
     cdef int status = OK
     cdef Halt halt
@@ -267,6 +305,7 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
         if info != 0:
             return LAPACK_FAILED, info
         w_cond = d[0] / d[H - 1] if d[H - 1] > 0 else INFINITY
+        log_w_scale = max(fabs(log(d[0])), fabs(log(d[H - 1]))) if d[H - 1] > 0 else 0
     info = 0
     with nogil:
         for t in range(T):
@@ -295,35 +334,31 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
                 elif k <= GRAM_SCHMIDT_K:
                     done_qr = _gram_schmidt_qr(zb, H, k, &logs[0])
                 else:
-                    # One pass of Cholesky QR. Its frame's distance from orthonormal has a
-                    # bound from cond(Z) <= cond(diag(d)) cond(W) cond(Q[t-1]); where the
-                    # bound passes 0.1, and at the steps that end a window (or precede the
-                    # first), it is measured (the frame's Gram matrix, which starts a
-                    # second pass): a second pass where it is above 0.1 or at a window's
-                    # end, Householder where it is 0.5 or more (the docstring says why that
-                    # is exact). After a pass Z = Z1 U1, so the diagonal of R of Z is
-                    # diag(R of Z1) diag(U1): the logs add up.
-                    z_cond = d_max / d_min * w_cond * q_cond[b] if d_min > 0 else INFINITY
+                    # a pass is due at the steps that end a window (or precede the
+                    # first), at the last, and where this step or the next alone could
+                    # take the frame past what one pass repairs (so that such a step
+                    # starts from an orthonormal frame, as in the step-by-step method)
+                    step_cond = d_max / d_min * w_cond if d_min > 0 else INFINITY
                     edge = t >= discard - 1 and (t - discard + 1) % window == 0
-                    check = _cholesky_qr_error(z_cond, H, k) > 0.1
-                    _frame_gram(zb, Hb, kb, &S[0])       # S := Z^T Z
-                    done_qr = _cholesky_qr_finish(zb, Hb, kb, &S[0], &logs[0])
-                    q_cond[b] = _cond_bound(_cholesky_qr_error(z_cond, H, k))
-                    if done_qr and (check or edge):
-                        err = _frame_gram(zb, Hb, kb, &S[0])
-                        q_cond[b] = _cond_bound(err)
-                        if err >= 0.5:
-                            done_qr = False
-                        elif err > 0.1 or edge:
-                            done_qr = _cholesky_qr_finish(zb, Hb, kb, &S[0], &logs[0])
-                            q_cond[b] = _cond_bound(_cholesky_qr_error(q_cond[b], H, k))
+                    due = (edge or t == T - 1
+                           or _cholesky_qr_error(step_cond, H, k) > CHECK_ERROR
+                           or _cholesky_qr_error(_step_cond(&h[t + 1, b0 + b, 0], H,
+                                                            w_cond), H, k) > CHECK_ERROR)
+                    outcome = _spanned_cholesky_qr(zb, Hb, kb, &S[0], &logs[0], step_cond,
+                                                   due, edge, t, log_w_scale, &q_cond[b],
+                                                   &z_cond[b], &steps[b], &span[b])
+                    done_qr = outcome != FRAME_SINGULAR
+                    skipped = outcome == FRAME_CARRIED
                 if not done_qr:
                     q_cond[b] = 1
+                    z_cond[b] = 1
                     info = _householder_qr(zb, Hb, kb, &tau[0], &work[0], lwork, &logs[0])
                     if info != 0:
                         status = LAPACK_FAILED
                         break
-                if 0 <= w < nw:
+                if skipped:
+                    skipped = False
+                elif 0 <= w < nw:
                     for j in range(k):
                         sums[w, b0 + b, j] += logs[j]
             if status != OK:

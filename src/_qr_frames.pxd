@@ -1,6 +1,7 @@
 # The QR factorisations of the Lyapunov frames (src/_diagnostics.pyx, lyapunov_sums):
 # Gram-Schmidt for small frames, Cholesky QR with the bounds that say when to measure its
-# error, Householder QR where they break down.
+# error (every step, or every few steps where the product stays well conditioned),
+# Householder QR where they break down.
 
 from libc.math cimport sqrt, log, fabs, INFINITY
 from scipy.linalg.cython_blas cimport dsyrk, dtrsm
@@ -9,6 +10,32 @@ from _blas cimport blas_int
 
 cdef enum:
     GRAM_SCHMIDT_K = 16       # frames of up to this many directions: Gram-Schmidt QR
+    # at most this many steps between two Cholesky QR passes of a large frame, and how
+    # often a frame passed every step is measured to see whether it may wait
+    MAX_SPAN = 8
+    SPAN_PROBE = 16
+    # what _spanned_cholesky_qr did: carried the product on, factored it, or found it
+    # too ill-conditioned for Cholesky QR (Householder's turn)
+    FRAME_CARRIED = 0
+    FRAME_PASSED = 1
+    FRAME_SINGULAR = 2
+
+# the measured (or bounded) distance of a large frame from orthonormal after one pass of
+# Cholesky QR: above CHECK_ERROR a second pass; the span between passes grows below
+# SPAN_GROW_ERROR and shrinks above SPAN_SHRINK_ERROR; and the |log| of the bounds of the
+# product's largest and smallest singular values stays below MAX_LOG_GROWTH (its Gram
+# matrix squares them)
+cdef extern from *:
+    """
+    #define RNNX_CHECK_ERROR 0.1
+    #define RNNX_SPAN_GROW_ERROR 1e-11
+    #define RNNX_SPAN_SHRINK_ERROR 1e-8
+    #define RNNX_MAX_LOG_GROWTH 150.0
+    """
+    const double CHECK_ERROR "RNNX_CHECK_ERROR"
+    const double SPAN_GROW_ERROR "RNNX_SPAN_GROW_ERROR"
+    const double SPAN_SHRINK_ERROR "RNNX_SPAN_SHRINK_ERROR"
+    const double MAX_LOG_GROWTH "RNNX_MAX_LOG_GROWTH"
 
 
 cdef inline double _dot4(const double *x, const double *y, Py_ssize_t n) noexcept nogil:
@@ -118,3 +145,53 @@ cdef inline bint _gram_schmidt_qr(double *Z, Py_ssize_t H, Py_ssize_t k,
             Z[j * H + i] /= nrm
         logs[j] += log(nrm)
     return True
+
+
+cdef inline int _spanned_cholesky_qr(double *Z, blas_int H, blas_int k, double *S,
+                                     double *logs, double step_cond, bint due, bint edge,
+                                     Py_ssize_t t, double log_w_scale, double *q_cond,
+                                     double *z_cond, Py_ssize_t *steps,
+                                     Py_ssize_t *span) noexcept nogil:
+    """One step of a large frame Z (H, k) column-major (lyapunov_sums says why this is
+    exact): carry the product on (FRAME_CARRIED), or factor it by Cholesky QR (Z := Q,
+    logs[j] += ln R_jj; FRAME_PASSED), or leave it to Householder QR (FRAME_SINGULAR).
+    The product carried since the last pass has cond <= z_cond, which starts at cond(Q)
+    <= q_cond and gains step_cond (cond(diag(d)) cond(W)) per step. A pass is made where
+    due (a window's end, an ill-conditioned step), after span steps, or where the bounds
+    sigma_max(W)^steps and sigma_min(W)^steps (log_w_scale: the larger |ln| of the two)
+    near over- or underflow in Z^T Z (a singular W makes every step due: step_cond).
+    Where the bound of the passed frame's distance from orthonormal passes CHECK_ERROR, at
+    a window's end, and after a product of several steps (or now and then, to learn
+    whether it may wait), that distance is measured (the frame's Gram matrix, which
+    starts a second pass): a second pass where it is above CHECK_ERROR or at a window's
+    end, Householder where it is 0.5 or more. After a pass Z = Z1 U1, so the diagonal of
+    R of Z is diag(R of Z1) diag(U1): the logs add up. The span grows while the measured
+    distance stays below SPAN_GROW_ERROR, shrinks above SPAN_SHRINK_ERROR."""
+    cdef double bound, err
+    cdef bint check, passed
+    z_cond[0] *= step_cond
+    steps[0] += 1
+    if not (due or steps[0] >= span[0] or (steps[0] + 1) * log_w_scale > MAX_LOG_GROWTH):
+        return FRAME_CARRIED
+    bound = _cholesky_qr_error(z_cond[0], H, k)
+    check = (bound > CHECK_ERROR or steps[0] > 1
+             or (bound > SPAN_GROW_ERROR and span[0] < MAX_SPAN and t % SPAN_PROBE == 0))
+    _frame_gram(Z, H, k, S)       # S := Z^T Z
+    passed = _cholesky_qr_finish(Z, H, k, S, logs)
+    q_cond[0] = _cond_bound(bound)
+    err = bound
+    if passed and (check or edge):
+        err = _frame_gram(Z, H, k, S)
+        q_cond[0] = _cond_bound(err)
+        if err >= 0.5:
+            passed = False
+        elif err > CHECK_ERROR or edge:
+            passed = _cholesky_qr_finish(Z, H, k, S, logs)
+            q_cond[0] = _cond_bound(_cholesky_qr_error(q_cond[0], H, k))
+    if err > SPAN_SHRINK_ERROR:
+        span[0] = max(1, steps[0] // 2)
+    elif err < SPAN_GROW_ERROR and steps[0] == span[0]:
+        span[0] = min(MAX_SPAN, span[0] + 1)
+    steps[0] = 0
+    z_cond[0] = q_cond[0]
+    return FRAME_PASSED if passed else FRAME_SINGULAR

@@ -213,3 +213,57 @@ def test_cli_diagnose_lags_samples_and_length(capsys):
     assert main(["diagnose", "--samples", "20", "--batch-size", "4"]) == 2
     assert "--samples 20 is more than --batch-size 4" in capsys.readouterr().err
     assert main(["diagnose", "--lags", "200", "--length", "10"]) == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k,H,B", [(33, 33, 1), (33, 33, 3), (17, 33, 2), (40, 40, 1)])
+def test_several_steps_between_qr_passes(dtype, k, H, B):
+    # k > 16 on a long trajectory: the frame is carried through several Jacobians between
+    # two Cholesky QR passes where it stays well conditioned; the window sums, and so the
+    # exponents, are still the per-step QR method's (inputs small enough that no unit
+    # saturates: at tanh' = 0 the smallest direction's R_jj is rounding noise in either)
+    rng = np.random.default_rng(8)
+    T, D = 230, 3
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    W_xh = (0.6 * rng.standard_normal((H, D))).astype(dtype)
+    W_hh = (1.5 * np.linalg.qr(rng.standard_normal((H, H)))[0]).astype(dtype)
+    b_h = (0.1 * rng.standard_normal(H)).astype(dtype)
+    h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
+    e = lyapunov_exponents(x, W_xh, W_hh, b_h, k=k, discard=7)
+    ref = _qr_method(h, W_hh, k, 7, T - 7)[0].mean(axis=0) / (T - 7)
+    np.testing.assert_allclose(e, np.sort(ref)[::-1], rtol=1e-10, atol=1e-12)
+    local = local_lyapunov_exponents(x, W_xh, W_hh, b_h, window=37, k=k, discard=7)
+    assert local.shape == (6, B, k)
+    np.testing.assert_allclose(local, _qr_method(h, W_hh, k, 7, 37) / 37, rtol=1e-10,
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_frame_one_step(dtype):
+    # T = 1, k = H = 19 (Cholesky QR): the exponents are ln |R_jj| of one QR
+    rng = np.random.default_rng(9)
+    H = 19
+    x = rng.standard_normal((1, 2, 1)).astype(dtype)
+    W_xh = rng.standard_normal((H, 1)).astype(dtype)
+    W_hh = rng.standard_normal((H, H)).astype(dtype)
+    b_h = np.zeros(H, dtype)
+    h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
+    e = lyapunov_exponents(x, W_xh, W_hh, b_h)
+    ref = _qr_method(h, W_hh, H, 0, 1)[0].mean(axis=0)
+    np.testing.assert_allclose(e, np.sort(ref)[::-1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_large_frame_far_from_unit_norm(dtype, scale):
+    # W_hh = scale x orthogonal, h = 0: every Jacobian is W_hh, whose exponents are about
+    # ln(scale); a product of several steps would under- or overflow in Z^T Z, so the
+    # passes stay step by step there
+    rng = np.random.default_rng(10)
+    H = 21
+    W_hh = (scale * np.linalg.qr(rng.standard_normal((H, H)))[0]).astype(dtype)
+    x = np.zeros((30, 2, 1), dtype)
+    e = lyapunov_exponents(x, np.zeros((H, 1), dtype), W_hh, np.zeros(H, dtype))
+    ref = _qr_method(np.zeros((30, 2, H)), W_hh, H, 0, 30)[0].mean(axis=0) / 30
+    np.testing.assert_allclose(e, np.sort(ref)[::-1], rtol=1e-12)
+    np.testing.assert_allclose(e, np.log(scale), rtol=1e-6)
