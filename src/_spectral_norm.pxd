@@ -152,18 +152,20 @@ cdef inline void _gram(const double *R, blas_int H, blas_int ld, double alpha, d
     frob_sq[0] = acc
 
 
-cdef inline int _top_eigenvalue_lapack(double *G, blas_int H, double *ev, double *work,
-                                       blas_int *iwork, double *out) noexcept nogil:
+cdef inline int _top_eigenvalue_lapack(double *G, blas_int H, double *ev, double *vec,
+                                       double *work, blas_int *iwork,
+                                       double *out) noexcept nogil:
     """out := the largest eigenvalue of the symmetric G (upper triangle, column-major; G is
     overwritten) by LAPACK's dsyevr (bisection on its tridiagonal form: within a few
-    rounding errors of ||G||). ev: H, work: 26 H, iwork: 10 H + 2. Returns LAPACK's info."""
+    rounding errors of ||G||), and vec (H) := its unit eigenvector unless vec is NULL.
+    ev: H, work: 26 H, iwork: 10 H + 2. Returns LAPACK's info."""
     cdef blas_int info = 0, found = 0, one = 1, lwork = 26 * H, liwork = 10 * H
     cdef double unused = 0, abstol = 0
-    cdef char *no = b'N'
+    cdef char *jobz = b'V' if vec != NULL else b'N'
     cdef char *index = b'I'
     cdef char *up = b'U'
-    dsyevr(no, index, up, &H, G, &H, &unused, &unused, &H, &H, &abstol, &found, ev, NULL,
-           &one, iwork, work, &lwork, iwork + 2, &liwork, &info)
+    dsyevr(jobz, index, up, &H, G, &H, &unused, &unused, &H, &H, &abstol, &found, ev, vec,
+           &H, iwork, work, &lwork, iwork + 2, &liwork, &info)
     out[0] = ev[0]
     return info
 
@@ -232,6 +234,14 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     cdef bint certified = False
     cdef char *up = b'U'
     cdef char *nt = b'N'
+    if path[0] == 3:
+        # the previous lag needed LAPACK (or this is the first): so does this one, likely;
+        # its eigenvector warm-starts the next lag, which forms G first
+        _gram(R, H, ld, alpha, G, &frob_sq)
+        path[0] = 2
+        info = _top_eigenvalue_lapack(G, H, ev, u, work, iwork, &theta)
+        out[0] = sqrt(max(theta, 0))
+        return info
     path[0] = 0
     nrm = sqrt(ddot(&H, u, &one, u, &one))
     for i in range(H):
@@ -300,6 +310,6 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     if frob_sq < 0:
         _gram(R, H, ld, alpha, G, &frob_sq)
     path[0] = 3
-    info = _top_eigenvalue_lapack(G, H, ev, work, iwork, &theta)
+    info = _top_eigenvalue_lapack(G, H, ev, NULL, work, iwork, &theta)
     out[0] = sqrt(max(theta, 0))
     return info
