@@ -135,7 +135,7 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
                 # direction
                 for i in range(H):
                     U[j, i] = (1.0 + 0.5 * ((i * 7919) % 13)) / sqrt(<double> H * 21)
-                path[j] = 0
+                path[j] = 3                    # the first lag: straight to LAPACK
                 log_c[j] = 0
                 s[j] = 1
             for k in range(1, K + 1):

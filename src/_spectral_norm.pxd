@@ -15,19 +15,76 @@ cdef enum:
 cdef extern from *:
     """
     #define RNNX_CERT_MARGIN 1.5e-9
+    #include <stddef.h>
+    #include <string.h>
+    #if defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__) && defined(__x86_64__) \
+        && defined(__ELF__) && defined(__GLIBC__)
+    #  define RNNX_GRAM_CLONES \
+           __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #else
+    #  define RNNX_GRAM_CLONES
+    #endif
+    #if defined(__GNUC__) || defined(__clang__)
+    #  define RNNX_GRAM_VECTOR 1
+    typedef double rnnx_v4d __attribute__((vector_size(32), aligned(8), may_alias));
+    #  define RNNX_V4(p) (*(rnnx_v4d *) (p))
+    #else
+    #  define RNNX_GRAM_VECTOR 0
+    #endif
+    /* w := alpha R R^T v = alpha sum_c r_c (r_c . v) for R (H, H) column-major with leading
+       dimension ld, in one pass over R: four columns at a time, their dots (four vector
+       accumulators sharing the loads of v), then their axpys while they are in L1. Two
+       BLAS matrix-vector products read R twice. */
+    RNNX_GRAM_CLONES
+    static void rnnx_gram_apply(const double *R, ptrdiff_t H, ptrdiff_t ld, double alpha,
+                                const double *v, double *w)
+    {
+        ptrdiff_t c = 0, i, n4 = H & ~(ptrdiff_t) 3;
+        memset(w, 0, (size_t) H * sizeof(double));
+    #if RNNX_GRAM_VECTOR
+        for (; c + 4 <= H; c += 4) {
+            const double *r0 = R + c * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+            rnnx_v4d a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
+            double t0, t1, t2, t3;
+            for (i = 0; i < n4; i += 4) {
+                rnnx_v4d x = RNNX_V4(v + i);
+                a0 += RNNX_V4(r0 + i) * x;
+                a1 += RNNX_V4(r1 + i) * x;
+                a2 += RNNX_V4(r2 + i) * x;
+                a3 += RNNX_V4(r3 + i) * x;
+            }
+            t0 = (a0[0] + a0[1]) + (a0[2] + a0[3]);
+            t1 = (a1[0] + a1[1]) + (a1[2] + a1[3]);
+            t2 = (a2[0] + a2[1]) + (a2[2] + a2[3]);
+            t3 = (a3[0] + a3[1]) + (a3[2] + a3[3]);
+            for (i = n4; i < H; i++) {
+                t0 += r0[i] * v[i]; t1 += r1[i] * v[i]; t2 += r2[i] * v[i]; t3 += r3[i] * v[i];
+            }
+            t0 *= alpha; t1 *= alpha; t2 *= alpha; t3 *= alpha;
+            for (i = 0; i < n4; i += 4)
+                RNNX_V4(w + i) += t0 * RNNX_V4(r0 + i) + t1 * RNNX_V4(r1 + i)
+                                  + t2 * RNNX_V4(r2 + i) + t3 * RNNX_V4(r3 + i);
+            for (i = n4; i < H; i++)
+                w[i] += t0 * r0[i] + t1 * r1[i] + t2 * r2[i] + t3 * r3[i];
+        }
+    #endif
+        for (; c < H; c++) {                  /* the last H mod 4 columns (or all) */
+            const double *r = R + c * ld;
+            double t = 0;
+            for (i = 0; i < H; i++)
+                t += r[i] * v[i];
+            t *= alpha;
+            for (i = 0; i < H; i++)
+                w[i] += t * r[i];
+        }
+    }
     """
     # The spectral norm is certified to this relative accuracy of sigma_max^2, so
     # sigma_max to half of it (see _top_singular_value).
     const double CERT_MARGIN "RNNX_CERT_MARGIN"
-
-
-cdef inline void _rt_r(const double *R, Py_ssize_t H, Py_ssize_t ld, double inv_s,
-                       const double *v, double *y, double *w) noexcept nogil:
-    """w := (R/s) ((R/s)^T v) for R (H, H) column-major with leading dimension ld (the
-    row-major R^T with rows ld apart), y: scratch."""
-    # y := (R/s)^T v   (H,) = (H, H) @ (H,);  w := (R/s) y   (H,) = (H, H) @ (H,)
-    _gemv(False, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> ld, v, 0.0, y)
-    _gemv(True, <blas_int> H, <blas_int> H, inv_s, R, <blas_int> ld, y, 0.0, w)
+    void _gram_apply "rnnx_gram_apply"(const double *R, Py_ssize_t H, Py_ssize_t ld,
+                                         double alpha, const double *v,
+                                         double *w) noexcept nogil
 
 
 cdef inline double _lanczos_residual(const double *V, Py_ssize_t m, Py_ssize_t H, double a_j,
@@ -152,18 +209,20 @@ cdef inline void _gram(const double *R, blas_int H, blas_int ld, double alpha, d
     frob_sq[0] = acc
 
 
-cdef inline int _top_eigenvalue_lapack(double *G, blas_int H, double *ev, double *work,
-                                       blas_int *iwork, double *out) noexcept nogil:
+cdef inline int _top_eigenvalue_lapack(double *G, blas_int H, double *ev, double *vec,
+                                       double *work, blas_int *iwork,
+                                       double *out) noexcept nogil:
     """out := the largest eigenvalue of the symmetric G (upper triangle, column-major; G is
     overwritten) by LAPACK's dsyevr (bisection on its tridiagonal form: within a few
-    rounding errors of ||G||). ev: H, work: 26 H, iwork: 10 H + 2. Returns LAPACK's info."""
+    rounding errors of ||G||), and vec (H) := its unit eigenvector unless vec is NULL.
+    ev: H, work: 26 H, iwork: 10 H + 2. Returns LAPACK's info."""
     cdef blas_int info = 0, found = 0, one = 1, lwork = 26 * H, liwork = 10 * H
     cdef double unused = 0, abstol = 0
-    cdef char *no = b'N'
+    cdef char *jobz = b'V' if vec != NULL else b'N'
     cdef char *index = b'I'
     cdef char *up = b'U'
-    dsyevr(no, index, up, &H, G, &H, &unused, &unused, &H, &H, &abstol, &found, ev, NULL,
-           &one, iwork, work, &lwork, iwork + 2, &liwork, &info)
+    dsyevr(jobz, index, up, &H, G, &H, &unused, &unused, &H, &H, &abstol, &found, ev, vec,
+           &H, iwork, work, &lwork, iwork + 2, &liwork, &info)
     out[0] = ev[0]
     return info
 
@@ -191,8 +250,9 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     previous lag's top left singular vector and gets this one's. V: LANCZOS_STEPS + 1 rows
     of H; lz: 8 LANCZOS_STEPS for the small tridiagonal problems; y: H of scratch; G, C:
     H * H; ev, work, iwork: see _top_eigenvalue_lapack. path: in, how the previous lag was
-    certified; out, this lag's (0: from R alone, 1: with the Gram matrix, 2: Cholesky,
-    3: LAPACK). Returns LAPACK's info.
+    certified; out, this lag's (0: from R alone, 1: with the Gram matrix, 2: Cholesky or
+    LAPACK directly, 3: LAPACK after the others failed; the caller starts with 3). Returns
+    LAPACK's info.
 
     Why it is exact. With G = (R/s)(R/s)^T, sigma_max^2 = lambda_max(G). m Lanczos steps on
     G (with full reorthogonalisation) from the previous lag's top left singular vector
@@ -208,8 +268,8 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     is formed. So lambda_max(G) <= lambda_max(M), and once M has no eigenvalue above
     theta (1 + CERT_MARGIN) (a Sturm count), sqrt(theta) is within CERT_MARGIN / 2 of
     sigma_max. The trace bound holds once a few directions carry most of the product's
-    Frobenius mass (the later lags: cost a few Lanczos steps of two O(H^2) products by R,
-    against the lag's H^3 multiply-adds); the Frobenius bound once a few dozen directions
+    Frobenius mass (the later lags: cost a few Lanczos steps of one pass over R each,
+    2 H^2 multiply-adds, against the lag's H^3); the Frobenius bound once a few dozen directions
     do (most lags: the Gram matrix, H^3 / 2 multiply-adds in one BLAS-3 call, then steps of
     one O(H^2) product by G). A lag that needed G is followed by one that forms it first.
     Else, after LANCZOS_STEPS steps (by G they are cheap against a factorisation, and more
@@ -217,11 +277,12 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     mu = theta (1 + CERT_MARGIN) is positive definite exactly when lambda_max < mu, which
     Cholesky decides (its backward error, about H * 1e-16, is far below the margin). Where
     all fail (the first lags, whose singular values are nearly equal), LAPACK's largest
-    eigenvalue of G gives the value. Which certificate is tried when and after how many
+    eigenvalue of G gives the value; the first lag, and a lag after one where all failed,
+    go to LAPACK directly (its eigenvector starts the next lag). Which certificate is tried when and after how many
     steps decides only the cost: every value returned has passed one.
     """
     cdef blas_int one = 1, info = 0, i, j, m = 0, ldz
-    cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s), inv_s = 1.0 / s
+    cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s)
     cdef double theta = 0, nrm, mu, frob_sq = -1, t_sq, t_tr, g, g_sq, g_tr, top, corner
     cdef double *a = lz                              # Lanczos alphas
     cdef double *b = lz + LANCZOS_STEPS              # betas
@@ -232,6 +293,14 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     cdef bint certified = False
     cdef char *up = b'U'
     cdef char *nt = b'N'
+    if path[0] == 3:
+        # the previous lag needed LAPACK (or this is the first): so does this one, likely;
+        # its eigenvector warm-starts the next lag, which forms G first
+        _gram(R, H, ld, alpha, G, &frob_sq)
+        path[0] = 2
+        info = _top_eigenvalue_lapack(G, H, ev, u, work, iwork, &theta)
+        out[0] = sqrt(max(theta, 0))
+        return info
     path[0] = 0
     nrm = sqrt(ddot(&H, u, &one, u, &one))
     for i in range(H):
@@ -245,8 +314,8 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
         if frob_sq < 0 and j >= before_gram:
             _gram(R, H, ld, alpha, G, &frob_sq)
         if frob_sq < 0:
-            # w := (R/s) ((R/s)^T v_j)   (H,) = (H, H) @ ((H, H)^T @ (H,))
-            _rt_r(R, H, ld, inv_s, V + j * H, y, w)
+            # w := (R/s) ((R/s)^T v_j)   (H,) = (H, H) @ ((H, H)^T @ (H,)), in one pass
+            _gram_apply(R, H, ld, alpha, V + j * H, w)
         else:
             # w := G v_j   (H,) = (H, H) @ (H,)
             dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
@@ -300,6 +369,6 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     if frob_sq < 0:
         _gram(R, H, ld, alpha, G, &frob_sq)
     path[0] = 3
-    info = _top_eigenvalue_lapack(G, H, ev, work, iwork, &theta)
+    info = _top_eigenvalue_lapack(G, H, ev, NULL, work, iwork, &theta)
     out[0] = sqrt(max(theta, 0))
     return info

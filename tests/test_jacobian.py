@@ -164,6 +164,45 @@ def test_spectral_norm_with_a_large_or_no_gap(rng, gap):
                                rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("H", [2, 3, 6, 29, 130, 131])
+def test_spectral_norm_every_column_remainder(rng, H, B, dtype):
+    # the Lanczos steps by R read it one pass, four columns at a time: H mod 4 = 0..3
+    # leftover columns and rows, alone and in a stack (H >= 128, padded leading dimension);
+    # the first lag goes straight to LAPACK's eigenpair. Reference: numpy's 2-norm (SVD)
+    # of each explicit product.
+    T = 12
+    x, W_xh, W_hh, b_h, h0, _ = random_problem(T, B, 3, H, rng=rng, dtype=dtype, scale=1.2)
+    L = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0)
+    h = (rnnx.rnn_forward(x, W_xh, W_hh, b_h, h0) if dtype == np.float32
+         else forward(x, W_xh, W_hh, b_h, h0))
+    np.testing.assert_allclose(L, log_norms(h, W_hh, 2), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 2])
+def test_spectral_norm_lapack_runs_and_warm_starts(rng, B, dtype):
+    # the top two singular values of W 1e-10 apart (below the certified accuracy), the rest
+    # close below: the first lag goes to LAPACK's eigenpair, whose eigenvector starts the
+    # second; lags whose Lanczos steps cannot settle the top end in Cholesky or LAPACK (and
+    # a lag after LAPACK goes to it directly). H = 30 (two leftover columns); h = 0, so
+    # the product over k lags is W^k. Reference: numpy's SVD of each power.
+    H, T = 30, 30
+    s = np.concatenate([[1.0, 1.0 - 1e-10], np.linspace(0.99, 0.5, H - 2)])
+    W_hh = ((orthogonal(H, rng) * s) @ orthogonal(H, rng).T).astype(dtype)
+    L = rnnx.jacobian_log_norms(np.zeros((T, B, 2), dtype),
+                                rng.standard_normal((H, 2)).astype(dtype), W_hh,
+                                np.zeros(H, dtype), np.zeros((B, H), dtype))
+    W = W_hh.astype(np.float64)
+    P, expected = np.eye(H), [0.0]
+    for _ in range(T):
+        P = P @ W
+        expected.append(np.log(np.linalg.norm(P, 2)))
+    np.testing.assert_allclose(L, np.broadcast_to(np.array(expected)[:, None], (T + 1, B)),
+                               rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("ord", [2, "fro"])
 def test_scaled_orthogonal_stacked_over_2000_steps(rng, ord):
     # the k ln a check of test_scaled_orthogonal_over_5000_steps through the stack of
