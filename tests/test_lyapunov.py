@@ -120,14 +120,23 @@ def test_matches_numpy_transcription(dtype, k, H):
     W_xh = rng.standard_normal((H, D)).astype(dtype)
     W_hh = (1.4 * rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
     b_h = (0.1 * rng.standard_normal(H)).astype(dtype)
-    h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
-    e = lyapunov_exponents(x, W_xh, W_hh, b_h, k=k, discard=5)
-    ref = _qr_method(h, W_hh, k, 5, T - 5)[0].mean(axis=0) / (T - 5)
-    np.testing.assert_allclose(e, np.sort(ref)[::-1], rtol=1e-10, atol=1e-12)
-    local = local_lyapunov_exponents(x, W_xh, W_hh, b_h, window=10, k=k, discard=5)
+    local = _check_against_transcription(x, W_xh, W_hh, b_h, k, discard=5, window=10)
     assert local.shape == (4, B, k)           # 45 steps: 4 windows of 10, 5 left over
-    np.testing.assert_allclose(local, _qr_method(h, W_hh, k, 5, 10) / 10, rtol=1e-10,
-                               atol=1e-12)
+
+
+def _check_against_transcription(x, W_xh, W_hh, b_h, k, *, discard, window):
+    """The exponents over the whole trajectory and per window against _qr_method's, to
+    1e-10 relative; returns the local exponents."""
+    T = x.shape[0]
+    h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
+    e = lyapunov_exponents(x, W_xh, W_hh, b_h, k=k, discard=discard)
+    ref = _qr_method(h, W_hh, k, discard, T - discard)[0].mean(axis=0) / (T - discard)
+    np.testing.assert_allclose(e, np.sort(ref)[::-1], rtol=1e-10, atol=1e-12)
+    local = local_lyapunov_exponents(x, W_xh, W_hh, b_h, window=window, k=k,
+                                     discard=discard)
+    np.testing.assert_allclose(local, _qr_method(h, W_hh, k, discard, window) / window,
+                               rtol=1e-10, atol=1e-12)
+    return local
     np.testing.assert_allclose(
         local_lyapunov_exponents(np.swapaxes(x, 0, 1), W_xh, W_hh, b_h, window=10, k=k,
                                  discard=5, batch_first=True), local.transpose(1, 0, 2))
@@ -228,14 +237,8 @@ def test_several_steps_between_qr_passes(dtype, k, H, B):
     W_xh = (0.6 * rng.standard_normal((H, D))).astype(dtype)
     W_hh = (1.5 * np.linalg.qr(rng.standard_normal((H, H)))[0]).astype(dtype)
     b_h = (0.1 * rng.standard_normal(H)).astype(dtype)
-    h = rnnx.rnn_forward(x, W_xh, W_hh, b_h)
-    e = lyapunov_exponents(x, W_xh, W_hh, b_h, k=k, discard=7)
-    ref = _qr_method(h, W_hh, k, 7, T - 7)[0].mean(axis=0) / (T - 7)
-    np.testing.assert_allclose(e, np.sort(ref)[::-1], rtol=1e-10, atol=1e-12)
-    local = local_lyapunov_exponents(x, W_xh, W_hh, b_h, window=37, k=k, discard=7)
+    local = _check_against_transcription(x, W_xh, W_hh, b_h, k, discard=7, window=37)
     assert local.shape == (6, B, k)
-    np.testing.assert_allclose(local, _qr_method(h, W_hh, k, 7, 37) / 37, rtol=1e-10,
-                               atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
