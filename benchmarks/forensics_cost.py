@@ -29,15 +29,8 @@ import numpy as np
 import rnnx
 from rnnx.training.forensics import fill_growth
 
+from _timing import best_per_call
 
-def best(fn, n, repeat):
-    out = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        out = min(out, (time.perf_counter() - t0) / n)
-    return out
 
 
 def main():
@@ -62,15 +55,15 @@ def main():
     batches = [(x, y)] * args.steps
     t_on = t_off = float("inf")
     for _ in range(args.repeat):            # alternate, so that load hits both alike
-        t_off = min(t_off, best(lambda: off.fit(batches), 1, 1) / args.steps)
-        t_on = min(t_on, best(lambda: on.fit(batches), 1, 1) / args.steps)
+        t_off = min(t_off, best_per_call(lambda: off.fit(batches), 1, 1) / args.steps)
+        t_on = min(t_on, best_per_call(lambda: on.fit(batches), 1, 1) / args.steps)
     deltas = on.history.delta_norms[-1]
     record = dict(on.history.records()[-1])
-    t_growth = best(lambda: fill_growth(record, deltas, np.float32), 2000, args.repeat)
+    t_growth = best_per_call(lambda: fill_growth(record, deltas, np.float32), 2000, args.repeat)
     warning = on.warnings                   # its on_record on an ordinary step, alone
     on.step += on.step % warning.rate_every == 0          # not a step that samples lambda_1
-    t_warn = best(lambda: warning.on_record(on, dict(record)), 2000, args.repeat)
-    t_rate = best(lambda: warning.sample_rate(on), 200, args.repeat)
+    t_warn = best_per_call(lambda: warning.on_record(on, dict(record)), 2000, args.repeat)
+    t_rate = best_per_call(lambda: warning.sample_rate(on), 200, args.repeat)
 
     cycle = {k: trainer(warnings=w) for k, w in (("off", None), ("on", "log"))}
     times = {k: [] for k in cycle}
@@ -88,10 +81,10 @@ def main():
     rec = dict(record)
     t_step = t_step64 = t_exam = float("inf")
     for _ in range(args.repeat):            # interleaved, so that load hits all three alike
-        t_step = min(t_step, best(lambda: tr.train_step(x, y), 50, 1))
-        t_exam = min(t_exam, best(lambda: tr.forensics.examine(
+        t_step = min(t_step, best_per_call(lambda: tr.train_step(x, y), 50, 1))
+        t_exam = min(t_exam, best_per_call(lambda: tr.forensics.examine(
             tr, "nonfinite", (x, y, None), rec), 50, 1))
-        t_step64 = min(t_step64, best(lambda: tr64.train_step(x64, y64), 50, 1))
+        t_step64 = min(t_step64, best_per_call(lambda: tr64.train_step(x64, y64), 50, 1))
     print(f"(T, B, H) = ({args.T}, {args.B}, {args.H}), float32")
     print(f"step, warnings off:              {t_off * 1e6:8.1f} us")
     print(f"step, warnings on (default):     {t_on * 1e6:8.1f} us  "

@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+from _timing import best_per_call
+
 TRAIN = [(50, 20, 50), (100, 20, 50), (200, 20, 50), (100, 32, 128), (50, 64, 512)]
 DIAGNOSE = (30, 4, 128)
 OMEGA = 2.0
@@ -45,13 +47,7 @@ def _best_seconds(run, seconds, repeats=3):
     t0 = time.perf_counter()
     run()
     n = max(1, round(seconds / max(time.perf_counter() - t0, 1e-6)))
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            run()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best
+    return best_per_call(run, n, repeats)
 
 
 def _thread_ids():

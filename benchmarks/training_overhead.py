@@ -13,7 +13,6 @@ test: run it on a quiet machine; the minimum over repeats is reported.
 import argparse
 import logging
 import os
-import time
 
 # One BLAS thread, set before numpy loads its BLAS: on 2 shared cores a second BLAS thread
 # waiting for a busy core stalls small GEMMs for milliseconds, which would swamp the Python
@@ -28,15 +27,8 @@ from rnnx.model.rnn import RNN
 from rnnx.optim.optimizers import SGD
 from rnnx.training.loop import Trainer
 
+from _timing import best_per_call
 
-def best_time(fn, n, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        times.append((time.perf_counter() - t0) / n)
-    return min(times)
 
 
 def main():
@@ -77,12 +69,12 @@ def main():
     def fit():
         trainer.fit(batches)
 
-    best_time(core, 50, 1)                        # warm up
+    best_per_call(core, 50, 1)                        # warm up
     # Alternate the two measurements so that load from other processes hits both alike.
     t_core = t_step = float("inf")
     for _ in range(args.repeat):
-        t_core = min(t_core, best_time(core, args.steps, 1))
-        t_step = min(t_step, best_time(fit, 1, 1) / args.steps)
+        t_core = min(t_core, best_per_call(core, args.steps, 1))
+        t_step = min(t_step, best_per_call(fit, 1, 1) / args.steps)
     print(f"(T, B, H) = ({args.T}, {args.B}, {args.H}), {args.dtype}, "
           + ("bare loop" if args.bare else "clipping by global norm + spike detection"))
     print(f"core rnn_forward + rnn_backward: {t_core * 1e6:8.1f} us")
