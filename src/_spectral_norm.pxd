@@ -7,6 +7,10 @@ from scipy.linalg.cython_blas cimport daxpy, ddot, dgemv, dsyrk, dsymv
 from scipy.linalg.cython_lapack cimport dpotrf, dstein, dsyevr
 from _blas cimport blas_int, _gemv
 
+cdef extern from "_elementwise.h" nogil:
+    void _gram_apply "rnnx_gram_apply"(const double *R, Py_ssize_t H, Py_ssize_t ld,
+                                         double alpha, const double *v, double *w)
+
 cdef enum:
     LANCZOS_STEPS = 48    # Lanczos steps before Cholesky or LAPACK decides (measured best)
     LANCZOS_BEFORE_GRAM = 8   # Lanczos steps by R before the Gram matrix is formed
@@ -15,76 +19,10 @@ cdef enum:
 cdef extern from *:
     """
     #define RNNX_CERT_MARGIN 1.5e-9
-    #include <stddef.h>
-    #include <string.h>
-    #if defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__) && defined(__x86_64__) \
-        && defined(__ELF__) && defined(__GLIBC__)
-    #  define RNNX_GRAM_CLONES \
-           __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-    #else
-    #  define RNNX_GRAM_CLONES
-    #endif
-    #if defined(__GNUC__) || defined(__clang__)
-    #  define RNNX_GRAM_VECTOR 1
-    typedef double rnnx_v4d __attribute__((vector_size(32), aligned(8), may_alias));
-    #  define RNNX_V4(p) (*(rnnx_v4d *) (p))
-    #else
-    #  define RNNX_GRAM_VECTOR 0
-    #endif
-    /* w := alpha R R^T v = alpha sum_c r_c (r_c . v) for R (H, H) column-major with leading
-       dimension ld, in one pass over R: four columns at a time, their dots (four vector
-       accumulators sharing the loads of v), then their axpys while they are in L1. Two
-       BLAS matrix-vector products read R twice. */
-    RNNX_GRAM_CLONES
-    static void rnnx_gram_apply(const double *R, ptrdiff_t H, ptrdiff_t ld, double alpha,
-                                const double *v, double *w)
-    {
-        ptrdiff_t c = 0, i, n4 = H & ~(ptrdiff_t) 3;
-        memset(w, 0, (size_t) H * sizeof(double));
-    #if RNNX_GRAM_VECTOR
-        for (; c + 4 <= H; c += 4) {
-            const double *r0 = R + c * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
-            rnnx_v4d a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
-            double t0, t1, t2, t3;
-            for (i = 0; i < n4; i += 4) {
-                rnnx_v4d x = RNNX_V4(v + i);
-                a0 += RNNX_V4(r0 + i) * x;
-                a1 += RNNX_V4(r1 + i) * x;
-                a2 += RNNX_V4(r2 + i) * x;
-                a3 += RNNX_V4(r3 + i) * x;
-            }
-            t0 = (a0[0] + a0[1]) + (a0[2] + a0[3]);
-            t1 = (a1[0] + a1[1]) + (a1[2] + a1[3]);
-            t2 = (a2[0] + a2[1]) + (a2[2] + a2[3]);
-            t3 = (a3[0] + a3[1]) + (a3[2] + a3[3]);
-            for (i = n4; i < H; i++) {
-                t0 += r0[i] * v[i]; t1 += r1[i] * v[i]; t2 += r2[i] * v[i]; t3 += r3[i] * v[i];
-            }
-            t0 *= alpha; t1 *= alpha; t2 *= alpha; t3 *= alpha;
-            for (i = 0; i < n4; i += 4)
-                RNNX_V4(w + i) += t0 * RNNX_V4(r0 + i) + t1 * RNNX_V4(r1 + i)
-                                  + t2 * RNNX_V4(r2 + i) + t3 * RNNX_V4(r3 + i);
-            for (i = n4; i < H; i++)
-                w[i] += t0 * r0[i] + t1 * r1[i] + t2 * r2[i] + t3 * r3[i];
-        }
-    #endif
-        for (; c < H; c++) {                  /* the last H mod 4 columns (or all) */
-            const double *r = R + c * ld;
-            double t = 0;
-            for (i = 0; i < H; i++)
-                t += r[i] * v[i];
-            t *= alpha;
-            for (i = 0; i < H; i++)
-                w[i] += t * r[i];
-        }
-    }
     """
     # The spectral norm is certified to this relative accuracy of sigma_max^2, so
     # sigma_max to half of it (see _top_singular_value).
     const double CERT_MARGIN "RNNX_CERT_MARGIN"
-    void _gram_apply "rnnx_gram_apply"(const double *R, Py_ssize_t H, Py_ssize_t ld,
-                                         double alpha, const double *v,
-                                         double *w) noexcept nogil
 
 
 cdef inline double _lanczos_residual(const double *V, Py_ssize_t m, Py_ssize_t H, double a_j,
