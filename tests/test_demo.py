@@ -1,4 +1,5 @@
-"""The built-in demo and the story of a run (rnnx.cli.report)."""
+"""The built-in demo, its summary table and the story of a run (rnnx.cli.report,
+rnnx.cli.story)."""
 import csv
 import io
 import json
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 from rnnx.cli.demo import DEFAULTS, baseline, run_demo
 from rnnx.cli.main import main
-from rnnx.cli.report import (BAND, CALM_STEPS, format_table, growth_rate, narrate,
-                             read_story)
+from rnnx.cli.report import format_table
+from rnnx.cli.story import BAND, CALM_STEPS, growth_rate, narrate, read_story
 from rnnx.tasks import make
 from rnnx.training.history import History, load_history
 
@@ -279,7 +280,7 @@ def test_train_and_plot_explain(tmp_path, capsys):
 
 def test_jsonable_and_wrap():
     from rnnx.cli.args import jsonable
-    from rnnx.cli.report import wrap
+    from rnnx.cli.story import wrap
     got = jsonable({"a": (1, np.float32(2.5), math.nan), "b": [math.inf, {"c": np.int64(3)}]})
     assert json.dumps(got) == '{"a": [1, 2.5, null], "b": [null, {"c": 3}]}'
     text = wrap(("word " * 40).strip() + "\n\n" + "short")
@@ -287,7 +288,7 @@ def test_jsonable_and_wrap():
 
 
 def test_logged_sigma_max_is_the_last_before_the_step():
-    from rnnx.cli.report import logged_sigma_max
+    from rnnx.cli.story import logged_sigma_max
     h = _history([1.0] * 6)
     assert logged_sigma_max(h, 4) == (None, None)              # no such column
     h = History()

@@ -90,7 +90,7 @@ def test_backward_signal_draws_the_sigma_max_bound():
 
 
 def test_demo_figures(tmp_path):
-    from rnnx.cli.report import read_story
+    from rnnx.cli.story import read_story
     h = _history(n=40, T=6, failed=(30,))
     h2 = _history(n=40, T=6, failed=())
     facts = {"unclipped": {"history": h, "story": read_story(h), "calm": (10, 0.9, -0.2),

@@ -76,7 +76,8 @@ from ..tasks import make
 from ..training import Callback, Trainer
 from ..training.quiet import quiet_training
 from .args import jsonable
-from .report import CALM_STEPS, format_table, narrate, read_story, summarize, wrap
+from .report import format_table, summarize
+from .story import CALM_STEPS, narrate, read_story, wrap
 
 __all__ = ["DEFAULTS", "DemoResult", "run_demo", "baseline"]
 

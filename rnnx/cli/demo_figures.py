@@ -110,7 +110,7 @@ def save_demo_figures(out, facts, *, baseline=None, task=""):
     """The figures of `rnnx demo` into the folder out: one PNG per panel (DEMO_PANELS) and
     overview.png with all four; returns their paths.
 
-    facts: {run name: {"history": History, "story": report.Story, "calm": (step, sigma_max,
+    facts: {run name: {"history": History, "story": story.Story, "calm": (step, sigma_max,
     lambda_1), "spike": (step, sigma_max, lambda_1)}}, the unclipped run first;
     baseline: (loss, accuracy) of the constant prediction."""
     require_matplotlib()

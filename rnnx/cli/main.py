@@ -149,7 +149,7 @@ def _run_plot(args):
     for path in save_run_figures(out, histories):
         print(_shown(path))
     if args.explain:
-        from .report import logged_sigma_max, narrate, read_story, wrap
+        from .story import logged_sigma_max, narrate, read_story, wrap
         for name, h in histories.items():
             story = read_story(h)
             at, smax = logged_sigma_max(h, story.spike_step)

@@ -116,8 +116,8 @@ def _optimizer(args):
 
 def run_train(args):
     from ..training.quiet import quiet_training
-    from .report import (format_table, logged_sigma_max, narrate, read_story, summarize,
-                         wrap)
+    from .report import format_table, summarize
+    from .story import logged_sigma_max, narrate, read_story, wrap
     from ..training.loop import Trainer
     from ..training.checkpoint import CheckpointError
     given = getattr(args, "given_flags", set())
