@@ -19,9 +19,9 @@ from cython cimport floating
 
 import numpy as np
 
-from scipy.linalg.cython_blas cimport ddot
 from scipy.linalg.cython_lapack cimport dgeqrf
-from _blas cimport blas_int, _dot, _gemm, _singular_values
+from _blas cimport blas_int, _gemm, _singular_values
+from _norms cimport rnnx_sum_squares_d as _sum_squares
 from _diag_shared cimport (OK, STOPPED, LAPACK_FAILED, RELEASE_WORK, Halt, _release_point,
                            _dsq)
 from _spectral_norm cimport LANCZOS_STEPS, _top_singular_value
@@ -43,9 +43,8 @@ STATUS_OK, STATUS_STOPPED, STATUS_LAPACK_FAILED = OK, STOPPED, LAPACK_FAILED
 
 
 cdef double _fro(Py_ssize_t n, const double *a) noexcept nogil:
-    """||a||_2 of n entries (n < 2^31; the entries here are bounded, see jacobian_log_norms)"""
-    cdef blas_int m = <blas_int> n, one = 1
-    return sqrt(ddot(&m, <double *> a, &one, <double *> a, &one))
+    """||a||_2 of n entries (the entries here are bounded, see jacobian_log_norms)"""
+    return sqrt(_sum_squares(a, n))
 
 
 cdef double _block_fro(Py_ssize_t H, Py_ssize_t ld, const double *R) noexcept nogil:
@@ -53,7 +52,7 @@ cdef double _block_fro(Py_ssize_t H, Py_ssize_t ld, const double *R) noexcept no
     cdef Py_ssize_t c
     cdef double acc = 0
     for c in range(H):
-        acc += _dot(<blas_int> H, R + c * ld, R + c * ld)
+        acc += _sum_squares(R + c * ld, H)
     return sqrt(acc)
 
 

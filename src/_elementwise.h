@@ -1,5 +1,5 @@
 /* Elementwise loops over arrays -- tanh, its derivative, column sums, sums of squares, the
- * non-finite count, R R^T v in one pass over R -- written so the compiler vectorises them.
+ * non-finite count -- written so the compiler vectorises them.
  *
  * libm's tanh is a scalar call per element; the forward pass applies it to every element
  * of h, where it cost more than the recurrent GEMM itself for H around 100
@@ -234,60 +234,5 @@ RNNX_DEFINE_FIRST_OUTSIDE_UNIT(d, double)
 RNNX_DEFINE_FIRST_OUTSIDE_UNIT(f, float)
 RNNX_DEFINE_PLAIN_GEMM(d, double)
 RNNX_DEFINE_PLAIN_GEMM(f, float)
-
-/* The Lanczos step of src/_spectral_norm.pxd by the lag product R. */
-#if defined(__GNUC__) || defined(__clang__)
-#  define RNNX_GRAM_VECTOR 1
-typedef double rnnx_v4d __attribute__((vector_size(32), aligned(8), may_alias));
-#  define RNNX_V4(p) (*(rnnx_v4d *) (p))
-#else
-#  define RNNX_GRAM_VECTOR 0
-#endif
-/* w := alpha R R^T v = alpha sum_c r_c (r_c . v) for R (H, H) column-major with leading
-   dimension ld, in one pass over R: four columns at a time, their dots (four vector
-   accumulators sharing the loads of v), then their axpys while they are in L1. Two
-   BLAS matrix-vector products read R twice. */
-RNNX_MULTIVERSION static void rnnx_gram_apply(const double *R, ptrdiff_t H, ptrdiff_t ld,
-                                              double alpha, const double *v, double *w)
-{
-    ptrdiff_t c = 0, i, n4 = H & ~(ptrdiff_t) 3;
-    memset(w, 0, (size_t) H * sizeof(double));
-#if RNNX_GRAM_VECTOR
-    for (; c + 4 <= H; c += 4) {
-        const double *r0 = R + c * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
-        rnnx_v4d a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
-        double t0, t1, t2, t3;
-        for (i = 0; i < n4; i += 4) {
-            rnnx_v4d x = RNNX_V4(v + i);
-            a0 += RNNX_V4(r0 + i) * x;
-            a1 += RNNX_V4(r1 + i) * x;
-            a2 += RNNX_V4(r2 + i) * x;
-            a3 += RNNX_V4(r3 + i) * x;
-        }
-        t0 = (a0[0] + a0[1]) + (a0[2] + a0[3]);
-        t1 = (a1[0] + a1[1]) + (a1[2] + a1[3]);
-        t2 = (a2[0] + a2[1]) + (a2[2] + a2[3]);
-        t3 = (a3[0] + a3[1]) + (a3[2] + a3[3]);
-        for (i = n4; i < H; i++) {
-            t0 += r0[i] * v[i]; t1 += r1[i] * v[i]; t2 += r2[i] * v[i]; t3 += r3[i] * v[i];
-        }
-        t0 *= alpha; t1 *= alpha; t2 *= alpha; t3 *= alpha;
-        for (i = 0; i < n4; i += 4)
-            RNNX_V4(w + i) += t0 * RNNX_V4(r0 + i) + t1 * RNNX_V4(r1 + i)
-                              + t2 * RNNX_V4(r2 + i) + t3 * RNNX_V4(r3 + i);
-        for (i = n4; i < H; i++)
-            w[i] += t0 * r0[i] + t1 * r1[i] + t2 * r2[i] + t3 * r3[i];
-    }
-#endif
-    for (; c < H; c++) {                  /* the last H mod 4 columns (or all) */
-        const double *r = R + c * ld;
-        double t = 0;
-        for (i = 0; i < H; i++)
-            t += r[i] * v[i];
-        t *= alpha;
-        for (i = 0; i < H; i++)
-            w[i] += t * r[i];
-    }
-}
 
 #endif

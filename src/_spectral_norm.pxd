@@ -3,13 +3,19 @@
 # that certify them, and the fallbacks (_top_singular_value explains why this is exact).
 
 from libc.math cimport sqrt, fabs, INFINITY
-from scipy.linalg.cython_blas cimport daxpy, ddot, dgemv, dsyrk, dsymv
+from scipy.linalg.cython_blas cimport dgemv, dsyrk
 from scipy.linalg.cython_lapack cimport dpotrf, dstein, dsyevr
-from _blas cimport blas_int, _gemv
+from _blas cimport blas_int
 
-cdef extern from "_elementwise.h" nogil:
+cdef extern from "_lanczos.h" nogil:
+    double _dot "rnnx_dot"(const double *x, const double *y, Py_ssize_t n)
     void _gram_apply "rnnx_gram_apply"(const double *R, Py_ssize_t H, Py_ssize_t ld,
                                          double alpha, const double *v, double *w)
+    void _sym_apply "rnnx_sym_apply"(const double *G, Py_ssize_t H, const double *v,
+                                       double *w)
+    double _lanczos_residual "rnnx_lanczos_residual"(const double *V, Py_ssize_t m,
+                                                       Py_ssize_t H, double a, double b,
+                                                       double *w, double *c)
 
 cdef enum:
     LANCZOS_STEPS = 48    # Lanczos steps before Cholesky or LAPACK decides (measured best)
@@ -23,35 +29,6 @@ cdef extern from *:
     # The spectral norm is certified to this relative accuracy of sigma_max^2, so
     # sigma_max to half of it (see _top_singular_value).
     const double CERT_MARGIN "RNNX_CERT_MARGIN"
-
-
-cdef inline double _lanczos_residual(const double *V, Py_ssize_t m, Py_ssize_t H, double a_j,
-                                    double b_prev, double *w, double *c) noexcept nogil:
-    """w (which holds G v_j) := G v_j - a_j v_j - b_{j-1} v_{j-1} (the three-term
-    recurrence; V: the m = j + 1 orthonormal rows v_0..v_j of H each), then orthogonal to
-    every row of V (full reorthogonalisation: rounding, which Lanczos amplifies, leaves
-    components along the earlier rows), by classical Gram-Schmidt, repeated where a pass
-    removed more than 1 - 1/sqrt(2) of w's norm (the criterion of Daniel, Gragg, Kaufman
-    and Stewart: after such a pass w is orthogonal to V to working precision). Returns
-    ||w||. c: m of scratch."""
-    cdef Py_ssize_t p
-    cdef blas_int n = <blas_int> H, one = 1
-    cdef double before, after = 0, coef
-    coef = -a_j
-    daxpy(&n, &coef, <double *> V + (m - 1) * H, &one, w, &one)
-    if m > 1:
-        coef = -b_prev
-        daxpy(&n, &coef, <double *> V + (m - 2) * H, &one, w, &one)
-    before = sqrt(ddot(&n, w, &one, w, &one))
-    for p in range(2):
-        # c := V w   (m,) = (m, H) @ (H,);  w := w - V^T c   (H,) = (H, m) @ (m,)
-        _gemv(False, <blas_int> m, <blas_int> H, 1.0, V, <blas_int> H, w, 0.0, c)
-        _gemv(True, <blas_int> m, <blas_int> H, -1.0, V, <blas_int> H, c, 1.0, w)
-        after = sqrt(ddot(&n, w, &one, w, &one))
-        if after >= 0.7071 * before:
-            break
-        before = after
-    return after
 
 
 cdef inline Py_ssize_t _count_above(Py_ssize_t n, const double *a, const double *b,
@@ -229,7 +206,6 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     cdef double *w
     cdef Py_ssize_t before_gram = LANCZOS_BEFORE_GRAM if path[0] == 0 else 0
     cdef bint certified = False
-    cdef char *up = b'U'
     cdef char *nt = b'N'
     if path[0] == 3:
         # the previous lag needed LAPACK (or this is the first): so does this one, likely;
@@ -240,7 +216,7 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
         out[0] = sqrt(max(theta, 0))
         return info
     path[0] = 0
-    nrm = sqrt(ddot(&H, u, &one, u, &one))
+    nrm = sqrt(_dot(u, u, H))
     for i in range(H):
         V[i] = u[i] / nrm
     t_sq = t_tr = 0                          # ||T_m||_F^2 and trace(T_m)
@@ -255,9 +231,9 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
             # w := (R/s) ((R/s)^T v_j)   (H,) = (H, H) @ ((H, H)^T @ (H,)), in one pass
             _gram_apply(R, H, ld, alpha, V + j * H, w)
         else:
-            # w := G v_j   (H,) = (H, H) @ (H,)
-            dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
-        a[j] = ddot(&H, V + j * H, &one, w, &one)
+            # w := G v_j   (H,) = (H, H) @ (H,), G's upper triangle
+            _sym_apply(G, H, V + j * H, w)
+        a[j] = _dot(V + j * H, w, H)
         b[j] = _lanczos_residual(V, m, H, a[j], b[j - 1] if j > 0 else 0, w, y)
         t_sq += a[j] * a[j] + (2 * b[j - 1] * b[j - 1] if j > 0 else 0)
         t_tr += a[j]
