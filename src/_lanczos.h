@@ -3,11 +3,13 @@
  * and the three-term recurrence with full reorthogonalisation.
  *
  * A lag's step is a handful of operations on vectors of H entries (H of a hidden layer:
- * tens to hundreds) against a few dozen Lanczos vectors. Made of BLAS calls (ddot, daxpy,
- * two dgemv per Gram-Schmidt pass, dsymv) each call's fixed cost is as large as its
- * arithmetic; here each is a loop over four vectors at a time, in vector registers, with
- * no call in between (benchmarks/diagnostics.py times the spectral norm against the
- * Frobenius norm, whose products are the same).
+ * tens to hundreds) against a few dozen Lanczos vectors: a dozen BLAS level-1 and level-2
+ * calls (ddot, daxpy, two dgemv per Gram-Schmidt pass, dsymv), or these loops, which work
+ * on four vectors at a time with two accumulators each (a multiply-add waits on the one
+ * before it in the same accumulator). Either way the step is bound by reading R or G
+ * from the cache (benchmarks/diagnostics.py times the spectral norm against the Frobenius
+ * norm, whose products are the same); the loops keep it in one place, with no call in
+ * between.
  */
 #ifndef RNNX_LANCZOS_H
 #define RNNX_LANCZOS_H
@@ -194,10 +196,11 @@ RNNX_MULTIVERSION static void rnnx_sym_apply(const double *G, ptrdiff_t H, const
 
 /* The Lanczos recurrence's residual, V holding the m orthonormal rows v_0..v_{m-1} of H:
    w (which holds G v_{m-1}) := w - a v_{m-1} - b v_{m-2} (b unused where m = 1), then
-   orthogonal to every row of V by classical Gram-Schmidt, repeated where a pass removed
-   more than 1 - 1/sqrt(2) of w's norm (the criterion of Daniel, Gragg, Kaufman and Stewart:
-   after such a pass w is orthogonal to V to working precision). Returns ||w||. c: m of
-   scratch. */
+   orthogonal to every row of V (full reorthogonalisation: rounding, which Lanczos
+   amplifies, leaves components along the earlier rows) by classical Gram-Schmidt,
+   repeated where a pass removed more than 1 - 1/sqrt(2) of w's norm (the criterion of
+   Daniel, Gragg, Kaufman and Stewart: after such a pass w is orthogonal to V to working
+   precision). Returns ||w||. c: m of scratch. */
 RNNX_MULTIVERSION static double rnnx_lanczos_residual(const double *V, ptrdiff_t m,
                                                       ptrdiff_t H, double a, double b,
                                                       double *w, double *c)
