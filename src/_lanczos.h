@@ -1,10 +1,11 @@
 /* The vector loops of one Lanczos step of src/_spectral_norm.pxd: the product by a lag's
- * Gram matrix (by R R^T in one pass over R, or by G's upper triangle), the dot product
- * and the three-term recurrence with full reorthogonalisation.
+ * Gram matrix R R^T in one pass over R, the dot product and the three-term recurrence
+ * with full reorthogonalisation. The product by a formed Gram matrix G stays BLAS's dsymv:
+ * a loop over G's upper triangle was slower at H = 512 in back-to-back runs.
  *
  * A lag's step is a handful of operations on vectors of H entries (H of a hidden layer:
  * tens to hundreds) against a few dozen Lanczos vectors: a dozen BLAS level-1 and level-2
- * calls (ddot, daxpy, two dgemv per Gram-Schmidt pass, dsymv), or these loops, which work
+ * calls (ddot, daxpy, two dgemv per Gram-Schmidt pass), or these loops, which work
  * on four vectors at a time with two accumulators each (a multiply-add waits on the one
  * before it in the same accumulator). Either way the step is bound by reading R or G
  * from the cache (benchmarks/diagnostics.py times the spectral norm against the Frobenius
@@ -116,81 +117,6 @@ RNNX_MULTIVERSION static void rnnx_gram_apply(const double *R, ptrdiff_t H, ptrd
         t *= alpha;
         for (i = 0; i < H; i++)
             w[i] += t * r[i];
-    }
-}
-
-/* w := G v for the symmetric G (H, H) of which only the upper triangle (column-major) is
-   read, in one pass over it: column c's entries above the diagonal add g_ic v_c to w_i
-   and g_ic v_i to w_c (its dot), four columns at a time as in rnnx_gram_apply. */
-RNNX_MULTIVERSION static void rnnx_sym_apply(const double *G, ptrdiff_t H, const double *v,
-                                             double *w)
-{
-    ptrdiff_t c = 0, i, k, l;
-    memset(w, 0, (size_t) H * sizeof(double));
-#if RNNX_LANCZOS_VECTOR
-    for (; c + 4 <= H; c += 4) {
-        /* rows 0..c-1 of columns c..c+3: strictly above their 4 x 4 diagonal block */
-        const double *g0 = G + c * H, *g1 = g0 + H, *g2 = g1 + H, *g3 = g2 + H;
-        const double v0 = v[c], v1 = v[c + 1], v2 = v[c + 2], v3 = v[c + 3];
-        const ptrdiff_t n4 = c & ~(ptrdiff_t) 3;      /* c is a multiple of 4 */
-        rnnx_v4d a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
-        rnnx_v4d b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        double t[4];
-        for (i = 0; i + 8 <= n4; i += 8) {
-            rnnx_v4d x = RNNX_V4(v + i), y0 = RNNX_V4(g0 + i), y1 = RNNX_V4(g1 + i),
-                     y2 = RNNX_V4(g2 + i), y3 = RNNX_V4(g3 + i);
-            rnnx_v4d x_ = RNNX_V4(v + i + 4), z0 = RNNX_V4(g0 + i + 4),
-                     z1 = RNNX_V4(g1 + i + 4), z2 = RNNX_V4(g2 + i + 4),
-                     z3 = RNNX_V4(g3 + i + 4);
-            a0 += y0 * x;
-            a1 += y1 * x;
-            a2 += y2 * x;
-            a3 += y3 * x;
-            b0 += z0 * x_;
-            b1 += z1 * x_;
-            b2 += z2 * x_;
-            b3 += z3 * x_;
-            RNNX_V4(w + i) += v0 * y0 + v1 * y1 + v2 * y2 + v3 * y3;
-            RNNX_V4(w + i + 4) += v0 * z0 + v1 * z1 + v2 * z2 + v3 * z3;
-        }
-        for (; i < n4; i += 4) {
-            rnnx_v4d x = RNNX_V4(v + i), y0 = RNNX_V4(g0 + i), y1 = RNNX_V4(g1 + i),
-                     y2 = RNNX_V4(g2 + i), y3 = RNNX_V4(g3 + i);
-            a0 += y0 * x;
-            a1 += y1 * x;
-            a2 += y2 * x;
-            a3 += y3 * x;
-            RNNX_V4(w + i) += v0 * y0 + v1 * y1 + v2 * y2 + v3 * y3;
-        }
-        a0 += b0;
-        a1 += b1;
-        a2 += b2;
-        a3 += b3;
-        t[0] = RNNX_SUM4(a0);
-        t[1] = RNNX_SUM4(a1);
-        t[2] = RNNX_SUM4(a2);
-        t[3] = RNNX_SUM4(a3);
-        /* the diagonal block: its upper triangle stands for both halves */
-        for (k = 0; k < 4; k++) {
-            const double *g = G + (c + k) * H + c;
-            for (l = 0; l < k; l++) {
-                t[k] += g[l] * v[c + l];
-                t[l] += g[l] * v[c + k];
-            }
-            t[k] += g[k] * v[c + k];
-        }
-        for (k = 0; k < 4; k++)
-            w[c + k] += t[k];
-    }
-#endif
-    for (; c < H; c++) {                  /* the last H mod 4 columns (or all) */
-        const double *g = G + c * H;
-        double t = 0;
-        for (i = 0; i < c; i++) {
-            t += g[i] * v[i];
-            w[i] += g[i] * v[c];
-        }
-        w[c] += t + g[c] * v[c];
     }
 }
 

@@ -3,7 +3,7 @@
 # that certify them, and the fallbacks (_top_singular_value explains why this is exact).
 
 from libc.math cimport sqrt, fabs, INFINITY
-from scipy.linalg.cython_blas cimport dgemv, dsyrk
+from scipy.linalg.cython_blas cimport dgemv, dsymv, dsyrk
 from scipy.linalg.cython_lapack cimport dpotrf, dstein, dsyevr
 from _blas cimport blas_int
 
@@ -11,8 +11,6 @@ cdef extern from "_lanczos.h" nogil:
     double _dot "rnnx_dot"(const double *x, const double *y, Py_ssize_t n)
     void _gram_apply "rnnx_gram_apply"(const double *R, Py_ssize_t H, Py_ssize_t ld,
                                          double alpha, const double *v, double *w)
-    void _sym_apply "rnnx_sym_apply"(const double *G, Py_ssize_t H, const double *v,
-                                       double *w)
     double _lanczos_residual "rnnx_lanczos_residual"(const double *V, Py_ssize_t m,
                                                        Py_ssize_t H, double a, double b,
                                                        double *w, double *c)
@@ -206,6 +204,7 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     cdef double *w
     cdef Py_ssize_t before_gram = LANCZOS_BEFORE_GRAM if path[0] == 0 else 0
     cdef bint certified = False
+    cdef char *up = b'U'
     cdef char *nt = b'N'
     if path[0] == 3:
         # the previous lag needed LAPACK (or this is the first): so does this one, likely;
@@ -232,7 +231,7 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
             _gram_apply(R, H, ld, alpha, V + j * H, w)
         else:
             # w := G v_j   (H,) = (H, H) @ (H,), G's upper triangle
-            _sym_apply(G, H, V + j * H, w)
+            dsymv(up, &H, &unit, G, &H, V + j * H, &one, &zero, w, &one)
         a[j] = _dot(V + j * H, w, H)
         b[j] = _lanczos_residual(V, m, H, a[j], b[j - 1] if j > 0 else 0, w, y)
         t_sq += a[j] * a[j] + (2 * b[j - 1] * b[j - 1] if j > 0 else 0)
