@@ -9,7 +9,8 @@ Every array argument of the recurrence's kernels is C-contiguous and of one dtyp
 or float64): the Python layer (rnnx.core.recurrence) validates and converts; they trust it.
 Loops run without the GIL and report failures as a status (the time step where they
 happened) so that Python can raise a clear exception once the GIL is back. Long loops take
-the GIL for a moment every so often to let a signal handler run (Ctrl-C), see _Interrupt.
+the GIL for a moment every so often to let a signal handler run (Ctrl-C), see
+src/_interrupts.pxd.
 """
 from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
@@ -22,6 +23,7 @@ import numpy as np
 
 from _blas cimport blas_int, _gemv, _gemm
 from _norms cimport _delta_norm
+from _interrupts cimport Interrupt, _interrupt, _stop
 
 cdef extern from "_elementwise.h" nogil:
     Py_ssize_t rnnx_tanh_bias_d(double *z, const double *b, Py_ssize_t rows,
@@ -35,12 +37,6 @@ cdef extern from "_elementwise.h" nogil:
                            const double *A, const double *M, double *C)
     void rnnx_plain_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int a_trans,
                            const float *A, const float *M, float *C)
-    int rnnx_flag_get(const int *p)
-    void rnnx_flag_set(int *p)
-
-cdef extern from "Python.h":
-    # -1 when a signal handler raised (KeyboardInterrupt for Ctrl-C), its exception left set
-    int _run_signal_handlers "PyErr_CheckSignals"()
 
 cdef extern from "_small_gemm.h" nogil:
     enum: RNNX_GEMM_NR
@@ -158,13 +154,7 @@ cdef inline void _step_set(const rnnx_gemm_kernels *g, const floating *a, const 
 # Multiply-adds of work between two looks for a pending signal: tens of milliseconds at the
 # speeds the kernels reach, so that Ctrl-C stops a long call within about a second while
 # the GIL is taken rarely enough to cost nothing measurable.
-cdef long long _SIGNAL_WORK = 1LL << 26
-
-# what _Interrupt.stop returns
-cdef enum:
-    _GO_ON = 0
-    _CANCELLED = 1          # another block of the same call was interrupted
-    _SIGNALLED = 2          # a signal handler raised here; its exception is set
+cdef double _SIGNAL_WORK = <double> (1LL << 26)
 
 # the status of a kernel stopped by an interrupt (time steps are >= 0, -1 is success)
 cdef enum:
@@ -172,45 +162,12 @@ cdef enum:
 STOPPED = _STOPPED
 
 
-cdef struct _Interrupt:
-    bint main               # this is Python's main thread, where signal handlers run
-    long long work          # multiply-adds since the last look
-    int *cancel             # shared by the blocks of one call (NULL: no other block)
-
-
-cdef _Interrupt _interrupt(int[::1] cancel):
-    """The interrupt state of one kernel call, made with the GIL: cancel, unless None, is
-    the one-entry flag the call's blocks share."""
-    cdef _Interrupt it
-    it.main = PyThread_get_thread_ident() == threading.main_thread().ident
-    it.work = 0
-    it.cancel = NULL if cancel is None else <int *> &cancel[0]
-    return it
-
-
-cdef int _stop(_Interrupt *it, long long work) noexcept nogil:
-    """Counts work multiply-adds done; says whether the loop must stop. In the main thread,
-    once enough work is done since the last look, takes the GIL for a moment and runs the
-    signal handlers: the exception of one that raised stays set until _raise_pending."""
-    cdef int raised
-    if it.cancel != NULL and rnnx_flag_get(it.cancel):
-        return _CANCELLED
-    it.work += work
-    if not it.main or it.work < _SIGNAL_WORK:
-        return _GO_ON
-    it.work = 0
-    with gil:
-        raised = _run_signal_handlers()
-    if raised == 0:
-        return _GO_ON
-    if it.cancel != NULL:
-        rnnx_flag_set(it.cancel)
-    return _SIGNALLED
-
-
-cdef int _raise_pending() except -1:
-    """Raises the exception a signal handler left set (see _stop)."""
-    return -1
+cdef Interrupt _interrupt_of(int[::1] cancel, list errors):
+    """The interrupt state of one block of a kernel call (src/_interrupts.pxd): it looks
+    for signals when it runs in Python's main thread, where their handlers run."""
+    return _interrupt(cancel, None, errors,
+                      PyThread_get_thread_ident() == threading.main_thread().ident,
+                      _SIGNAL_WORK)
 
 
 cdef inline object _dtype_of(const floating *tag):
@@ -321,7 +278,7 @@ def recur(const floating[:, :, ::1] x, floating[:, :, ::1] h, const floating[:, 
     so that each product is c += a @ M with M read row by row. W_hh_P and W_xh_P, the same
     in panels(), select the register-blocked kernel (see _step_acc), the variant kernel
     (one of KERNELS that kernel_runs); None for BLAS. cancel: the one-entry flag the blocks
-    of one call share (see _stop).
+    of one call share (src/_interrupts.pxd).
 
     Returns -1; the time step t where a pre-activation was not finite (the loop stops
     there: tanh would round an overflow to +-1); or STOPPED when another block of the
@@ -334,9 +291,9 @@ def recur(const floating[:, :, ::1] x, floating[:, :, ::1] h, const floating[:, 
     cdef const floating *prev                            # h[t-1, r0:r1], NULL for zeros
     cdef const floating *whp = _start(W_hh_P)
     cdef const floating *wxp = _start(W_xh_P)
-    cdef _Interrupt it = _interrupt(cancel)
-    cdef long long step_work = m * H * (H + (0 if projected else D))
-    cdef int stop = _GO_ON
+    cdef list errors = []
+    cdef Interrupt it = _interrupt_of(cancel, errors)
+    cdef double step_work = m * H * (H + (0 if projected else D))
     cdef const rnnx_gemm_kernels *g = _kernel(kernel)
     if not 0 <= r0 < r1 <= B:
         raise ValueError(f"rows {r0}:{r1} are not a block of the batch's {B}")
@@ -348,8 +305,7 @@ def recur(const floating[:, :, ::1] x, floating[:, :, ::1] h, const floating[:, 
     hp = &h[0, 0, 0] + r0 * H
     with nogil:
         for t in range(T):
-            stop = _stop(&it, step_work)
-            if stop != _GO_ON:
+            if _stop(&it, step_work, 0):
                 status = _STOPPED
                 break
             if t > 0:
@@ -371,8 +327,8 @@ def recur(const floating[:, :, ::1] x, floating[:, :, ::1] h, const floating[:, 
             if _tanh_bias(hp + t * BH, &b_h[0], m, H):
                 status = t
                 break
-    if stop == _SIGNALLED:
-        _raise_pending()
+    if errors:
+        raise errors[0]
     return status
 
 
@@ -427,10 +383,10 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
     cdef Py_ssize_t status = -1
     cdef const floating *whp = _start(W_hh_P)
     cdef const floating *wxp = _start(W_xh_P)
-    cdef _Interrupt it = _interrupt(cancel)
-    cdef long long step_work = mH * (H + (H if dW_hh is not None else 0)
-                                     + (2 * D if fused else 0))
-    cdef int stop = _GO_ON
+    cdef list errors = []
+    cdef Interrupt it = _interrupt_of(cancel, errors)
+    cdef double step_work = mH * (H + (H if dW_hh is not None else 0)
+                                  + (2 * D if fused else 0))
     cdef const rnnx_gemm_kernels *g = _kernel(kernel)
     cdef bint x_kernel = _fits(g, H, D)
     cdef floating[:, ::1] dW_xh_T = (None if x_kernel or not fused else
@@ -461,8 +417,7 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
                          f"({B}, {H})")
     with nogil:
         for t in range(T - 1, -1, -1):
-            stop = _stop(&it, step_work)
-            if stop != _GO_ON:
+            if _stop(&it, step_work, 0):
                 status = _STOPPED
                 break
             # delta := grad_h[t, r0:r1] + dz[t+1, r0:r1] @ W_hh   (m, H) = (m, H) @ (H, H)
@@ -516,8 +471,8 @@ def backward_steps(const floating[:, :, ::1] x, const floating[:, :, ::1] h,
             # dh0[r0:r1] := dz[0, r0:r1] @ W_hh   (m, H) = (m, H) @ (H, H)
             _step_set(g, dz0, &W_hh[0, 0], whp, H, NULL, NULL, NULL, 0, &dh0[r0, 0], m,
                       H)
-    if stop == _SIGNALLED:
-        _raise_pending()
+    if errors:
+        raise errors[0]
     if dW_xh_T is not None:
         np.asarray(dW_xh)[...] += np.asarray(dW_xh_T).T
     return status

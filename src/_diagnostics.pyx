@@ -8,13 +8,12 @@ of the tanh recurrence with the per-step Jacobians J[t] = dh[t]/dh[t-1] = diag(1
 h is float32 or float64; everything is accumulated in float64 (W is passed as float64).
 Each call works on the samples b0:b1 of the batch, so that Python can run disjoint blocks of
 samples on threads (rnnx.diagnostics._threads). The loops run without the GIL; every so
-often (a release point, about every 2^27 multiply-adds) the calling thread takes the GIL
+often (about every 2^27 multiply-adds; src/_interrupts.pxd) the calling thread takes the GIL
 briefly to let Python handle signals (Ctrl-C) and report progress; a flag shared by the
 blocks stops the others. Failures come back as a status; Python raises.
 """
 from libc.math cimport sqrt, log, fabs, INFINITY
 from libc.string cimport memset
-from cpython.ref cimport PyObject
 from cython cimport floating
 
 import numpy as np
@@ -22,8 +21,8 @@ import numpy as np
 from scipy.linalg.cython_lapack cimport dgeqrf
 from _blas cimport blas_int, _gemm, _singular_values
 from _norms cimport rnnx_sum_squares_d as _sum_squares
-from _diag_shared cimport (OK, STOPPED, LAPACK_FAILED, RELEASE_WORK, Halt, _release_point,
-                           _dsq)
+from _diag_shared cimport OK, STOPPED, LAPACK_FAILED, RELEASE_WORK, _dsq
+from _interrupts cimport Interrupt, _interrupt, _stop, _report_rest
 from _spectral_norm cimport LANCZOS_STEPS, _top_singular_value
 from _qr_frames cimport (GRAM_SCHMIDT_K, CHECK_ERROR, FRAME_CARRIED, FRAME_SINGULAR,
                          _householder_qr, _cholesky_qr_error, _gram_schmidt_qr,
@@ -79,7 +78,7 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     the row blocks of one column-major (n H, H) matrix, times W' in one GEMM per lag (a
     tall product runs closer to the GEMM rate than n small ones); STACK_ROWS bounds its
     rows. An exactly zero product (saturated units) gives -inf from that lag on.
-    progress(n) is called at the release points with the lags done (summed over the
+    progress(n) is called every so often with the lags done (summed over the
     samples) since the last call (main block only).
     Returns (status, info): OK, STOPPED (the exception is errors[0]) or LAPACK_FAILED.
     """
@@ -89,7 +88,7 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     # multiple of 4 KiB (H = 512, or 4 samples of 128) maps every column to the same
     # cache sets
     cdef Py_ssize_t ld = nc * H + 8
-    cdef Py_ssize_t chunk, c0, m, done = 0
+    cdef Py_ssize_t chunk, c0, m
     cdef double w_scale = np.max(np.abs(W)), log_w, val, sig, f
     cdef Py_ssize_t nsv = 0 if frobenius else H
     cdef double[:, ::1] Wt                      # W'^T row-major: W' column-major
@@ -113,12 +112,10 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     cdef double *tmp
     cdef blas_int info = 0
     cdef int status = OK
-    cdef Halt halt
+    cdef Interrupt it = _interrupt(stop, progress, errors, main, RELEASE_WORK)
     if K > T or L.shape[1] != h.shape[1] or W.shape[0] != H or W.shape[1] != H or not (
             0 <= b0 < b1 <= h.shape[1]):
         raise ValueError(f"L must be (K+1, B) with K <= T, W ({H}, {H}), rows b0:b1 of B")
-    halt.stop, halt.main, halt.work = &stop[0], main, 0
-    halt.progress, halt.errors = <PyObject *> progress, <PyObject *> errors
     if w_scale == 0:
         L[1:, b0:b1] = -INFINITY
         return OK, 0
@@ -186,17 +183,13 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
                     log_c[j] += log(s[j])
                 if status != OK:
                     break
-                done += m
-                halt.work += m * (<double> H) * H * H * (1.0 if frobenius else 2.4)
-                if halt.work >= RELEASE_WORK or halt.stop[0]:
-                    if _release_point(&halt, done):
-                        status = STOPPED
-                        break
-                    done = 0
+                if _stop(&it, m * (<double> H) * H * H * (1.0 if frobenius else 2.4), m):
+                    status = STOPPED
+                    break
             if status != OK:
                 break
-    if status == OK and main and progress is not None and done:
-        progress(done)
+    if status == OK:
+        _report_rest(&it)
     return status, info
 
 
@@ -250,7 +243,7 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     Returns (status, info) like jacobian_log_norms; progress(n) counts steps.
     """
     cdef Py_ssize_t T = h.shape[0], H = h.shape[2], nb = b1 - b0, nw = sums.shape[0]
-    cdef Py_ssize_t t, b, i, j, w, m = nb * k, done = 0
+    cdef Py_ssize_t t, b, i, j, w, m = nb * k
     cdef double[:, ::1] Q = np.zeros((max(m, 1), H))       # column-major (H, m)
     cdef double[:, ::1] Z = np.empty((max(m, 1), H))
     cdef double[::1] S = np.empty(k * k)
@@ -278,14 +271,12 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef int outcome
     cdef blas_int lwork, info = 0, Hb = <blas_int> H, kb = <blas_int> k
     cdef int status = OK
-    cdef Halt halt
+    cdef Interrupt it = _interrupt(stop, progress, errors, main, RELEASE_WORK)
     if not (1 <= k <= H and 0 <= b0 < b1 <= h.shape[1] and W.shape[0] == H
             and W.shape[1] == H and sums.shape[1] == h.shape[1] and sums.shape[2] == k
             and window >= 1 and discard >= 0):
         raise ValueError(f"k in [1, {H}], rows b0:b1 of the batch, W ({H}, {H}), "
                          f"sums (n_windows, B, k), window >= 1, discard >= 0")
-    halt.stop, halt.main, halt.work = &stop[0], main, 0
-    halt.progress, halt.errors = <PyObject *> progress, <PyObject *> errors
     # workspace of dgeqrf and dorgqr (query both, keep the larger)
     lwork = -1
     dgeqrf(&Hb, &kb, &Z[0, 0], &Hb, &tau[0], &work[0], &lwork, &info)
@@ -365,13 +356,9 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
             tmp = Qp
             Qp = Zp
             Zp = tmp
-            done += 1
-            halt.work += (<double> H) * m * (H + 2 * k)
-            if halt.work >= RELEASE_WORK or halt.stop[0]:
-                if _release_point(&halt, done):
-                    status = STOPPED
-                    break
-                done = 0
-    if status == OK and main and progress is not None and done:
-        progress(done)
+            if _stop(&it, (<double> H) * m * (H + 2 * k), 1):
+                status = STOPPED
+                break
+    if status == OK:
+        _report_rest(&it)
     return status, info
