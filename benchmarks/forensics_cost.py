@@ -32,7 +32,6 @@ from rnnx.training.forensics import fill_growth
 from _timing import best_per_call
 
 
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--T", type=int, default=50)

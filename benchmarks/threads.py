@@ -176,5 +176,6 @@ def main():
               f"| {min(cpu[i, 2]) / min(cpu[i, 1]):.2f} | {1e3 * max(spin[i]):.2f} ms |",
               flush=True)
 
+
 if __name__ == "__main__":
     main()

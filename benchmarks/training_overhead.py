@@ -30,7 +30,6 @@ from rnnx.training.loop import Trainer
 from _timing import best_per_call
 
 
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--T", type=int, default=50)
@@ -69,7 +68,7 @@ def main():
     def fit():
         trainer.fit(batches)
 
-    best_per_call(core, 50, 1)                        # warm up
+    best_per_call(core, 50, 1)                    # warm up
     # Alternate the two measurements so that load from other processes hits both alike.
     t_core = t_step = float("inf")
     for _ in range(args.repeat):

@@ -265,7 +265,7 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
     cdef double *Qp = &Q[0, 0]
     cdef double *Zp = &Z[0, 0]
     cdef double *zb
-    cdef double nrm, w_cond, d_min, d_max
+    cdef double nrm, w_cond
     cdef double step_cond
     cdef bint edge, due, done_qr, skipped = False
     cdef int outcome
@@ -307,10 +307,8 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
             for b in range(nb):
                 zb = Zp + b * k * H              # sample b's (H, k) frame, column-major
                 # Z_b := diag(1 - h[t, b]^2) Z_b: J[t] Q[t-1] of sample b
-                d_min, d_max = INFINITY, 0
                 for i in range(H):
                     d[i] = _dsq(&h[t, b0 + b, i])
-                    d_min, d_max = min(d_min, d[i]), max(d_max, d[i])
                 for j in range(k):
                     for i in range(H):
                         zb[j * H + i] *= d[i]
@@ -328,7 +326,7 @@ def lyapunov_sums(const floating[:, :, ::1] h, const double[:, ::1] W, Py_ssize_
                     # first), at the last, and where this step or the next alone could
                     # take the frame past what one pass repairs (so that such a step
                     # starts from an orthonormal frame, as in the step-by-step method)
-                    step_cond = d_max / d_min * w_cond if d_min > 0 else INFINITY
+                    step_cond = _step_cond(&h[t, b0 + b, 0], H, w_cond)
                     edge = t >= discard - 1 and (t - discard + 1) % window == 0
                     due = (edge or t == T - 1
                            or _cholesky_qr_error(step_cond, H, k) > CHECK_ERROR

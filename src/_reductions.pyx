@@ -17,21 +17,32 @@ cdef extern from "_elementwise.h" nogil:
     Py_ssize_t rnnx_first_outside_unit_f(const float *a, Py_ssize_t n)
 
 
+ctypedef Py_ssize_t (*_scan_f)(const float *a, Py_ssize_t n) noexcept nogil
+ctypedef Py_ssize_t (*_scan_d)(const double *a, Py_ssize_t n) noexcept nogil
+
+
+cdef Py_ssize_t _scan(object array, _scan_f scan_f, _scan_d scan_d) except? -2:
+    """scan_f or scan_d, by the dtype of array (C-contiguous float32 or float64, any
+    shape), over all its entries, without the GIL."""
+    cdef Py_buffer view
+    cdef Py_ssize_t n, r
+    take_floats(array, &view, False)
+    n = view.len // view.itemsize
+    with nogil:
+        if view.itemsize == 4:
+            r = scan_f(<const float *> view.buf, n)
+        else:
+            r = scan_d(<const double *> view.buf, n)
+    PyBuffer_Release(&view)
+    return r
+
+
 def first_nonfinite(list arrays):
     """The index of the first of arrays (C-contiguous float32 or float64, any shape) with a
     NaN or infinite entry; -1 when every entry of every array is finite."""
-    cdef Py_buffer view
-    cdef Py_ssize_t k, n, bad = 0
+    cdef Py_ssize_t k
     for k in range(len(arrays)):
-        take_floats(arrays[k], &view, False)
-        n = view.len // view.itemsize
-        with nogil:
-            if view.itemsize == 4:
-                bad = rnnx_count_nonfinite_f(<const float *> view.buf, n)
-            else:
-                bad = rnnx_count_nonfinite_d(<const double *> view.buf, n)
-        PyBuffer_Release(&view)
-        if bad:
+        if _scan(arrays[k], rnnx_count_nonfinite_f, rnnx_count_nonfinite_d):
             return k
     return -1
 
@@ -39,17 +50,7 @@ def first_nonfinite(list arrays):
 def first_outside_unit(array):
     """The flat index of the first entry of array (C-contiguous float32 or float64) outside
     [-1, 1] or NaN, -1 when there is none: whether it can be a tanh output."""
-    cdef Py_buffer view
-    cdef Py_ssize_t n, i
-    take_floats(array, &view, False)
-    n = view.len // view.itemsize
-    with nogil:
-        if view.itemsize == 4:
-            i = rnnx_first_outside_unit_f(<const float *> view.buf, n)
-        else:
-            i = rnnx_first_outside_unit_d(<const double *> view.buf, n)
-    PyBuffer_Release(&view)
-    return i
+    return _scan(array, rnnx_first_outside_unit_f, rnnx_first_outside_unit_d)
 
 
 cdef double _select(double *a, Py_ssize_t n, Py_ssize_t k) noexcept nogil:

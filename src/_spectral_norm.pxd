@@ -182,17 +182,19 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     theta (1 + CERT_MARGIN) (a Sturm count), sqrt(theta) is within CERT_MARGIN / 2 of
     sigma_max. The trace bound holds once a few directions carry most of the product's
     Frobenius mass (the later lags: cost a few Lanczos steps of one pass over R each,
-    2 H^2 multiply-adds, against the lag's H^3); the Frobenius bound once a few dozen directions
-    do (most lags: the Gram matrix, H^3 / 2 multiply-adds in one BLAS-3 call, then steps of
-    one O(H^2) product by G). A lag that needed G is followed by one that forms it first.
+    2 H^2 multiply-adds, against the lag's H^3); the Frobenius bound once a few dozen
+    directions do (most lags: the Gram matrix, H^3 / 2 multiply-adds in one BLAS-3 call,
+    then steps of one O(H^2) product by G). A lag that needed G is followed by one that
+    forms it first.
     Else, after LANCZOS_STEPS steps (by G they are cheap against a factorisation, and more
     of them let the Frobenius bound pass more often), a third certificate: mu I - G with
     mu = theta (1 + CERT_MARGIN) is positive definite exactly when lambda_max < mu, which
     Cholesky decides (its backward error, about H * 1e-16, is far below the margin). Where
     all fail (the first lags, whose singular values are nearly equal), LAPACK's largest
     eigenvalue of G gives the value; the first lag, and a lag after one where all failed,
-    go to LAPACK directly (its eigenvector starts the next lag). Which certificate is tried when and after how many
-    steps decides only the cost: every value returned has passed one.
+    go to LAPACK directly (its eigenvector starts the next lag). Which certificate is tried
+    when and after how many steps decides only the cost: every value returned has passed
+    one.
     """
     cdef blas_int one = 1, info = 0, i, j, m = 0, ldz
     cdef double zero = 0.0, unit = 1.0, alpha = 1.0 / (s * s)

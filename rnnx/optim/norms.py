@@ -26,7 +26,8 @@ def array_norms(arrays):
     """[||g||_2 over all entries of g for g in arrays], in one call to the compiled core
     (NaN if g holds a NaN, else inf if it holds an inf)."""
     return _reductions.l2_norms([g if type(g) is np.ndarray and g.dtype in _FLOATS
-                           and g.flags.c_contiguous else _float_copy(g) for g in arrays])
+                                 and g.flags.c_contiguous else _float_copy(g)
+                                 for g in arrays])
 
 
 def array_norm(g):
