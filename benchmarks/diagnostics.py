@@ -33,7 +33,7 @@ SIZES = [(1000, 1, 64), (100, 32, 128), (100, 32, 512), (5000, 1, 256)]
 D = 8
 
 
-def best_time(fn, budget=1.0, most=5):
+def best_time(fn, budget=1.0, most=30):
     """The fastest of up to `most` calls, as many as fit in about `budget` seconds."""
     best, spent, n = float("inf"), 0.0, 0
     while n < most and (n == 0 or spent + best < budget):

@@ -28,6 +28,7 @@ def jacobian_log_norms(
     progress: Callable[[int], object] | None,
     errors: list[BaseException],
     main: bool,
+    kernel: str | None = None,
 ) -> tuple[int, int]: ...
 def lyapunov_sums(
     h: NDArray[_F],

@@ -24,14 +24,14 @@ import numpy as np
 from _blas cimport blas_int, _gemm
 from _norms cimport _delta_norm
 from _interrupts cimport Interrupt, _interrupt, _stop
-from _step_products cimport (RNNX_GEMM_NR, RNNX_GEMM_MIN_COLS, rnnx_gemm_kernels,
-                             rnnx_gemm_built, rnnx_gemm_cpu_runs, _fits, _tanh_bias,
-                             _dtanh, _add_rows, _weight_acc, _plain_acc, _step_acc,
-                             _step_set)
+from _small_gemm cimport (RNNX_GEMM_NR, RNNX_GEMM_MIN_COLS, rnnx_gemm_kernels,
+                          rnnx_gemm_built, rnnx_gemm_cpu_runs, _variants, _kernel)
+from _step_products cimport (_fits, _tanh_bias, _dtanh, _add_rows, _weight_acc,
+                             _plain_acc, _step_acc, _step_set)
 
 # the variants of the register-blocked kernel, in the order of _small_gemm.h's ids
 # (fastest first); KERNELS: those this build has
-_VARIANTS = ("avx512", "avx2", "generic")
+_VARIANTS = _variants()
 KERNELS = tuple(name for i, name in enumerate(_VARIANTS) if rnnx_gemm_built(i) != NULL)
 
 
@@ -62,17 +62,6 @@ cdef inline object _dtype_of(const floating *tag):
 cdef const floating *_start(const floating[:, :, ::1] a):
     """&a[0, 0, 0], or NULL for None"""
     return NULL if a is None else &a[0, 0, 0]
-
-
-cdef const rnnx_gemm_kernels *_kernel(str name) except? NULL:
-    """The functions of the kernel variant name (one of KERNELS, and one this CPU runs);
-    NULL for None or "blas"."""
-    if name is None or name == "blas":
-        return NULL
-    if name not in KERNELS or not rnnx_gemm_cpu_runs(_VARIANTS.index(name)):
-        raise ValueError(f"kernel must be 'blas' or a variant this CPU runs "
-                         f"{tuple(k for k in KERNELS if kernel_runs(k))}; got {name!r}")
-    return rnnx_gemm_built(_VARIANTS.index(name))
 
 
 cdef int _check_panels(const floating[:, :, ::1] P, Py_ssize_t k, Py_ssize_t n,

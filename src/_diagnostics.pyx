@@ -23,6 +23,7 @@ from _blas cimport blas_int, _gemm, _singular_values
 from _norms cimport rnnx_sum_squares_d as _sum_squares
 from _diag_shared cimport OK, STOPPED, LAPACK_FAILED, RELEASE_WORK, _dsq
 from _interrupts cimport Interrupt, _interrupt, _stop, _report_rest
+from _small_gemm cimport RNNX_GEMM_NR, RNNX_GEMM_MIN_COLS, rnnx_gemm_kernels, _kernel
 from _spectral_norm cimport LANCZOS_STEPS, _top_singular_value
 from _qr_frames cimport (GRAM_SCHMIDT_K, CHECK_ERROR, FRAME_CARRIED, FRAME_SINGULAR,
                          _householder_qr, _cholesky_qr_error, _gram_schmidt_qr,
@@ -67,7 +68,7 @@ cdef double _step_cond(const floating *h, Py_ssize_t H, double w_cond) noexcept 
 
 def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint frobenius,
                        double[:, ::1] L, Py_ssize_t b0, Py_ssize_t b1, int[::1] stop,
-                       object progress, list errors, bint main):
+                       object progress, list errors, bint main, str kernel=None):
     """L[k, b] := ln ||J[T-1] ... J[T-k]|| for lags k = 1..K (L is (K+1, B), K <= T) and the
     samples b0:b1, spectral norm or (frobenius) Frobenius norm. L[0] is left to the caller.
 
@@ -78,17 +79,32 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     the row blocks of one column-major (n H, H) matrix, times W' in one GEMM per lag (a
     tall product runs closer to the GEMM rate than n small ones); STACK_ROWS bounds its
     rows. An exactly zero product (saturated units) gives -inf from that lag on.
+    kernel: the register-blocked kernel variant that makes the stack's products
+    (src/_small_gemm.h; rnnx.core.kernels), or None or "blas" for BLAS's GEMM. The kernel
+    reads W'^T as it is and the scaled stack transposed in its 32-column panels, which the
+    pass that scales the columns writes: no copy of either operand per lag, and no pass
+    that zeroes the output first (a BLAS GEMM makes both).
     progress(n) is called every so often with the lags done (summed over the
     samples) since the last call (main block only).
     Returns (status, info): OK, STOPPED (the exception is errors[0]) or LAPACK_FAILED.
     """
-    cdef Py_ssize_t T = h.shape[0], H = h.shape[2], K = L.shape[0] - 1, b, k, i, r, c, j
+    cdef Py_ssize_t T = h.shape[0], H = h.shape[2], K = L.shape[0] - 1, b, k, i, r, c, j, t
     cdef Py_ssize_t nc = max(1, min(b1 - b0, STACK_ROWS // H)) if H >= STACK_MIN_H else 1
-    # the stack's leading dimension, one cache line over its rows: a column stride of a
-    # multiple of 4 KiB (H = 512, or 4 samples of 128) maps every column to the same
-    # cache sets
+    # the stack's leading dimension (set per chunk of samples), one cache line over its
+    # rows: a column stride of a multiple of 4 KiB (H = 512, or 4 samples of 128) maps
+    # every column to the same cache sets. Not for a stack of under 256 rows that the
+    # kernel multiplies: there those 8 rows are 1/31 to 1/2 more work (H = 64 measured
+    # slower with them: benchmarks/diagnostics.py)
     cdef Py_ssize_t ld = nc * H + 8
-    cdef Py_ssize_t chunk, c0, m
+    cdef Py_ssize_t chunk, c0, m, q, run, off
+    cdef const rnnx_gemm_kernels *g = _kernel(kernel)
+    cdef bint packed = g != NULL and H >= RNNX_GEMM_MIN_COLS
+    # X^T (H, ld) in the kernel's panels: (ceil(ld / NR), H, NR), the columns past the
+    # chunk's rows zeros
+    cdef Py_ssize_t panel_size = ((ld + RNNX_GEMM_NR - 1) // RNNX_GEMM_NR) * RNNX_GEMM_NR * H
+    cdef double[::1] Xt = np.empty(panel_size if packed else 1)
+    cdef double *Xp
+    cdef double *dst
     cdef double w_scale = np.max(np.abs(W)), log_w, val, sig, f
     cdef Py_ssize_t nsv = 0 if frobenius else H
     cdef double[:, ::1] Wt                      # W'^T row-major: W' column-major
@@ -125,7 +141,10 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
         for chunk in range((b1 - b0 + nc - 1) // nc):
             c0 = b0 + chunk * nc
             m = min(nc, b1 - c0)
-            Rp, Rnp = &R[0, 0], &Rn[0, 0]
+            ld = m * H + (8 if m * H >= 256 or not packed else 0)
+            Rp, Rnp, Xp = &R[0, 0], &Rn[0, 0], &Xt[0]
+            if packed:
+                memset(Xp, 0, panel_size * sizeof(double))
             for j in range(m):
                 # the first power vector: deterministic, not orthogonal to any simple
                 # direction
@@ -142,6 +161,28 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
                         for c in range(H):
                             for r in range(H):
                                 Rp[c * ld + j * H + r] = _dsq(&h[i, c0 + j, r]) * Wt[c, r]
+                elif packed:
+                    # X := each block (R_{k-1} / s_{k-1}) diag(1 - h[T-k]^2), written as
+                    # X^T in panels: row c of X^T (column c of X) is row c of every panel,
+                    # stack row q is column q % NR of panel q // NR
+                    for j in range(m):
+                        for c in range(H):
+                            f = _dsq(&h[i, c0 + j, c]) / s[j] if s[j] != 0 else 0
+                            Rb = Rp + c * ld + j * H
+                            q, r = j * H, 0
+                            while r < H:
+                                off = q % RNNX_GEMM_NR
+                                run = min(RNNX_GEMM_NR - off, H - r)
+                                dst = Xp + (q - off) * H + c * RNNX_GEMM_NR + off
+                                for t in range(run):
+                                    dst[t] = Rb[r + t] * f
+                                q, r = q + run, r + run
+                    # the stack R_k^T := W'^T @ X^T   (H, ld) = (H, H) @ (H, ld), row-major:
+                    # R_k column-major with leading dimension ld
+                    g.gemm_d(H, ld, 0, H, &Wt[0, 0], Xp, 0, NULL, NULL, Rnp)
+                    tmp = Rp
+                    Rp = Rnp
+                    Rnp = tmp
                 else:
                     # each block := (R_{k-1} / s_{k-1}) diag(1 - h[T-k]^2) (columns scaled;
                     # a zero product's block stays zero)

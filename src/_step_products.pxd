@@ -7,6 +7,7 @@ from libc.string cimport memset
 from cython cimport floating
 
 from _blas cimport blas_int, _gemv, _gemm
+from _small_gemm cimport RNNX_GEMM_MIN_COLS, rnnx_gemm_kernels
 
 cdef extern from "_elementwise.h" nogil:
     Py_ssize_t rnnx_tanh_bias_d(double *z, const double *b, Py_ssize_t rows,
@@ -20,23 +21,6 @@ cdef extern from "_elementwise.h" nogil:
                            const double *A, const double *M, double *C)
     void rnnx_plain_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int a_trans,
                            const float *A, const float *M, float *C)
-
-cdef extern from "_small_gemm.h" nogil:
-    enum: RNNX_GEMM_NR
-    enum: RNNX_GEMM_MIN_COLS
-    ctypedef void (*rnnx_gemm_f_fn)(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
-                                    const float *A, const float *M, Py_ssize_t k2,
-                                    const float *A2, const float *M2, float *C)
-    ctypedef void (*rnnx_gemm_d_fn)(Py_ssize_t m, Py_ssize_t n, int beta, Py_ssize_t k,
-                                    const double *A, const double *M, Py_ssize_t k2,
-                                    const double *A2, const double *M2, double *C)
-    ctypedef struct rnnx_gemm_kernels:
-        rnnx_gemm_f_fn gemm_f
-        rnnx_gemm_f_fn tn_f
-        rnnx_gemm_d_fn gemm_d
-        rnnx_gemm_d_fn tn_d
-    const rnnx_gemm_kernels *rnnx_gemm_built(int id)
-    bint rnnx_gemm_cpu_runs(int id)
 
 
 cdef inline bint _fits(const rnnx_gemm_kernels *g, Py_ssize_t m, Py_ssize_t n) noexcept nogil:

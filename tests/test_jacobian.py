@@ -152,6 +152,40 @@ def test_stacked_samples_match_explicit_products(rng, H, dtype, ord):
         np.testing.assert_allclose(L, log_norms(h, W_hh, ord), rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("kernel", rnnx.available_kernels())
+@pytest.mark.parametrize("H, B", [(15, 2), (16, 3), (50, 2), (128, 4), (131, 7)])
+def test_every_kernel_makes_the_same_log_norms(rng, kernel, H, B):
+    # the products by W_hh' of each lag: BLAS's GEMM, or a register-blocked kernel reading
+    # the scaled product in panels that the scaling pass writes. Under 16 columns BLAS;
+    # 16 and 50: one sample, columns not a multiple of the panel; 128 and 131: stacks of
+    # samples (full and partial, their leading dimension one cache line over). Sample 1
+    # saturates every unit at step 5 (tanh' = 0): a zero block in its stack from then on.
+    T = 9
+    x, W_xh, W_hh, b_h, h0, _ = random_problem(T, B, 3, H, rng=rng, scale=1.2)
+    W_xh[:, 0] = 1
+    x[5, 1, 0] = 200
+    old = rnnx.set_kernel(kernel)
+    try:
+        two = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0)
+        fro = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0, ord="fro")
+    finally:
+        rnnx.set_kernel(old)
+    h = forward(x, W_xh, W_hh, b_h, h0)
+    assert np.all(two[T - 5:, 1] == -np.inf) and np.all(fro[T - 5:, 1] == -np.inf)
+    with np.errstate(divide="ignore"):
+        np.testing.assert_allclose(two, log_norms(h, W_hh, 2), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(fro, log_norms(h, W_hh, "fro"), rtol=0, atol=1e-9)
+
+
+def test_unknown_kernel_is_refused_by_the_compiled_kernel(rng):
+    from rnnx import _diagnostics
+    h = np.zeros((3, 1, 16))
+    with pytest.raises(ValueError, match=r"kernel must be 'blas' or a variant this CPU runs "
+                                         r".*got 'avx1024'"):
+        _diagnostics.jacobian_log_norms(h, np.eye(16), False, np.zeros((4, 1)), 0, 1,
+                                        np.zeros(1, np.int32), None, [], True, "avx1024")
+
+
 @pytest.mark.parametrize("gap", [10.0, 1.0 + 1e-9])
 def test_spectral_norm_with_a_large_or_no_gap(rng, gap):
     # h = 0 throughout: the product over k lags is W^k, W = U diag(s) V^T with s_1 = gap *
@@ -237,7 +271,8 @@ def test_thread_plan_from_the_shape():
     # one block (one BLAS thread for small products) at B = 1 or for small work, blocks of
     # samples at B >= 2 where the work pays for the hand-off
     from rnnx.core.threads import blas_threads, can_serialise, set_thread_budget
-    from rnnx.diagnostics._threads import one_blas_thread, sample_blocks
+    from rnnx.core.kernels import kernel_in_force
+    from rnnx.diagnostics._threads import one_blas_thread, product_kernel, sample_blocks
     old = set_thread_budget(2)
     try:
         big = 10 * 5 * 128 ** 3
@@ -245,8 +280,12 @@ def test_thread_plan_from_the_shape():
         assert sample_blocks(5, 128 ** 3, big)[0] == ([(0, 2), (2, 5)] if can_serialise()
                                                       else [(0, 5)])
         assert sample_blocks(4, 32 * 32, 50 * 4 * 32 * 32 * 3)[0] == [(0, 4)]
+        # the products' kernel: the one in force, but BLAS where its threads make them
+        assert product_kernel(5, 128 ** 3, big) == kernel_in_force()
+        assert product_kernel(1, 1024 ** 3, 1024 ** 3 * 10) == "blas"
         set_thread_budget(1)
         assert sample_blocks(5, 128 ** 3, big)[0] == [(0, 5)]
+        assert product_kernel(1, 1024 ** 3, 1024 ** 3 * 10) == kernel_in_force()
     finally:
         set_thread_budget(old)
     if can_serialise():

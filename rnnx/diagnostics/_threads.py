@@ -16,9 +16,10 @@ from contextlib import nullcontext
 import numpy as np
 
 from .. import _diagnostics
+from ..core.kernels import kernel_in_force
 from ..core.threads import SPLIT_WORK, can_serialise, run_blocks, serial_blas, thread_budget
 
-__all__ = ["run_samples", "one_blas_thread", "sample_blocks"]
+__all__ = ["run_samples", "one_blas_thread", "sample_blocks", "product_kernel"]
 
 # multiply-adds of one product from which it runs on the BLAS threads: (H, H) @ (H, H) at
 # H = 1024. Below that, 2 BLAS threads were slower than one on a busy machine (their
@@ -49,6 +50,16 @@ def sample_blocks(B, product, work):
     if threads >= 2 and product >= _THREADED_PRODUCT:
         return [(0, B)], nullcontext
     return [(0, B)], serial_blas if quiet else nullcontext
+
+
+def product_kernel(B, product, work):
+    """The kernel that makes the call's per-lag products (rnnx.core.kernels: the
+    register-blocked kernel in force, one thread), or "blas" where sample_blocks gives the
+    products to BLAS's threads."""
+    blocks, _ = sample_blocks(B, product, work)
+    if len(blocks) == 1 and thread_budget() >= 2 and product >= _THREADED_PRODUCT:
+        return "blas"
+    return kernel_in_force()
 
 
 def run_samples(kernel, B, product, work, progress=None):

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import _diagnostics
 from ..core.recurrence import rnn_forward
-from ._threads import one_blas_thread, run_samples
+from ._threads import one_blas_thread, product_kernel, run_samples
 
 __all__ = ["jacobian_log_norms", "log_norms_along", "trajectory", "time_major", "checked_lags"]
 
@@ -67,9 +67,10 @@ def log_norms_along(h, W_hh, ord=2, lags=None, progress=None):
     L[0] = 0.5 * np.log(H) if frobenius else 0.0
     W = np.ascontiguousarray(np.asarray(W_hh, h.dtype), dtype=np.float64)
     per_lag = H ** 3 * (1.0 if frobenius else 2.4)
+    kernel = product_kernel(B, H ** 3, K * B * per_lag)
     run_samples(lambda b0, b1, stop, report, errors, main: _diagnostics.jacobian_log_norms(
         h, W, frobenius, L, b0, b1, stop,
-        None if report is None else (lambda n: report(n * per_lag)), errors, main),
+        None if report is None else (lambda n: report(n * per_lag)), errors, main, kernel),
         B, H ** 3, K * B * per_lag, progress)
     return L
 
