@@ -4,6 +4,8 @@
     python benchmarks/diagnostics.py --quick    # the two smaller sizes
     python benchmarks/diagnostics.py --sizes 2 3 --threads 2
     python benchmarks/diagnostics.py --only jacobian --threads 1   # the log-norms alone
+    python benchmarks/diagnostics.py --kernels --sizes 1 2   # the products' kernels
+    python benchmarks/diagnostics.py --kernels avx512 blas --sizes 2
 
 The limits: exact Jacobian log-norms for every lag need T * B products of (H, H) @ (H, H),
 2 T B H^3 flops (both norms); the k largest Lyapunov exponents need T * B products of
@@ -16,6 +18,12 @@ machine the rate drifts within a run). "threads" is both rnnx's thread budget (B
 blocks of samples on threads) and scipy's BLAS threads. Inputs: float32, the problem of
 benchmarks/_problem.py (W_hh = 0.9 x orthogonal, D = 8). With both thread counts, the
 ratios of each row's time at 2 threads over 1 follow the table.
+
+--kernels [NAME ...]: instead, jacobian_log_norms with each kernel named (default: every
+one this machine runs) making the per-lag products (rnnx.set_kernel: the register-blocked
+kernel's builds, and BLAS's GEMM, always included),
+1 thread, the kernels interleaved over 3 rounds (the fastest call of each), and each one's
+time over BLAS's.
 
 Then jacobian_log_norms at (T, B, H) = (1000, 1, 64), 2 threads over 1, the two settings
 interleaved (the fastest of 8 calls each: robust to a drifting load), and the busy-machine
@@ -95,6 +103,40 @@ def b1_thread_ratios():
     return {ord: best[2, ord] / best[1, ord] for ord in (2, "fro")}
 
 
+def kernel_ratios(sizes, paths, rounds=3):
+    """Prints jacobian_log_norms' fastest time with each kernel making its products, and
+    its ratio to BLAS's, the kernels interleaved (one BLAS thread)."""
+    import numpy as np
+    import rnnx
+    from threadpoolctl import threadpool_limits
+    from rnnx.core.threads import set_thread_budget
+    paths = [k for k in rnnx.available_kernels() if not paths or k in paths or k == "blas"]
+    print("| T | B | H | ord | " + " | ".join(f"{k} (s)" for k in paths) + " | "
+          + " | ".join(f"{k} / blas" for k in paths if k != "blas") + " |")
+    print("|---" * (4 + 2 * len(paths) - 1) + "|")
+    old, kernel = set_thread_budget(1), rnnx.set_kernel(None)
+    try:
+        with threadpool_limits(1):
+            for T, B, H in sizes:
+                x, W_xh, W_hh, b_h, _ = problem(T, B, D, H, np.float32)
+                best = {}
+                for _ in range(rounds):
+                    for path in paths:
+                        rnnx.set_kernel(path)
+                        for ord in (2, "fro"):
+                            t = best_time(lambda: rnnx.jacobian_log_norms(
+                                x, W_xh, W_hh, b_h, ord=ord), budget=0.5, most=5)
+                            best[path, ord] = min(best.get((path, ord), t), t)
+                for ord in (2, "fro"):
+                    print(f"| {T} | {B} | {H} | {ord} | "
+                          + " | ".join(f"{best[k, ord]:.3g}" for k in paths) + " | "
+                          + " | ".join(f"{best[k, ord] / best['blas', ord]:.3f}"
+                                       for k in paths if k != "blas") + " |", flush=True)
+    finally:
+        set_thread_budget(old)
+        rnnx.set_kernel(kernel)
+
+
 def busy_ratio():
     import numpy as np
     import rnnx
@@ -129,12 +171,23 @@ def main():
                         help="thread counts to run: rnnx's budget and BLAS's (default: 1 2)")
     parser.add_argument("--only", choices=["jacobian", "lyapunov"], default=None,
                         help="only these rows of the table (default: both)")
+    parser.add_argument("--kernels", nargs="*", default=None, metavar="NAME",
+                        help="instead: jacobian_log_norms with each kernel named (default: "
+                             "all this machine runs) making its products, against BLAS")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
     from rnnx.core.threads import set_thread_budget
     sizes = SIZES[:2] if args.quick else SIZES
     if args.sizes is not None:
         sizes = [SIZES[i] for i in args.sizes]
+    if args.kernels is not None:
+        import rnnx
+        unknown = sorted(set(args.kernels) - set(rnnx.available_kernels()))
+        if unknown:
+            parser.error(f"--kernels: {', '.join(unknown)} not among the kernels this "
+                         f"machine runs: {', '.join(rnnx.available_kernels())}")
+        kernel_ratios(sizes, args.kernels)
+        return
     print("| T | B | H | threads | what | time (s) | GFLOP/s | x limit |")
     print("|---|---|---|---|---|---|---|---|")
     rates, times = [], {}

@@ -76,7 +76,7 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     diag(d[T-k]) W' with s_k = ||R_k||_F and W' = W / max|W| (so no product of unit-norm
     matrices overflows), and the logs of the scales are added back. The samples share W',
     so a chunk of them is carried as one stack: their (R_{k-1} / s_{k-1}) diag(d[T-k]) as
-    the row blocks of one column-major (n H, H) matrix, times W' in one GEMM per lag (a
+    the row blocks of one column-major (n H, H) matrix, times W' in one product per lag (a
     tall product runs closer to the GEMM rate than n small ones); STACK_ROWS bounds its
     rows. An exactly zero product (saturated units) gives -inf from that lag on.
     kernel: the register-blocked kernel variant that makes the stack's products
