@@ -36,6 +36,10 @@ cdef enum:
     # square product was measured faster than the stack (OpenBLAS's small-matrix kernel).
     STACK_ROWS = 512
     STACK_MIN_H = 128
+    # the register-blocked kernel makes the products up to this H: it does not block their
+    # shared dimension (H), and from H = 512 BLAS's blocked GEMM was measured faster
+    # (benchmarks/diagnostics.py --kernels)
+    KERNEL_MAX_H = 384
 
 
 # the statuses, for Python
@@ -79,8 +83,9 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     the row blocks of one column-major (n H, H) matrix, times W' in one product per lag (a
     tall product runs closer to the GEMM rate than n small ones); STACK_ROWS bounds its
     rows. An exactly zero product (saturated units) gives -inf from that lag on.
-    kernel: the register-blocked kernel variant that makes the stack's products
-    (src/_small_gemm.h; rnnx.core.kernels), or None or "blas" for BLAS's GEMM. The kernel
+    kernel: the register-blocked kernel variant that makes the stack's products from
+    H = RNNX_GEMM_MIN_COLS to KERNEL_MAX_H (src/_small_gemm.h; rnnx.core.kernels), or None
+    or "blas" for BLAS's GEMM. The kernel
     reads W'^T as it is and the scaled stack transposed in its 32-column panels, which the
     pass that scales the columns writes: no copy of either operand per lag, and no pass
     that zeroes the output first (a BLAS GEMM makes both).
@@ -98,7 +103,7 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     cdef Py_ssize_t ld = nc * H + 8
     cdef Py_ssize_t chunk, c0, m, q, run, off
     cdef const rnnx_gemm_kernels *g = _kernel(kernel)
-    cdef bint packed = g != NULL and H >= RNNX_GEMM_MIN_COLS
+    cdef bint packed = g != NULL and RNNX_GEMM_MIN_COLS <= H <= KERNEL_MAX_H
     # X^T (H, ld) in the kernel's panels: (ceil(ld / NR), H, NR), the columns past the
     # chunk's rows zeros
     cdef Py_ssize_t panel_size = ((ld + RNNX_GEMM_NR - 1) // RNNX_GEMM_NR) * RNNX_GEMM_NR * H
