@@ -78,37 +78,38 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
 
     The product is carried renormalised: R_1 = diag(d[T-1]) W', R_k = (R_{k-1} / s_{k-1})
     diag(d[T-k]) W' with s_k = ||R_k||_F and W' = W / max|W| (so no product of unit-norm
-    matrices overflows), and the logs of the scales are added back. The samples share W',
-    so a chunk of them is carried as one stack: their (R_{k-1} / s_{k-1}) diag(d[T-k]) as
-    the row blocks of one column-major (n H, H) matrix, times W' in one product per lag (a
-    tall product runs closer to the GEMM rate than n small ones); STACK_ROWS bounds its
-    rows. An exactly zero product (saturated units) gives -inf from that lag on.
-    kernel: the register-blocked kernel variant that makes the stack's products from
+    matrices overflows), and the logs of the scales are added back.
+    kernel: the register-blocked kernel variant that makes the products from
     H = RNNX_GEMM_MIN_COLS to KERNEL_MAX_H (src/_small_gemm.h; rnnx.core.kernels), or None
-    or "blas" for BLAS's GEMM. The kernel
-    reads W'^T as it is and the scaled stack transposed in its 32-column panels, which the
-    pass that scales the columns writes: no copy of either operand per lag, and no pass
-    that zeroes the output first (a BLAS GEMM makes both).
+    or "blas" for BLAS's GEMM. The kernel takes one sample at a time: it reads W'^T as it
+    is and (R_{k-1} / s_{k-1}) diag(d[T-k]) transposed in its 32-column panels, which the
+    pass that scales the columns writes: no copy of either operand per lag and no pass
+    that zeroes the output first (a BLAS GEMM makes both). BLAS's GEMM runs closer to its
+    rate on a tall product, and the samples share W': a chunk of them is carried as one
+    stack, their scaled products the row blocks of one column-major (n H, H) matrix, times
+    W' in one GEMM per lag; STACK_ROWS bounds its rows. An exactly zero product (saturated
+    units) gives -inf from that lag on.
     progress(n) is called every so often with the lags done (summed over the
     samples) since the last call (main block only).
     Returns (status, info): OK, STOPPED (the exception is errors[0]) or LAPACK_FAILED.
     """
-    cdef Py_ssize_t T = h.shape[0], H = h.shape[2], K = L.shape[0] - 1, b, k, i, r, c, j, t
-    cdef Py_ssize_t nc = max(1, min(b1 - b0, STACK_ROWS // H)) if H >= STACK_MIN_H else 1
-    # the stack's leading dimension (set per chunk of samples), one cache line over its
-    # rows: a column stride of a multiple of 4 KiB (H = 512, or 4 samples of 128) maps
-    # every column to the same cache sets. Not for a stack of under 256 rows that the
-    # kernel multiplies: there those 8 rows are 1/31 to 1/2 more work (H = 64 measured
-    # slower with them: benchmarks/diagnostics.py)
-    cdef Py_ssize_t ld = nc * H + 8
-    cdef Py_ssize_t chunk, c0, m, q, run, off
+    cdef Py_ssize_t T = h.shape[0], H = h.shape[2], K = L.shape[0] - 1, b, k, i, r, c, j
     cdef const rnnx_gemm_kernels *g = _kernel(kernel)
     cdef bint packed = g != NULL and RNNX_GEMM_MIN_COLS <= H <= KERNEL_MAX_H
-    # X^T (H, ld) in the kernel's panels: (ceil(ld / NR), H, NR), the columns past the
-    # chunk's rows zeros
-    cdef Py_ssize_t panel_size = ((ld + RNNX_GEMM_NR - 1) // RNNX_GEMM_NR) * RNNX_GEMM_NR * H
-    cdef double[::1] Xt = np.empty(panel_size if packed else 1)
-    cdef double *Xp
+    # samples carried at once: a stack for BLAS's GEMM; one for the kernel (as fast on one
+    # sample's product as on a stack's, and one sample's matrices stay in L2 between the
+    # passes over them)
+    cdef Py_ssize_t nc = (max(1, min(b1 - b0, STACK_ROWS // H))
+                          if H >= STACK_MIN_H and not packed else 1)
+    # the leading dimension (set per chunk of samples): H for one sample's product by the
+    # kernel; a stack's one cache line over its rows, as a column stride of a multiple of
+    # 4 KiB (H = 512, or 4 samples of 128) maps every column to the same cache sets
+    cdef Py_ssize_t ld = H if packed else nc * H + 8
+    cdef Py_ssize_t chunk, c0, m, r0
+    # X^T (H, H) in the kernel's panels, (ceil(H / NR), H, NR), the columns past H zeros
+    cdef double[::1] Xt = np.zeros(
+        ((H + RNNX_GEMM_NR - 1) // RNNX_GEMM_NR) * RNNX_GEMM_NR * H if packed else 1)
+    cdef double *Xp = &Xt[0]
     cdef double *dst
     cdef double w_scale = np.max(np.abs(W)), log_w, val, sig, f
     cdef Py_ssize_t nsv = 0 if frobenius else H
@@ -146,10 +147,8 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
         for chunk in range((b1 - b0 + nc - 1) // nc):
             c0 = b0 + chunk * nc
             m = min(nc, b1 - c0)
-            ld = m * H + (8 if m * H >= 256 or not packed else 0)
-            Rp, Rnp, Xp = &R[0, 0], &Rn[0, 0], &Xt[0]
-            if packed:
-                memset(Xp, 0, panel_size * sizeof(double))
+            ld = H if packed else m * H + 8
+            Rp, Rnp = &R[0, 0], &Rn[0, 0]
             for j in range(m):
                 # the first power vector: deterministic, not orthogonal to any simple
                 # direction
@@ -167,24 +166,19 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
                             for r in range(H):
                                 Rp[c * ld + j * H + r] = _dsq(&h[i, c0 + j, r]) * Wt[c, r]
                 elif packed:
-                    # X := each block (R_{k-1} / s_{k-1}) diag(1 - h[T-k]^2), written as
-                    # X^T in panels: row c of X^T (column c of X) is row c of every panel,
-                    # stack row q is column q % NR of panel q // NR
-                    for j in range(m):
-                        for c in range(H):
-                            f = _dsq(&h[i, c0 + j, c]) / s[j] if s[j] != 0 else 0
-                            Rb = Rp + c * ld + j * H
-                            q, r = j * H, 0
-                            while r < H:
-                                off = q % RNNX_GEMM_NR
-                                run = min(RNNX_GEMM_NR - off, H - r)
-                                dst = Xp + (q - off) * H + c * RNNX_GEMM_NR + off
-                                for t in range(run):
-                                    dst[t] = Rb[r + t] * f
-                                q, r = q + run, r + run
-                    # the stack R_k^T := W'^T @ X^T   (H, ld) = (H, H) @ (H, ld), row-major:
-                    # R_k column-major with leading dimension ld
-                    g.gemm_d(H, ld, 0, H, &Wt[0, 0], Xp, 0, NULL, NULL, Rnp)
+                    # X := (R_{k-1} / s_{k-1}) diag(1 - h[T-k]^2) of the one sample (m = 1),
+                    # written as X^T in panels: column c of X is row c of every panel, its
+                    # rows r0:r0+NR in panel r0 // NR (a zero product stays zero)
+                    for c in range(H):
+                        f = _dsq(&h[i, c0, c]) / s[0] if s[0] != 0 else 0
+                        for j in range((H + RNNX_GEMM_NR - 1) // RNNX_GEMM_NR):
+                            r0 = j * RNNX_GEMM_NR
+                            dst = Xp + r0 * H + c * RNNX_GEMM_NR
+                            for r in range(r0, min(r0 + RNNX_GEMM_NR, H)):
+                                dst[r - r0] = Rp[c * H + r] * f
+                    # R_k^T := W'^T @ X^T   (H, H) = (H, H) @ (H, H), row-major: R_k
+                    # column-major
+                    g.gemm_d(H, H, 0, H, &Wt[0, 0], Xp, 0, NULL, NULL, Rnp)
                     tmp = Rp
                     Rp = Rnp
                     Rnp = tmp

@@ -155,12 +155,12 @@ def test_stacked_samples_match_explicit_products(rng, H, dtype, ord):
 @pytest.mark.parametrize("kernel", rnnx.available_kernels())
 @pytest.mark.parametrize("H, B", [(15, 2), (16, 3), (50, 2), (128, 4), (131, 7), (400, 2)])
 def test_every_kernel_makes_the_same_log_norms(rng, kernel, H, B):
-    # the products by W_hh' of each lag: BLAS's GEMM, or a register-blocked kernel reading
-    # the scaled product in panels that the scaling pass writes. Under 16 columns BLAS;
-    # 16 and 50: one sample, columns not a multiple of the panel; 128 and 131: stacks of
-    # samples (full and partial, their leading dimension one cache line over); 400: BLAS
-    # whatever the kernel (above KERNEL_MAX_H). Sample 1 saturates every unit at step 5
-    # (tanh' = 0): a zero block in its stack from then on.
+    # the products by W_hh' of each lag: BLAS's GEMM (from H = 128 on stacks of samples,
+    # full and partial, their leading dimension one cache line over), or a register-blocked
+    # kernel on one sample at a time, reading the scaled product in the panels that the
+    # scaling pass writes. BLAS whatever the kernel under 16 columns and at 400 (above
+    # KERNEL_MAX_H); 50 and 131 are not multiples of the panel. Sample 1 saturates every
+    # unit at step 5 (tanh' = 0): a zero product from then on.
     T = 9
     x, W_xh, W_hh, b_h, h0, _ = random_problem(T, B, 3, H, rng=rng, scale=1.2)
     W_xh[:, 0] = 1
