@@ -114,7 +114,7 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     cdef double w_scale = np.max(np.abs(W)), log_w, val, sig, f
     cdef Py_ssize_t nsv = 0 if frobenius else H
     cdef double[:, ::1] Wt                      # W'^T row-major: W' column-major
-    cdef double[:, ::1] R = np.empty((H, ld))   # the stack, column-major (ld, H)
+    cdef double[:, ::1] R = np.empty((H, ld))   # the stack (or sample), column-major
     cdef double[:, ::1] Rn = np.empty((H, ld))
     cdef double[:, ::1] U = np.empty((nc, H))   # each sample's top left singular vector
     cdef double[::1] s = np.empty(nc)           # each sample's ||R_k||_F

@@ -178,7 +178,7 @@ def test_every_kernel_makes_the_same_log_norms(rng, kernel, H, B):
         np.testing.assert_allclose(fro, log_norms(h, W_hh, "fro"), rtol=0, atol=1e-9)
 
 
-def test_unknown_kernel_is_refused_by_the_compiled_kernel(rng):
+def test_unknown_kernel_is_refused_by_the_compiled_kernel():
     from rnnx import _diagnostics
     h = np.zeros((3, 1, 16))
     with pytest.raises(ValueError, match=r"kernel must be 'blas' or a variant this CPU runs "
