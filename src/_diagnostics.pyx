@@ -165,37 +165,38 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
                         for c in range(H):
                             for r in range(H):
                                 Rp[c * ld + j * H + r] = _dsq(&h[i, c0 + j, r]) * Wt[c, r]
-                elif packed:
-                    # X := (R_{k-1} / s_{k-1}) diag(1 - h[T-k]^2) of the one sample (m = 1),
-                    # written as X^T in panels: column c of X is row c of every panel, its
-                    # rows r0:r0+NR in panel r0 // NR (a zero product stays zero)
-                    for c in range(H):
-                        f = _dsq(&h[i, c0, c]) / s[0] if s[0] != 0 else 0
-                        for j in range((H + RNNX_GEMM_NR - 1) // RNNX_GEMM_NR):
-                            r0 = j * RNNX_GEMM_NR
-                            dst = Xp + r0 * H + c * RNNX_GEMM_NR
-                            for r in range(r0, min(r0 + RNNX_GEMM_NR, H)):
-                                dst[r - r0] = Rp[c * H + r] * f
-                    # R_k^T := W'^T @ X^T   (H, H) = (H, H) @ (H, H), row-major: R_k
-                    # column-major
-                    g.gemm_d(H, H, 0, H, &Wt[0, 0], Xp, 0, NULL, NULL, Rnp)
-                    tmp = Rp
-                    Rp = Rnp
-                    Rnp = tmp
                 else:
-                    # each block := (R_{k-1} / s_{k-1}) diag(1 - h[T-k]^2) (columns scaled;
-                    # a zero product's block stays zero)
-                    for j in range(m):
-                        if s[j] == 0:
-                            continue
+                    if packed:
+                        # X := (R_{k-1} / s_{k-1}) diag(1 - h[T-k]^2) of the one sample
+                        # (m = 1), written as X^T in panels: column c of X is row c of every
+                        # panel, its rows r0:r0+NR in panel r0 // NR (a zero product stays
+                        # zero)
                         for c in range(H):
-                            f = _dsq(&h[i, c0 + j, c]) / s[j]
-                            Rb = Rp + c * ld + j * H
-                            for r in range(H):
-                                Rb[r] *= f
-                    # the stack R_k := X @ W'   (m H, H) = (m H, H) @ (H, H), column-major;
-                    # in the shim's row-major terms R_k^T := W'^T @ X^T   (H, m H)
-                    _gemm(False, False, H, m * H, H, 1.0, &Wt[0, 0], H, Rp, ld, 0.0, Rnp, ld)
+                            f = _dsq(&h[i, c0, c]) / s[0] if s[0] != 0 else 0
+                            for j in range((H + RNNX_GEMM_NR - 1) // RNNX_GEMM_NR):
+                                r0 = j * RNNX_GEMM_NR
+                                dst = Xp + r0 * H + c * RNNX_GEMM_NR
+                                for r in range(r0, min(r0 + RNNX_GEMM_NR, H)):
+                                    dst[r - r0] = Rp[c * ld + r] * f
+                        # R_k^T := W'^T @ X^T   (H, H) = (H, H) @ (H, H), row-major: R_k
+                        # column-major
+                        g.gemm_d(H, H, 0, H, &Wt[0, 0], Xp, 0, NULL, NULL, Rnp)
+                    else:
+                        # each block := (R_{k-1} / s_{k-1}) diag(1 - h[T-k]^2) (columns
+                        # scaled; a zero product's block stays zero)
+                        for j in range(m):
+                            if s[j] == 0:
+                                continue
+                            for c in range(H):
+                                f = _dsq(&h[i, c0 + j, c]) / s[j]
+                                Rb = Rp + c * ld + j * H
+                                for r in range(H):
+                                    Rb[r] *= f
+                        # the stack R_k := X @ W'   (m H, H) = (m H, H) @ (H, H),
+                        # column-major; in the shim's row-major terms R_k^T := W'^T @ X^T
+                        # (H, m H)
+                        _gemm(False, False, H, m * H, H, 1.0, &Wt[0, 0], H, Rp, ld, 0.0,
+                              Rnp, ld)
                     tmp = Rp
                     Rp = Rnp
                     Rnp = tmp

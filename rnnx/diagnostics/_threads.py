@@ -54,10 +54,10 @@ def sample_blocks(B, product, work):
 
 def product_kernel(B, product, work):
     """The kernel that makes the call's per-lag products (rnnx.core.kernels: the
-    register-blocked kernel in force, one thread), or "blas" where sample_blocks gives the
-    products to BLAS's threads."""
-    blocks, _ = sample_blocks(B, product, work)
-    if len(blocks) == 1 and thread_budget() >= 2 and product >= _THREADED_PRODUCT:
+    register-blocked kernel in force, one thread), or "blas" where sample_blocks leaves
+    products large enough to gain to BLAS's threads."""
+    _, context = sample_blocks(B, product, work)
+    if context is nullcontext and product >= _THREADED_PRODUCT:
         return "blas"
     return kernel_in_force()
 
