@@ -125,6 +125,7 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
     cdef double[::1] y = np.empty(H)
     cdef double[::1] V = np.empty((LANCZOS_STEPS + 1) * nsv)
     cdef double[::1] lz = np.empty(LANCZOS_STEPS * 8)
+    cdef double[::1] sm = np.empty(4 * LANCZOS_STEPS * LANCZOS_STEPS + 2 * LANCZOS_STEPS)
     cdef double[::1] ev = np.empty(nsv)
     cdef double[::1] work = np.empty(26 * nsv)
     cdef int[::1] iwork = np.empty(10 * nsv + 2, np.intc)
@@ -214,8 +215,8 @@ def jacobian_log_norms(const floating[:, :, ::1] h, const double[:, ::1] W, bint
                     if not frobenius:
                         info = _top_singular_value(Rb, <blas_int> ld, s[j], <blas_int> H,
                                                    &G[0, 0], &C[0, 0], &U[j, 0], &V[0],
-                                                   &lz[0], &y[0], &ev[0], &work[0],
-                                                   &iwork[0], &path[j], &sig)
+                                                   &lz[0], &y[0], &sm[0], &ev[0],
+                                                   &work[0], &iwork[0], &path[j], &sig)
                         if info != 0:
                             status = LAPACK_FAILED
                             break
