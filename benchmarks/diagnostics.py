@@ -14,10 +14,12 @@ The limits: exact Jacobian log-norms for every lag need T * B products of (H, H)
 2 T B H (D + H) + 2 T B H^2. Each time is printed with its GFLOP/s and its multiple of
 the limit at the float64 GEMM rate of (1024, 1024) @ (1024, 1024) measured just before
 each size with the same number of threads (the kernels accumulate in float64; on a shared
-machine the rate drifts within a run). "threads" is both rnnx's thread budget (B >= 2:
-blocks of samples on threads) and scipy's BLAS threads. Inputs: float32, the problem of
-benchmarks/_problem.py (W_hh = 0.9 x orthogonal, D = 8). With both thread counts, the
-ratios of each row's time at 2 threads over 1 follow the table.
+machine the rate drifts within a run); a B = 1 call runs on one thread by design (its lags
+and steps are sequential), so its rows with 2 threads are against the 1-thread rate.
+"threads" is both rnnx's thread budget (B >= 2: blocks of samples on threads) and scipy's
+BLAS threads. Inputs: float32, the problem of benchmarks/_problem.py (W_hh = 0.9 x
+orthogonal, D = 8). With both thread counts, the ratios of each row's time at 2 threads
+over 1 follow the table.
 
 --kernels [NAME ...]: instead, jacobian_log_norms with each kernel named (default: every
 one this machine runs) making the per-lag products (rnnx.set_kernel: the register-blocked
@@ -199,9 +201,17 @@ def main():
                 for T, B, H in sizes:
                     rate = gemm_rate()
                     rates.append(f"{rate / 1e9:.3g} ({n} thread{'s' if n > 1 else ''}, H={H})")
+                    used = n
+                    if B == 1 and n > 1:
+                        # one sample's lags and steps are sequential: a B = 1 call runs on
+                        # one thread by design, so its limit is the 1-thread GEMM rate
+                        with threadpool_limits(1):
+                            rate = gemm_rate()
+                        rates.append(f"{rate / 1e9:.3g} (1 thread, H={H}, B = 1)")
+                        used = f"{n} (runs on 1)"
                     for name, t, gflops, multiple in rows(T, B, H, rate, args.only):
                         times[T, B, H, name, n] = t
-                        print(f"| {T} | {B} | {H} | {n} | {name} | {t:.3g} | {gflops:.3g} | "
+                        print(f"| {T} | {B} | {H} | {used} | {name} | {t:.3g} | {gflops:.3g} | "
                               f"{multiple:.2f} |", flush=True)
         finally:
             set_thread_budget(old)

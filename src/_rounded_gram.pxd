@@ -1,7 +1,7 @@
 # The spectral norm's cheaper Gram matrix for large H (src/_spectral_norm.pxd): the Gram
-# matrix of the normalised product rounded to float32 (half the time of float64's),
-# whose Lanczos basis is then checked against the exact product, and a rigorous bound of
-# how far its Frobenius norm can be from the exact one's.
+# matrix of the normalised product rounded to float32 (a vector register holds twice as
+# many float32 entries as float64), whose Lanczos basis is then checked against the exact
+# product, and a rigorous bound of how far its Frobenius norm can be from the exact one's.
 
 from libc.math cimport sqrt, ldexp
 from scipy.linalg.cython_blas cimport dgemm, dsyrk, ssyrk

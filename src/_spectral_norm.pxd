@@ -293,11 +293,12 @@ cdef inline int _top_singular_value(const double *R, blas_int ld, double s, blas
     2 H^2 multiply-adds, against the lag's H^3); the Frobenius bound once a few dozen
     directions do (most lags: the Gram matrix, H^3 / 2 multiply-adds in one BLAS-3 call,
     then steps of one O(H^2) product by G). A lag that needed G is followed by one that
-    forms it first. From ROUNDED_GRAM_MIN_H the Gram matrix is formed in float32 (half
-    the time) and the steps run on it; its Lanczos basis is then checked against the
-    exact G, through two products by R (_basis_certifies: the same bound for any
-    orthonormal basis, with a rigorous upper bound of ||G||_F from the rounded one's), and
-    where the check fails the steps start again on the exact G from the Ritz vector found.
+    forms it first. From ROUNDED_GRAM_MIN_H the Gram matrix is formed in float32 (a
+    vector register holds twice as many entries) and the steps run on it; its Lanczos
+    basis is then checked against the exact G, through two products by R
+    (_basis_certifies: the same bound for any orthonormal basis, with a rigorous upper
+    bound of ||G||_F from the rounded one's), and where the check fails the steps start
+    again on the exact G from the Ritz vector found.
     The rounding decides which basis is checked, never what is proved.
     Else, after LANCZOS_STEPS steps (by G they are cheap against a factorisation, and more
     of them let the Frobenius bound pass more often), a third certificate: mu I - G with
