@@ -105,6 +105,22 @@ def test_spectral_norm_matches_lapack_at_every_lag(rng, H, init):
     np.testing.assert_allclose(L, expected, rtol=0, atol=1e-9)
 
 
+def test_rounded_gram_matrix_in_a_stack_of_samples(rng):
+    # BLAS's GEMM on stacks of samples (kernel "blas": 2 samples of 256 a stack, B = 3 makes
+    # a full and a partial one, their leading dimension 8 past the stack): the float32 Gram
+    # matrix and the check of its Lanczos basis read each sample's block in place
+    T, B, H = 40, 3, 256
+    x, W_xh, _, b_h, h0, _ = random_problem(T, B, 3, H, rng=rng)
+    W_hh = 1.05 * orthogonal(H, rng)
+    old = rnnx.set_kernel("blas")
+    try:
+        L = rnnx.jacobian_log_norms(x, W_xh, W_hh, b_h, h0)
+    finally:
+        rnnx.set_kernel(old)
+    h = forward(x, W_xh, W_hh, b_h, h0)
+    np.testing.assert_allclose(L, log_norms(h, W_hh, 2), rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("H", [17, 40, 130, 260])
 def test_spectral_norm_with_nearly_equal_top_singular_values(rng, H, dtype):
