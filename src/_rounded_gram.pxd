@@ -23,10 +23,12 @@ cdef inline void _rounded_gram(const double *R, blas_int H, blas_int ld, double 
     H, whatever their order of summation (with or without fused multiply-adds), are within
     gamma_H |Xh| |Xh|^T of exact, gamma_H = H u / (1 - H u) (Higham, Accuracy and
     Stability of Numerical Algorithms, 3.1), and || |Xh| |Xh|^T ||_F <= ||Xh||_F^2 <=
-    (1 + u)^2. So ||X X^T - Ghat||_F <= delta = gamma_H (1 + u)^2 + 2 u + u^2, plus the
-    underflow of subnormal products (at most 2^-126 each, even flushed to zero: H^3 2^-126
-    over all, bounded by the H^3 2^-120 added), and ||X X^T||_F <= ||Ghat||_F + delta
-    (||Ghat||_F is summed in float64, within 1e-12 relative)."""
+    (1 + u)^2. So ||X X^T - Ghat||_F <= delta = gamma_H (1 + u)^2 + 2 u + u^2, plus
+    underflow: entries and products below float32's normal range are off by at most 2^-126
+    each (even flushed to zero), H^3 2^-126 over all, bounded by the H^3 2^-120 added. And
+    ||X X^T||_F <= ||Ghat||_F + delta, where ||Ghat||_F^2, a float64 sum of exact squares
+    (H columns of at most H terms, 8 accumulators each, then one), is within 2 (H + 2)
+    2^-53 relative of its value."""
     cdef blas_int i, c
     cdef double acc = 0, v, u = ldexp(1.0, -24), gamma, delta, inv_s = 1.0 / s
     cdef float one = 1.0, zero = 0.0
@@ -48,7 +50,7 @@ cdef inline void _rounded_gram(const double *R, blas_int H, blas_int ld, double 
     # (1 + 1e-6): room for the float64 roundings of X = R / s and of delta itself
     delta = ((gamma * (1 + u) * (1 + u) + 2 * u + u * u) * (1 + 1e-6)
              + ldexp(<double> H * H * H, -120))
-    v = sqrt(acc) * (1 + 1e-12) + delta
+    v = sqrt(acc * (1 + 2 * (H + 2) * ldexp(1.0, -53))) + delta
     frob_up[0] = v * v
 
 
