@@ -5,8 +5,8 @@
 
 from libc.math cimport sqrt, ldexp
 from scipy.linalg.cython_blas cimport dgemm, dsyrk, ssyrk
-from scipy.linalg.cython_lapack cimport dpotrf, dsyevr
 from _blas cimport blas_int
+from _gram_matrix cimport _top_eigenvalue_lapack, _below
 from _norms cimport rnnx_sum_squares_f as _sum_squares_f
 
 
@@ -76,20 +76,18 @@ cdef inline bint _basis_certifies(const double *R, blas_int ld, double s, blas_i
     positive semi-definite with trace 1), or its Frobenius norm,
     sqrt(||G||_F^2 - ||T||_F^2 - 2 ||C||_F^2). The products by G are exact (through R):
     the rounding of Ghat decides only how good Q is, never what is proved."""
-    cdef blas_int i, j, info = 0, found = 0, one = 1, lwork = 26 * m, liwork = 10 * m
+    cdef blas_int i, j, one = 1
     cdef double alpha = 1.0 / (s * s), unit = 1.0, zero = 0.0, minus = -1.0
-    cdef double tr = 0, t_sq = 0, c_sq = 0, g, g_sq, mu, unused = 0, abstol = 0
-    cdef double *T = sm                     # (m, m), then its copy for dsyevr
+    cdef double tr = 0, t_sq = 0, c_sq = 0, g, g_sq, mu
+    cdef double *T = sm                     # (m, m)
     cdef double *CC = sm + m * m            # C^T C
     cdef double *P = sm + 2 * m * m
-    cdef double *S = sm + 3 * m * m
+    cdef double *S = sm + 3 * m * m         # scratch for LAPACK
     cdef double *ev = sm + 4 * m * m        # m
     cdef double *z = ev + m                 # m
     cdef char *up = b'U'
     cdef char *nt = b'N'
     cdef char *tn = b'T'
-    cdef char *jobz = b'V'
-    cdef char *index = b'I'
     # Y := R^T Q   (H, m) = (H, H)^T @ (H, m), column-major
     dgemm(tn, nt, &H, &m, &H, &unit, <double *> R, &ld, <double *> V, &H, &zero, Y, &H)
     # T := alpha Y^T Y = Q^T G Q   (m, m), the upper triangle, then mirrored
@@ -110,14 +108,11 @@ cdef inline bint _basis_certifies(const double *R, blas_int ld, double s, blas_i
         c_sq += CC[j + j * m]
         for i in range(m):
             t_sq += T[i + j * m] * T[i + j * m]
-    # theta, z := T's top eigenpair (S: T's copy, which dsyevr overwrites)
+    # theta, z := T's top eigenpair (S: T's copy, which LAPACK overwrites)
     for j in range(m * m):
         S[j] = T[j]
-    dsyevr(jobz, index, up, &m, S, &m, &unused, &unused, &m, &m, &abstol, &found, ev, z,
-           &m, iwork, work, &lwork, iwork + 2, &liwork, &info)
-    if info != 0 or found != 1:
+    if _top_eigenvalue_lapack(S, m, ev, z, work, iwork, theta) != 0:
         return False
-    theta[0] = ev[0]
     # u := Q z, the Ritz vector   (H,) = (H, m) @ (m,)
     dgemm(nt, nt, &H, &one, &m, &unit, <double *> V, &H, z, &m, &zero, u, &H)
     g = max(1 - tr, 0)
@@ -126,10 +121,8 @@ cdef inline bint _basis_certifies(const double *R, blas_int ld, double s, blas_i
     mu = theta[0] * (1 + margin)
     if not (theta[0] > 0 and mu > g):
         return False
-    # S := mu I - T - CC / (mu - g), upper triangle; positive definite?
+    # CC := T + CC / (mu - g) (upper triangle): mu I - CC is the Schur complement
     for j in range(m):
         for i in range(j + 1):
-            S[i + j * m] = -T[i + j * m] - CC[i + j * m] / (mu - g)
-        S[j + j * m] += mu
-    dpotrf(up, &m, S, &m, &info)
-    return info == 0
+            CC[i + j * m] = T[i + j * m] + CC[i + j * m] / (mu - g)
+    return _below(CC, S, m, mu)
